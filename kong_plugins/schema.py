@@ -404,8 +404,16 @@ class Number(_Numeric):
 
     kong_type = "number"
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(
+        self,
+        *,
+        default: float | None = None,
+        description: str | None = None,
+        one_of: Sequence[float] | None = None,
+        between: tuple[float, float] | None = None,
+        gt: float | None = None,
+    ) -> None:
+        super().__init__(default=default, description=description, one_of=one_of, between=between, gt=gt)
         self._finish()
 
     def coerce(self, value: Any, path: str) -> float:
@@ -423,8 +431,16 @@ class Integer(_Numeric):
 
     kong_type = "integer"
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(
+        self,
+        *,
+        default: int | None = None,
+        description: str | None = None,
+        one_of: Sequence[int] | None = None,
+        between: tuple[int, int] | None = None,
+        gt: float | None = None,
+    ) -> None:
+        super().__init__(default=default, description=description, one_of=one_of, between=between, gt=gt)
         self._finish()
 
     def coerce(self, value: Any, path: str) -> int:
@@ -476,8 +492,20 @@ class _Collection(FieldType):
 class Array(_Collection):
     kong_type = "array"
 
-    def __init__(self, elements: FieldType, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(
+        self,
+        elements: FieldType,
+        *,
+        default: Sequence[Any] | None = None,
+        description: str | None = None,
+        len_min: int | None = None,
+        len_max: int | None = None,
+        len_eq: int | None = None,
+    ) -> None:
+        super().__init__(
+            default=list(default) if default is not None else None, description=description,
+            len_min=len_min, len_max=len_max, len_eq=len_eq,
+        )
         self.elements = elements
         self._finish()
 
@@ -522,8 +550,21 @@ class Set(Array):
 class Map(_Collection):
     kong_type = "map"
 
-    def __init__(self, *, keys: FieldType, values: FieldType, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(
+        self,
+        *,
+        keys: FieldType,
+        values: FieldType,
+        default: Mapping[str, Any] | None = None,
+        description: str | None = None,
+        len_min: int | None = None,
+        len_max: int | None = None,
+        len_eq: int | None = None,
+    ) -> None:
+        super().__init__(
+            default=dict(default) if default is not None else None, description=description,
+            len_min=len_min, len_max=len_max, len_eq=len_eq,
+        )
         self.keys, self.values = keys, values
         self._finish()
 
