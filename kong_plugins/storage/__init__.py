@@ -1,0 +1,53 @@
+"""Storage shared by the plugins: counters, limits and small state, in memory or in Redis.
+
+Public surface (everything else is private)::
+
+    Storage                          the interface (base.py)
+    ├── MemoryStorage                default: per process, LRU-bounded, TTLs (memory.py)
+    └── RedisStorage                 redis, redis-sentinel, redis-cluster (redis_backend.py)
+    build_storage, STORAGE_FIELDS    from validated plugin config (config.py)
+    make_key, CrossSlotError         injective, Cluster-tagged keys (keys.py)
+    Limiter, RateRule, CalendarRule, ConcurrencyRule, LimitDecision, Reservation
+                                     the limits engine (limiter.py)
+    Script, register_script          atomic Lua + Python twin pairs (scripting.py)
+
+Errors: backend failures raise :class:`kong_plugins.errors.StorageError`.
+"""
+
+from .base import Storage
+from .keys import CrossSlotError, make_key
+from .limiter import (
+    CalendarRule,
+    ConcurrencyRule,
+    LimitDecision,
+    Limiter,
+    RateRule,
+    Reservation,
+    Rule,
+    RuleState,
+)
+from .memory import MemoryStorage
+from .redis_backend import RedisStorage, close_shared_clients
+from .scripting import REGISTRY, MemoryState, Script, ScriptArg, register_script
+
+__all__ = [
+    "REGISTRY",
+    "CalendarRule",
+    "ConcurrencyRule",
+    "CrossSlotError",
+    "LimitDecision",
+    "Limiter",
+    "MemoryState",
+    "MemoryStorage",
+    "RateRule",
+    "RedisStorage",
+    "Reservation",
+    "Rule",
+    "RuleState",
+    "Script",
+    "ScriptArg",
+    "Storage",
+    "close_shared_clients",
+    "make_key",
+    "register_script",
+]

@@ -1,0 +1,400 @@
+"""The limits engine: every limit of one request decided atomically, in one storage round trip.
+
+Rule kinds
+----------
+:class:`RateRule` -- short windows ("10 per second", "100,000 tokens per minute") with GCRA,
+    run as its equivalent leaky-bucket meter: the bucket holds at most ``limit`` cost units and
+    drains continuously at ``limit / period``. Chosen over a sliding window because it has no
+    window edges at all: any interval of length ``t`` admits at most ``limit + t * limit /
+    period`` units -- a burst is capped at ``limit`` at every instant, where a fixed window lets
+    ``2 x limit`` through around its edge and a weighted sliding-window counter only estimates.
+    It is one small hash per rule (a sliding log would be one entry per request), exact for
+    costs (``n`` units move the level by ``n``) and so gives exact ``remaining``, ``reset`` and
+    ``retry_after`` and clean refunds.
+:class:`CalendarRule` -- quotas per UTC hour or day ("10,000 requests per day"): the count
+    restarts when the calendar window does, which is what users of daily quotas expect.
+:class:`ConcurrencyRule` -- requests in flight. Each admitted request holds a lease (one id per
+    decision) that expires after ``lease_ttl`` seconds, so a crashed request cannot leak
+    capacity; :meth:`Limiter.release` ends the leases when the request completes.
+
+Costs: rate and calendar rules take a ``cost`` (LLM tokens: prompt estimate plus ``max_tokens``)
+reserved up front; :meth:`Limiter.adjust` settles it once the real usage is known.
+
+Atomicity: one script checks every rule, then consumes from all of them or from none, so a
+request denied by one rule consumes nothing elsewhere; no read-then-write happens outside it, so
+N processes racing on one key admit exactly ``limit``. On Redis the script reads the server
+clock; the memory backend uses the ``now`` passed in (Kong's request start time), so replays
+reproduce decisions.
+
+Keys of one call must share a Cluster slot: build them with one ``hash_tag``
+(:func:`~kong_plugins.storage.keys.make_key`); otherwise every backend raises
+:class:`~kong_plugins.storage.keys.CrossSlotError`.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from .base import Storage
+from .scripting import MemoryState, Script, ScriptArg, register_script
+
+_RATE, _CALENDAR, _CONCURRENCY = 1, 2, 3
+_EPS = 1e-6
+_US = 1_000_000
+CALENDAR_UNITS: dict[str, int] = {"hour": 3600, "day": 86400}
+
+
+def _check_common(name: str, key: str, limit: int) -> None:
+    if not name:
+        raise ValueError("a rule needs a name")
+    if not key:
+        raise ValueError(f"rule {name!r} needs a key")
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"rule {name!r}: limit must be an integer >= 1, got {limit!r}")
+
+
+def _check_cost(name: str, cost: int) -> None:
+    if isinstance(cost, bool) or not isinstance(cost, int) or cost < 0:
+        raise ValueError(f"rule {name!r}: cost must be an integer >= 0, got {cost!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class RateRule:
+    """At most ``limit`` cost units per ``period`` seconds, bursts capped at ``limit`` (GCRA)."""
+
+    name: str
+    key: str
+    limit: int
+    period: float
+    cost: int = 1
+
+    def __post_init__(self) -> None:
+        _check_common(self.name, self.key, self.limit)
+        _check_cost(self.name, self.cost)
+        if not (self.period > 0 and math.isfinite(self.period)):
+            raise ValueError(f"rule {self.name!r}: period must be a positive number of seconds")
+
+    def _wire(self) -> tuple[int, int, int]:
+        return _RATE, self.limit, max(1, round(self.period * _US))
+
+
+@dataclass(frozen=True, slots=True)
+class CalendarRule:
+    """At most ``limit`` cost units per UTC calendar ``unit`` (hour or day)."""
+
+    name: str
+    key: str
+    limit: int
+    unit: Literal["hour", "day"]
+    cost: int = 1
+
+    def __post_init__(self) -> None:
+        _check_common(self.name, self.key, self.limit)
+        _check_cost(self.name, self.cost)
+        if self.unit not in CALENDAR_UNITS:
+            raise ValueError(f"rule {self.name!r}: unit must be one of {sorted(CALENDAR_UNITS)}")
+
+    def _wire(self) -> tuple[int, int, int]:
+        return _CALENDAR, self.limit, CALENDAR_UNITS[self.unit] * _US
+
+
+@dataclass(frozen=True, slots=True)
+class ConcurrencyRule:
+    """At most ``limit`` requests in flight; a lease not released expires after ``lease_ttl`` s."""
+
+    name: str
+    key: str
+    limit: int
+    lease_ttl: float
+
+    def __post_init__(self) -> None:
+        _check_common(self.name, self.key, self.limit)
+        if not (self.lease_ttl > 0 and math.isfinite(self.lease_ttl)):
+            raise ValueError(f"rule {self.name!r}: lease_ttl must be a positive number of seconds")
+
+    @property
+    def cost(self) -> int:
+        return 1
+
+    def _wire(self) -> tuple[int, int, int]:
+        return _CONCURRENCY, self.limit, max(1, round(self.lease_ttl * _US))
+
+
+Rule = RateRule | CalendarRule | ConcurrencyRule
+
+
+@dataclass(frozen=True, slots=True)
+class RuleState:
+    """One rule's verdict. Seconds are floats; ``remaining`` is after this request's cost when
+    allowed. ``reset_after``: until the rule is back to full capacity (rate), until the window
+    ends (calendar), until the oldest held lease expires (concurrency). ``retry_after`` is 0 when
+    the rule allowed; for a cost above the limit (it can never fit) it is ``reset_after``."""
+
+    rule: Rule
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_after: float
+    retry_after: float
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """What :meth:`Limiter.adjust` and :meth:`Limiter.release` need to settle an admitted request.
+
+    Plain data (rules, a lease id, calendar window numbers): keep it for the log phase.
+    """
+
+    rules: tuple[Rule, ...]
+    lease_id: str
+    windows: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LimitDecision:
+    """The outcome of :meth:`Limiter.check_and_consume`.
+
+    ``denied_by`` is the first rule (in the order given) that denied; ``retry_after`` the longest
+    wait among denying rules (0 when allowed); ``reservation`` is set when allowed.
+    """
+
+    allowed: bool
+    states: tuple[RuleState, ...]
+    denied_by: Rule | None
+    retry_after: float
+    reservation: Reservation | None
+
+
+# -- Python twins (memory backend). The Lua scripts in scripts/limiter*.lua mirror these lines. --
+
+
+def _drain(entry: list[float] | None, limit: int, period: int, now: int) -> tuple[float, float, float]:
+    """(level now, time of last update, drain rate per us) of a rate rule's bucket."""
+    rate = limit / period
+    if entry is None:
+        return 0.0, float(now), rate
+    level, last = entry
+    elapsed = now - last
+    if elapsed < 0:
+        elapsed = 0
+    level -= elapsed * rate
+    return (level if level > 0 else 0.0), last, rate
+
+
+def _check_twin(state: MemoryState, keys: Sequence[str], args: Sequence[ScriptArg], now: int) -> list[int]:
+    lease = str(args[0])
+    reply: list[int] = []
+    writes: list[tuple[int, str, tuple[float, float, float]]] = []
+    all_ok = True
+    for i, key in enumerate(keys):
+        b = 1 + i * 4
+        kind, limit, param, cost = int(args[b]), int(args[b + 1]), int(args[b + 2]), int(args[b + 3])
+        ok, remaining, reset, retry, window = 0, 0, 0, 0, 0
+        if kind == _RATE:
+            level, last, rate = _drain(state.get(key), limit, param, now)
+            if level + cost <= limit + _EPS:
+                ok = 1
+                new = level + cost
+                remaining = math.floor(limit - new + _EPS)
+                reset = math.ceil(new / rate)
+                writes.append((kind, key, (new, max(last, now), reset)))
+            else:
+                remaining = math.floor(limit - level + _EPS)
+                reset = math.ceil(level / rate)
+                retry = math.ceil((level + cost - limit) / rate) if cost <= limit else reset
+        elif kind == _CALENDAR:
+            window = now // param
+            entry = state.get(key)
+            used = entry[1] if entry is not None and entry[0] == window else 0
+            reset = (window + 1) * param - now
+            if used + cost <= limit:
+                ok = 1
+                remaining = limit - used - cost
+                writes.append((kind, key, (window, used + cost, reset)))
+            else:
+                remaining = limit - used
+                retry = reset
+        else:
+            leases: dict[str, int] | None = state.get(key)
+            if leases:
+                for held in [k for k, exp in leases.items() if exp <= now]:
+                    del leases[held]
+            count = len(leases) if leases else 0
+            if leases:
+                reset = min(leases.values()) - now
+            if count + 1 <= limit:
+                ok = 1
+                remaining = limit - count - 1
+                writes.append((kind, key, (now + param, param, 0)))
+            else:
+                remaining = limit - count
+                retry = reset
+        if remaining < 0:
+            remaining = 0
+        if not ok:
+            all_ok = False
+        reply += (ok, remaining, reset, retry, window)
+    if all_ok:
+        for kind, key, s in writes:
+            if kind == _RATE:
+                state.set(key, [s[0], s[1]], now + (math.ceil(s[2] / 1000) + 1000) * 1000)
+            elif kind == _CALENDAR:
+                state.set(key, (int(s[0]), int(s[1])), now + (math.ceil(s[2] / 1000) + 1000) * 1000)
+            else:
+                leases = state.get(key) or {}
+                leases[lease] = int(s[0])
+                state.set(key, leases, now + (math.ceil(s[1] / 1000) + 1000) * 1000)
+    return reply
+
+
+def _adjust_twin(state: MemoryState, keys: Sequence[str], args: Sequence[ScriptArg], now: int) -> int:
+    for i, key in enumerate(keys):
+        b = i * 5
+        kind, limit, param = int(args[b]), int(args[b + 1]), int(args[b + 2])
+        delta, reserved = int(args[b + 3]), int(args[b + 4])
+        if delta == 0:
+            continue
+        if kind == _RATE:
+            level, last, rate = _drain(state.get(key), limit, param, now)
+            level = max(0.0, level + delta)
+            state.set(key, [level, max(last, now)], now + (math.ceil(level / rate / 1000) + 1000) * 1000)
+        elif kind == _CALENDAR:
+            current = now // param
+            if reserved == current or delta > 0:
+                entry = state.get(key)
+                used = entry[1] if entry is not None and entry[0] == current else 0
+                used = max(0, used + delta)
+                expires = now + (math.ceil(((current + 1) * param - now) / 1000) + 1000) * 1000
+                state.set(key, (current, used), expires)
+    return 1
+
+
+def _release_twin(state: MemoryState, keys: Sequence[str], args: Sequence[ScriptArg], now: int) -> int:
+    lease = str(args[0])
+    released = 0
+    for key in keys:
+        leases: dict[str, int] | None = state.get(key)
+        if not leases:
+            continue
+        for held in [k for k, exp in leases.items() if exp <= now]:
+            del leases[held]
+        if leases.pop(lease, None) is not None:
+            released += 1
+    return released
+
+
+_PKG = "kong_plugins.storage"
+CHECK_AND_CONSUME = register_script(
+    Script.from_package(_PKG, "scripts/limiter.lua", _check_twin, name="kp.limiter.check")
+)
+ADJUST = register_script(
+    Script.from_package(_PKG, "scripts/limiter_adjust.lua", _adjust_twin, name="kp.limiter.adjust")
+)
+RELEASE = register_script(
+    Script.from_package(_PKG, "scripts/limiter_release.lua", _release_twin, name="kp.limiter.release")
+)
+
+
+def _new_lease_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Limiter:
+    """Decides requests against rules on one :class:`~kong_plugins.storage.base.Storage`."""
+
+    def __init__(self, storage: Storage, lease_ids: Callable[[], str] = _new_lease_id) -> None:
+        self.storage = storage
+        self._lease_ids = lease_ids
+
+    def check_and_consume(self, rules: Sequence[Rule], now: float | None = None) -> LimitDecision:
+        """Decide ``rules`` for one request and consume from all of them, or from none.
+
+        ``now`` (seconds since the epoch, Kong's request start time) is used by the memory
+        backend; Redis backends use the server's clock. Raises ``StorageError`` when the storage
+        fails, ``CrossSlotError`` when the keys do not share a slot, ``ValueError`` for
+        duplicate rule names or keys.
+        """
+        rules = tuple(rules)
+        if not rules:
+            return LimitDecision(True, (), None, 0.0, Reservation((), "", ()))
+        keys = [rule.key for rule in rules]
+        if len(set(keys)) != len(keys) or len({rule.name for rule in rules}) != len(rules):
+            raise ValueError("rules of one decision need distinct names and distinct keys")
+        has_lease = any(type(rule) is ConcurrencyRule for rule in rules)
+        lease_id = self._lease_ids() if has_lease else ""
+        args: list[ScriptArg] = [lease_id]
+        for rule in rules:
+            args.extend(rule._wire())
+            args.append(rule.cost)
+        reply = self.storage.run(CHECK_AND_CONSUME, keys, args, now)
+        states = []
+        windows = []
+        allowed = True
+        denied_by: Rule | None = None
+        retry_after = 0.0
+        for i, rule in enumerate(rules):
+            b = i * 5
+            ok = bool(reply[b])
+            retry = int(reply[b + 3]) / _US
+            states.append(RuleState(rule, ok, rule.limit, int(reply[b + 1]), int(reply[b + 2]) / _US, retry))
+            windows.append(int(reply[b + 4]))
+            if not ok:
+                allowed = False
+                if denied_by is None:
+                    denied_by = rule
+                retry_after = max(retry_after, retry)
+        reservation = Reservation(rules, lease_id, tuple(windows)) if allowed else None
+        return LimitDecision(allowed, tuple(states), denied_by, retry_after, reservation)
+
+    def adjust(
+        self, reservation: Reservation, deltas: Mapping[str, int], now: float | None = None
+    ) -> None:
+        """Settle reserved costs: ``deltas`` maps rule names to ``actual - reserved``.
+
+        A negative delta refunds (never below an empty bucket / zero usage), a positive one
+        charges extra, possibly beyond the limit: later requests then wait until it is paid off.
+        Unknown names raise ``ValueError``; concurrency rules cannot be adjusted.
+        """
+        by_name = {rule.name: (i, rule) for i, rule in enumerate(reservation.rules)}
+        keys: list[str] = []
+        args: list[ScriptArg] = []
+        for name, delta in deltas.items():
+            if name not in by_name:
+                raise ValueError(f"no rule named {name!r} in this reservation")
+            i, rule = by_name[name]
+            if isinstance(rule, ConcurrencyRule):
+                raise ValueError(f"rule {name!r} counts requests in flight: release it instead")
+            if delta == 0:
+                continue
+            keys.append(rule.key)
+            args.extend(rule._wire())
+            args.extend((int(delta), reservation.windows[i]))
+        if keys:
+            self.storage.run(ADJUST, keys, args, now)
+
+    def release(self, reservation: Reservation, now: float | None = None) -> int:
+        """End the reservation's concurrency leases; how many were still held."""
+        keys = [rule.key for rule in reservation.rules if isinstance(rule, ConcurrencyRule)]
+        if not keys:
+            return 0
+        return int(self.storage.run(RELEASE, keys, [reservation.lease_id], now))
+
+
+__all__ = [
+    "ADJUST",
+    "CALENDAR_UNITS",
+    "CHECK_AND_CONSUME",
+    "RELEASE",
+    "CalendarRule",
+    "ConcurrencyRule",
+    "LimitDecision",
+    "Limiter",
+    "RateRule",
+    "Reservation",
+    "Rule",
+    "RuleState",
+]

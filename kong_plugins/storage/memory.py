@@ -1,0 +1,176 @@
+"""The in-process backend: the default, zero infrastructure, bounded memory.
+
+State lives in one ordered dict used as an LRU: every read or write moves the key to the end,
+and inserting beyond ``max_keys`` drops the least recently used key. Every key may carry an
+absolute expiry, checked when the key is touched (an expired key reads as absent and is dropped);
+keys nobody touches again leave through the LRU end, so memory stays bounded by ``max_keys``
+without a sweeper thread.
+
+Concurrency: one lock around every operation. Scripts' twins run under it without I/O or
+yielding, so an operation is atomic for threads and, under gevent's monkey patching (where the
+lock becomes a gevent lock), for greenlets. Counters are per process: a gateway with several
+workers or nodes needs Redis for shared limits.
+
+Time: operations take ``now`` (Kong's request start time) so that replaying requests reproduces
+decisions; without it the injected ``clock`` is used.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..errors import StorageError
+from .base import Storage
+from .hyperloglog import HyperLogLog
+from .keys import check_same_slot
+from .scripting import Script, ScriptArg
+
+DEFAULT_MAX_KEYS = 100_000
+
+
+class _State:
+    """The dict behind the lock, seen by twins through the MemoryState protocol."""
+
+    __slots__ = ("data", "max_keys", "now_us")
+
+    def __init__(self, max_keys: int) -> None:
+        self.data: OrderedDict[str, list[Any]] = OrderedDict()
+        self.max_keys = max_keys
+        self.now_us = 0
+
+    def get(self, key: str) -> Any:
+        entry = self.data.get(key)
+        if entry is None:
+            return None
+        expires = entry[1]
+        if expires is not None and expires <= self.now_us:
+            del self.data[key]
+            return None
+        self.data.move_to_end(key)
+        return entry[0]
+
+    def set(self, key: str, value: Any, expires_at_us: int | None) -> None:
+        data = self.data
+        entry = data.get(key)
+        if entry is not None:
+            entry[0] = value
+            entry[1] = expires_at_us
+            data.move_to_end(key)
+            return
+        data[key] = [value, expires_at_us]
+        if len(data) > self.max_keys:
+            data.popitem(last=False)
+
+    def delete(self, key: str) -> bool:
+        entry = self.data.pop(key, None)
+        return entry is not None and (entry[1] is None or entry[1] > self.now_us)
+
+    def expires_at(self, key: str) -> int | None:
+        entry = self.data.get(key)
+        if entry is None or (entry[1] is not None and entry[1] <= self.now_us):
+            return None
+        expires: int | None = entry[1]
+        return expires
+
+    def touch(self, key: str, expires_at_us: int | None) -> None:
+        entry = self.data.get(key)
+        if entry is not None:
+            entry[1] = expires_at_us
+
+
+class MemoryStorage(Storage):
+    """Per-process storage with LRU eviction beyond ``max_keys`` and per-key TTLs."""
+
+    kind = "memory"
+
+    def __init__(self, max_keys: int = DEFAULT_MAX_KEYS, clock: Callable[[], float] = time.time) -> None:
+        if max_keys < 1:
+            raise ValueError("max_keys must be at least 1")
+        self._state = _State(max_keys)
+        self._clock = clock
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        """Keys currently held, expired ones not yet dropped included."""
+        return len(self._state.data)
+
+    def _now_us(self, now: float | None) -> int:
+        return round((self._clock() if now is None else now) * 1_000_000)
+
+    def run(
+        self, script: Script, keys: Sequence[str], args: Sequence[ScriptArg], now: float | None = None
+    ) -> Any:
+        check_same_slot(keys if isinstance(keys, list | tuple) else list(keys))
+        now_us = self._now_us(now)
+        with self._lock:
+            state = self._state
+            state.now_us = now_us
+            try:
+                return script.twin(state, keys, args, now_us)
+            except Exception as exc:
+                # The memory twin of Redis's one error boundary: a script failure (WRONGTYPE and
+                # the like) reaches the plugin as the same StorageError a Redis one would.
+                raise StorageError(f"memory storage: script {script.name} failed: {exc}") from exc
+
+    def _read(self, key: str, now: float | None) -> Any:
+        now_us = self._now_us(now)
+        with self._lock:
+            self._state.now_us = now_us
+            return self._state.get(key)
+
+    def get(self, key: str, now: float | None = None) -> str | None:
+        value = self._read(key, now)
+        if value is None or isinstance(value, str):
+            return value
+        if isinstance(value, int | float):
+            return str(value)
+        raise StorageError(f"memory storage: {key!r} does not hold a string")
+
+    def mget(self, keys: Sequence[str], now: float | None = None) -> list[str | None]:
+        return [self.get(key, now) for key in keys]
+
+    def set(self, key: str, value: str, ttl: float | None = None, now: float | None = None) -> None:
+        if ttl is not None and not ttl > 0:
+            raise ValueError(f"a ttl must be a positive number of seconds, got {ttl!r}")
+        now_us = self._now_us(now)
+        with self._lock:
+            self._state.now_us = now_us
+            self._state.set(key, value, None if ttl is None else now_us + round(ttl * 1_000_000))
+
+    def delete(self, *keys: str) -> int:
+        now_us = self._now_us(None)
+        with self._lock:
+            self._state.now_us = now_us
+            return sum(self._state.delete(key) for key in keys)
+
+    def hgetall(self, key: str, now: float | None = None) -> dict[str, str]:
+        value = self._read(key, now)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise StorageError(f"memory storage: {key!r} does not hold a hash")
+        return {str(k): str(v) for k, v in value.items()}
+
+    def pfcount(self, key: str, now: float | None = None) -> int:
+        value = self._read(key, now)
+        if value is None:
+            return 0
+        if not isinstance(value, HyperLogLog):
+            raise StorageError(f"memory storage: {key!r} does not hold a HyperLogLog")
+        with self._lock:
+            return value.count()
+
+    def ping(self) -> None:
+        return None
+
+    def clear(self) -> None:
+        """Drop every key (tests and operators' resets)."""
+        with self._lock:
+            self._state.data.clear()
+
+
+__all__ = ["DEFAULT_MAX_KEYS", "MemoryStorage"]

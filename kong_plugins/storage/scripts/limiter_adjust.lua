@@ -1,0 +1,47 @@
+-- adjust: settle reserved costs once the real cost is known (refund < 0, extra charge > 0).
+-- KEYS[i] is rule i's key; five ARGV per rule: kind, limit, param, delta, reserved window.
+-- Rate rules: the level moves by delta (never below an empty bucket; extra charges may exceed
+-- the limit, so later requests wait until the debt drains). Calendar rules: the reservation's
+-- window is adjusted while it is current; once it has passed, refunds lapse and extra charges
+-- go to the current window. Concurrency rules have nothing to settle.
+
+redis.replicate_commands()
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+
+for i = 1, #KEYS do
+    local b = (i - 1) * 5 + 1
+    local kind, limit, param, delta, reserved = tonumber(ARGV[b]), tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
+    local key = KEYS[i]
+    if kind == 1 and delta ~= 0 then
+        local h = redis.call('HMGET', key, 'l', 't')
+        local level, last = tonumber(h[1]) or 0, tonumber(h[2]) or now
+        local rate = limit / param
+        local elapsed = now - last
+        if elapsed < 0 then elapsed = 0 end
+        level = level - elapsed * rate
+        if level < 0 then level = 0 end
+        level = level + delta
+        if level < 0 then level = 0 end
+        redis.call('HSET', key, 'l', string.format('%.17g', level), 't', string.format('%.17g', math.max(last, now)))
+        redis.call('PEXPIRE', key, math.ceil(level / rate / 1000) + 1000)
+    elseif kind == 2 and delta ~= 0 then
+        local current = math.floor(now / param)
+        local h = redis.call('HMGET', key, 'w', 'n')
+        local stored, used = tonumber(h[1]), tonumber(h[2]) or 0
+        local target = nil
+        if reserved == current then
+            target = current
+        elseif delta > 0 then
+            target = current
+        end
+        if target ~= nil then
+            if stored ~= target then used = 0 end
+            used = used + delta
+            if used < 0 then used = 0 end
+            redis.call('HSET', key, 'w', string.format('%.17g', target), 'n', string.format('%.17g', used))
+            redis.call('PEXPIRE', key, math.ceil(((target + 1) * param - now) / 1000) + 1000)
+        end
+    end
+end
+return 1
