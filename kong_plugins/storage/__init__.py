@@ -5,7 +5,7 @@ Public surface (everything else is private)::
     Storage                          the interface (base.py)
     ├── MemoryStorage                default: per process, LRU-bounded, TTLs (memory.py)
     └── RedisStorage                 redis, redis-sentinel, redis-cluster (redis_backend.py)
-    build_storage, STORAGE_FIELDS    from validated plugin config (config.py)
+    build_storage, STORAGE_RECORD    from validated plugin config (config.py)
     make_key, CrossSlotError         injective, Cluster-tagged keys (keys.py)
     Limiter, RateRule, CalendarRule, ConcurrencyRule, LimitDecision, Reservation
                                      the limits engine (limiter.py)
@@ -15,6 +15,7 @@ Errors: backend failures raise :class:`kong_plugins.errors.StorageError`.
 """
 
 from .base import Storage
+from .config import STORAGE_FIELDS, STORAGE_RECORD, build_storage, check_storage_config
 from .keys import CrossSlotError, make_key
 from .limiter import (
     CalendarRule,
@@ -32,6 +33,8 @@ from .scripting import REGISTRY, MemoryState, Script, ScriptArg, register_script
 
 __all__ = [
     "REGISTRY",
+    "STORAGE_FIELDS",
+    "STORAGE_RECORD",
     "CalendarRule",
     "ConcurrencyRule",
     "CrossSlotError",
@@ -47,6 +50,8 @@ __all__ = [
     "Script",
     "ScriptArg",
     "Storage",
+    "build_storage",
+    "check_storage_config",
     "close_shared_clients",
     "make_key",
     "register_script",

@@ -54,6 +54,12 @@ def _shared(settings: Hashable, factory: Callable[[], T]) -> T:
         return client
 
 
+def _ssl_options(ssl: bool, verify: bool) -> dict[str, Any]:
+    if not ssl:
+        return {}
+    return {"ssl": True, "ssl_cert_reqs": "required" if verify else "none"}
+
+
 def _no_retry() -> Retry:
     return Retry(NoBackoff(), 0)
 
@@ -66,16 +72,17 @@ def redis_client(
     username: str | None = None,
     database: int = 0,
     ssl: bool = False,
+    ssl_verify: bool = True,
     connect_timeout: float = 0.5,
     read_timeout: float = 0.5,
     max_connections: int = 64,
 ) -> redis.Redis:
     """A single-node client, shared by every caller passing the same settings."""
-    settings = ("redis", host, port, username, password, database, ssl, connect_timeout, read_timeout,
-                max_connections)
+    settings = ("redis", host, port, username, password, database, ssl, ssl_verify, connect_timeout,
+                read_timeout, max_connections)
     return _shared(settings, lambda: redis.Redis(
-        host=host, port=port, username=username, password=password, db=database, ssl=ssl,
-        socket_connect_timeout=connect_timeout, socket_timeout=read_timeout,
+        host=host, port=port, username=username, password=password, db=database,
+        **_ssl_options(ssl, ssl_verify), socket_connect_timeout=connect_timeout, socket_timeout=read_timeout,
         max_connections=max_connections, retry=_no_retry(), decode_responses=True,
     ))
 
@@ -89,6 +96,7 @@ def sentinel_client(
     sentinel_password: str | None = None,
     database: int = 0,
     ssl: bool = False,
+    ssl_verify: bool = True,
     connect_timeout: float = 0.5,
     read_timeout: float = 0.5,
     max_connections: int = 64,
@@ -96,7 +104,7 @@ def sentinel_client(
     """A client of the master the Sentinels currently name, shared per settings."""
     sentinels = tuple((h, int(p)) for h, p in sentinels)
     settings = ("sentinel", master_name, sentinels, username, password, sentinel_password, database, ssl,
-                connect_timeout, read_timeout, max_connections)
+                ssl_verify, connect_timeout, read_timeout, max_connections)
 
     def factory() -> redis.Redis:
         sentinel_kwargs: dict[str, Any] = {
@@ -107,7 +115,7 @@ def sentinel_client(
             sentinel_kwargs["password"] = sentinel_password
         manager = Sentinel(list(sentinels), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
         client: redis.Redis = manager.master_for(  # type: ignore[no-untyped-call]
-            master_name, username=username, password=password, db=database, ssl=ssl,
+            master_name, username=username, password=password, db=database, **_ssl_options(ssl, ssl_verify),
             socket_connect_timeout=connect_timeout, socket_timeout=read_timeout,
             max_connections=max_connections, retry=_no_retry(), decode_responses=True,
         )
@@ -122,17 +130,19 @@ def cluster_client(
     password: str | None = None,
     username: str | None = None,
     ssl: bool = False,
+    ssl_verify: bool = True,
     connect_timeout: float = 0.5,
     read_timeout: float = 0.5,
     max_connections: int = 64,
 ) -> RedisCluster:
     """A Cluster client bootstrapped from ``nodes`` (any subset of the cluster), shared per settings."""
     nodes = tuple((h, int(p)) for h, p in nodes)
-    settings = ("cluster", nodes, username, password, ssl, connect_timeout, read_timeout, max_connections)
+    settings = ("cluster", nodes, username, password, ssl, ssl_verify, connect_timeout, read_timeout,
+                max_connections)
     startup = [ClusterNode(h, p) for h, p in nodes]  # type: ignore[no-untyped-call]
     return _shared(settings, lambda: RedisCluster(
         startup_nodes=startup, username=username, password=password,
-        ssl=ssl, socket_connect_timeout=connect_timeout, socket_timeout=read_timeout,
+        **_ssl_options(ssl, ssl_verify), socket_connect_timeout=connect_timeout, socket_timeout=read_timeout,
         max_connections=max_connections, retry=_no_retry(), decode_responses=True,
     ))
 
