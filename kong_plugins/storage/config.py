@@ -205,8 +205,8 @@ def build_storage(
             sentinel_password=config.get("sentinel_password"), **common,
         )
         return RedisStorage(client, kind="redis-sentinel", key_prefix=prefix)
-    cluster = cluster_client(_nodes(config.get("cluster_nodes")), **common)
-    return RedisStorage(cluster, kind="redis-cluster", key_prefix=prefix)
+    nodes = _nodes(config.get("cluster_nodes"))
+    return RedisStorage(lambda: cluster_client(nodes, **common), kind="redis-cluster", key_prefix=prefix)
 
 
 __all__ = [

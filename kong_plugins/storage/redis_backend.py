@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 import redis
 from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisClusterException
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
@@ -153,7 +153,7 @@ def close_shared_clients() -> None:
         clients = list(_CLIENTS.values())
         _CLIENTS.clear()
     for client in clients:
-        with contextlib.suppress(redis.RedisError, OSError):
+        with contextlib.suppress(redis.RedisError, RedisClusterException, OSError):
             client.close()
 
 
@@ -164,20 +164,36 @@ class RedisStorage(Storage):
     change Cluster slots).
     """
 
-    def __init__(self, client: RedisClient, *, kind: str = "redis", key_prefix: str = "") -> None:
+    def __init__(
+        self, client: RedisClient | Callable[[], RedisClient], *, kind: str = "redis", key_prefix: str = ""
+    ) -> None:
         if "{" in key_prefix or "}" in key_prefix:
             raise ValueError("key_prefix must not contain '{' or '}' (it would change Cluster hashing)")
-        self.client = client
+        # A factory defers connecting to the first call: RedisCluster reads the topology in its
+        # constructor, and a Redis that is down at instance start is an outage, not bad config.
+        self._client: RedisClient | None = None
+        self._factory: Callable[[], RedisClient] | None = None
+        if isinstance(client, redis.Redis | RedisCluster):
+            self._client = client
+        else:
+            self._factory = client
         self.kind = kind
         self.key_prefix = key_prefix
 
-    def _call(self, what: str, fn: Callable[..., T], *args: Any) -> T:
-        """The error boundary: the only place a client method is called."""
+    @property
+    def client(self) -> RedisClient:
+        """The redis-py client (created on first use when built from a factory)."""
+        if self._client is None:
+            assert self._factory is not None
+            self._client = self._factory()
+        return self._client
+
+    def _call(self, what: str, fn: Callable[[RedisClient], T]) -> T:
+        """The error boundary: every use of the client goes through here."""
         try:
-            return fn(*args)
-        except (redis.RedisError, OSError) as exc:
-            # str(exc) is redis-py's message (address, "Timeout reading", NOSCRIPT...), never
-            # a password: redis-py does not put credentials in exception text.
+            return fn(self.client)
+        except (redis.RedisError, RedisClusterException, OSError) as exc:
+            # redis-py messages name the address and the failure, never credentials.
             raise StorageError(f"{self.kind} storage: {what} failed: {type(exc).__name__}: {exc}") from exc
 
     def _k(self, key: str) -> str:
@@ -188,53 +204,58 @@ class RedisStorage(Storage):
     ) -> Any:
         full = [self.key_prefix + k for k in keys]
         check_same_slot(full)
-        return self._call(f"script {script.name}", self._eval, script, full, args)
 
-    def _eval(self, script: Script, keys: list[str], args: Sequence[ScriptArg]) -> Any:
-        try:
-            return self.client.evalsha(script.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            # EVAL runs the script and caches it on that node: later EVALSHAs hit.
-            return self.client.eval(script.lua, len(keys), *keys, *args)
+        def evaluate(client: RedisClient) -> Any:
+            try:
+                return client.evalsha(script.sha, len(full), *full, *args)
+            except NoScriptError:
+                # EVAL runs the script and caches it on that node: later EVALSHAs hit.
+                return client.eval(script.lua, len(full), *full, *args)
+
+        return self._call(f"script {script.name}", evaluate)
 
     def get(self, key: str, now: float | None = None) -> str | None:
-        value = self._call("GET", self.client.get, self._k(key))
+        value = self._call("GET", lambda c: c.get(self._k(key)))
         return None if value is None else str(value)
 
     def mget(self, keys: Sequence[str], now: float | None = None) -> list[str | None]:
         if not keys:
             return []
         full = [self._k(k) for k in keys]
-        if isinstance(self.client, RedisCluster):
-            values = self._call("MGET", self.client.mget_nonatomic, full)
-        else:
-            values = self._call("MGET", self.client.mget, full)
+
+        def mget(client: RedisClient) -> list[Any]:
+            if isinstance(client, RedisCluster):
+                return list(client.mget_nonatomic(full))
+            return list(client.mget(full))
+
+        values = self._call("MGET", mget)
         return [None if v is None else str(v) for v in values]
 
     def set(self, key: str, value: str, ttl: float | None = None, now: float | None = None) -> None:
         if ttl is not None and not ttl > 0:
             raise ValueError(f"a ttl must be a positive number of seconds, got {ttl!r}")
         px = None if ttl is None else max(1, round(ttl * 1000))
-        self._call("SET", self.client.set, self._k(key), value, None, px)
+        self._call("SET", lambda c: c.set(self._k(key), value, px=px))
 
     def delete(self, *keys: str) -> int:
         if not keys:
             return 0
-        return int(self._call("DEL", self.client.delete, *[self._k(k) for k in keys]))
+        full = [self._k(k) for k in keys]
+        return int(self._call("DEL", lambda c: c.delete(*full)))
 
     def hgetall(self, key: str, now: float | None = None) -> dict[str, str]:
-        fields = self._call("HGETALL", self.client.hgetall, self._k(key))
+        fields = self._call("HGETALL", lambda c: c.hgetall(self._k(key)))
         return {str(k): str(v) for k, v in fields.items()}
 
     def pfcount(self, key: str, now: float | None = None) -> int:
-        return int(self._call("PFCOUNT", self.client.pfcount, self._k(key)))
+        return int(self._call("PFCOUNT", lambda c: c.pfcount(self._k(key))))
 
     def ping(self) -> None:
-        self._call("PING", self.client.ping)
+        self._call("PING", lambda c: c.ping())
 
     def server_time(self) -> float:
         """The server clock (seconds): what scripts decide with (tests, diagnostics)."""
-        seconds, micros = self._call("TIME", self.client.time)
+        seconds, micros = self._call("TIME", lambda c: c.time())
         return float(seconds) + float(micros) / 1_000_000
 
 
