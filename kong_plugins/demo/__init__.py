@@ -1,0 +1,1 @@
+"""Small kong-pdk-style plugins used by the runtime benchmark, tests and documentation."""

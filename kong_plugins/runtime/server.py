@@ -1,0 +1,487 @@
+"""The plugin server: Kong 3.9's external plugin protocol served with gevent and direct greenlet switches.
+
+Protocol (``kong/runloop/plugin_servers/rpc/mp_rpc.lua``): msgpack requests ``[0, id, method, args]``
+answered by ``[1, id, error, result]``. Kong opens a connection per call from a keepalive pool and
+sends one request at a time on it, so consecutive calls of one event may arrive on different
+connections. An event is a phase of one request: ``plugin.HandleEvent`` starts it, the answer is
+either ``"ret"`` (done) or a PDK call ``{Method, Args}``; Kong runs the call and sends the result
+back with ``plugin.Step*`` (``plugin.StepError`` when the Lua function returned ``nil, err``).
+
+How events run. Each event is a greenlet (:class:`EventGreenlet`). The connection greenlet that
+received HandleEvent (or a Step) *lends* itself to the event: it switches into the event greenlet
+and gets control back when the handler makes its next PDK call, returns, or raises. That switch is
+the whole hand-off, so a PDK round trip costs us one greenlet switch each way -- no queues, locks or
+thread wake-ups (the stock kong-pdk server hands every call across a Queue between two threads).
+Lending is safe because Kong sends nothing else on a connection until it has the answer. When a
+handler blocks on I/O (Redis, HTTP, ``time.sleep`` -- all cooperative under monkey patching), it
+switches to the gevent hub and every other event keeps running; the lender simply waits with it.
+
+Guarantees, each covered by tests in ``tests/runtime``:
+
+* an exception in a handler, before or after any PDK call, is logged once with the plugin name and
+  traceback and turned into the instance's failure behaviour: ``open`` answers ``"ret"`` (the
+  request continues), ``closed`` answers with ``kong.response.exit(500, JSON)``; an exception in
+  ``Plugin.__init__`` fails StartInstance with a message (naming the field for ``ConfigError``);
+* nothing of an event survives it: after ``kong.response.exit/error`` the handler is unwound with
+  :class:`ResponseExited` (Kong never sends a Step for those); an event waiting longer than
+  ``step_timeout`` for a Step (Kong abandoned it) or running longer than ``handler_timeout`` is
+  unwound by the reaper;
+* instance lifecycle as Kong's ``plugin.lua`` expects, with ids that never repeat across restarts
+  of the server (a stale id from a previous process gets "no plugin instance", so Kong restarts it,
+  instead of hitting another instance).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import secrets
+import time
+import traceback
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+from greenlet import getcurrent, greenlet
+
+from kong_plugins.errors import ConfigError
+from kong_plugins.runtime.module import PluginModule
+from kong_plugins.runtime.pdk import KONG, TERMINAL_METHODS, EventClosed, PDKError, ResponseExited
+
+log = logging.getLogger("kong_plugins.runtime")
+
+#: Phases in which Kong honours kong.response.exit (delayed response in the access/rewrite runloop).
+_EXIT_PHASES = frozenset({"access", "rewrite"})
+
+_RUNNING = 0
+_AWAITING_STEP = 1
+
+_FAIL_CLOSED_STATUS = 500
+
+
+class RPCError(Exception):
+    """An error returned to Kong as the ``error`` element of a response."""
+
+
+class EventAbandoned(BaseException):
+    """Raised into an event Kong stopped serving (no Step within ``step_timeout``)."""
+
+
+class HandlerTimeout(Exception):
+    """Raised into a handler that ran longer than ``handler_timeout`` without a PDK call."""
+
+
+@dataclass
+class Instance:
+    """A configured plugin object, one per Kong plugin entity (``plugin.lua`` ``running_instances``)."""
+
+    id: int
+    name: str
+    config: dict[str, Any]
+    plugin: Any
+    handlers: dict[str, Callable[[Any], Any]]
+    failure_mode: str
+    start_time: float = field(default_factory=time.time)
+    last_used: float = 0.0
+
+
+class EventGreenlet(greenlet):  # type: ignore[misc]
+    """One phase of one request; PDK calls made while it runs belong to it."""
+
+    def __init__(self, server: PluginServer, event_id: int, instance: Instance, phase: str) -> None:
+        super().__init__()
+        self.server = server
+        self.event_id = event_id
+        self.instance = instance
+        self.phase = phase
+        self.state = _RUNNING
+        self.closed = False
+        self.deadline = 0.0
+
+    def run(self) -> tuple[str, list[Any]] | None:
+        try:
+            self.instance.handlers[self.phase](KONG)
+        except ResponseExited:
+            return None
+        except EventClosed:
+            return None
+        except EventAbandoned:
+            self.server.log_event_failure(self, "abandoned by Kong (no Step received)", None)
+            return None
+        except BaseException as exc:
+            self.server.log_event_failure(self, "raised", exc)
+            return self.server.failure_answer(self)
+        return None
+
+    def pdk_call(self, method: str, args: list[Any]) -> Any:
+        if self.closed:
+            raise EventClosed(method)
+        value, error = self.parent.switch((method, args))
+        if error is not None:
+            raise PDKError(method, error)
+        return value
+
+
+class PluginServer:
+    """Serves one plugin module to Kong; transport-agnostic (see :func:`serve_unix_socket`)."""
+
+    def __init__(
+        self,
+        module: PluginModule,
+        *,
+        step_timeout: float = 60.0,
+        handler_timeout: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.module = module
+        self.step_timeout = step_timeout
+        self.handler_timeout = handler_timeout
+        self.clock = clock
+        self.instances: dict[int, Instance] = {}
+        # Random base: ids of a restarted server never collide with ids Kong cached before.
+        self._instance_ids = itertools.count(secrets.randbelow(1 << 20) * 1000)
+        self._event_ids = itertools.count(1)
+        self.events: dict[int, EventGreenlet] = {}
+        # Kong may still send a Step for an event we ended on exit (a phase where Lua returned):
+        # answering "ret" ends its bridge loop quietly instead of logging "no event".
+        self._recently_closed: OrderedDict[int, None] = OrderedDict()
+        self.last_start_instance = 0.0
+        self.last_close_instance = 0.0
+        self.methods: dict[str, Callable[..., Any]] = {
+            "plugin.GetStatus": self.get_status,
+            "plugin.GetPluginInfo": self.get_plugin_info,
+            "plugin.StartInstance": self.start_instance,
+            "plugin.InstanceStatus": self.instance_status,
+            "plugin.CloseInstance": self.close_instance,
+            "plugin.HandleEvent": self.handle_event,
+            "plugin.Step": self.step,
+            "plugin.StepError": self.step_error,
+        }
+        for typed in ("Credential", "Consumer", "Route", "Service", "MultiMap", "MemoryStats", "Plugin"):
+            self.methods[f"plugin.Step{typed}"] = self.step
+
+    # -- RPC dispatch -------------------------------------------------------------------------
+
+    def dispatch(self, message: Any) -> list[Any]:
+        """Answer one request message; never raises (every failure becomes an RPC error)."""
+        try:
+            _kind, msgid, method, args = message
+        except (TypeError, ValueError):
+            return [1, None, "malformed request: expected [0, msgid, method, args]", None]
+        handler = self.methods.get(method)
+        if handler is None:
+            return [1, msgid, f"RPC method {method!r} is not supported", None]
+        try:
+            result = handler(*(args or ()))
+        except RPCError as exc:
+            return [1, msgid, str(exc), None]
+        except Exception as exc:
+            log.error("%s: internal error in %s\n%s", self.module.name, method, traceback.format_exc())
+            return [1, msgid, f"internal error in {method}: {type(exc).__name__}", None]
+        return [1, msgid, None, result]
+
+    # -- instances ----------------------------------------------------------------------------
+
+    def get_status(self, *_: Any) -> dict[str, Any]:
+        return {
+            "Pid": os.getpid(),
+            "Plugins": {
+                self.module.name: {
+                    "Name": self.module.name,
+                    "Modtime": self.module.mtime,
+                    "LoadTime": self.module.load_time,
+                    "Instances": [self._instance_status(i) for i in self.instances.values()],
+                    "LastStartInstance": self.last_start_instance,
+                    "LastCloseInstance": self.last_close_instance,
+                    # Not in kong-pdk's shape (Kong ignores it): lets operators and tests see leaks.
+                    "EventsInFlight": len(self.events),
+                }
+            },
+        }
+
+    def get_plugin_info(self, name: str) -> dict[str, Any]:
+        if name != self.module.name:
+            raise RPCError(f"plugin {name!r} is not served here (this server serves {self.module.name!r})")
+        return self.module.info()
+
+    def start_instance(self, request: dict[str, Any]) -> dict[str, Any]:
+        name = request.get("Name")
+        if name != self.module.name:
+            raise RPCError(f"plugin {name!r} is not served here (this server serves {self.module.name!r})")
+        raw_config = request.get("Config")
+        try:
+            config = json.loads(raw_config) if isinstance(raw_config, str | bytes) else raw_config
+        except ValueError as exc:
+            raise RPCError(f"{name}: config is not valid JSON: {exc}") from exc
+        if not isinstance(config, dict):
+            raise RPCError(f"{name}: config must be a JSON object")
+        try:
+            plugin = self.module.plugin_class(config)
+        except ConfigError as exc:
+            log.error("%s: invalid config: %s", name, exc)
+            raise RPCError(f"invalid config for plugin {name}: {exc}") from exc
+        except Exception as exc:
+            log.error("%s: Plugin.__init__ raised\n%s", name, traceback.format_exc())
+            raise RPCError(f"{name}: failed to start instance: {type(exc).__name__}: {exc}") from exc
+        failure_mode = getattr(plugin, "failure_mode", self.module.failure_mode)
+        if failure_mode not in ("open", "closed"):
+            raise RPCError(f"{name}: failure_mode must be 'open' or 'closed', got {failure_mode!r}")
+        instance = Instance(
+            id=next(self._instance_ids),
+            name=name,
+            config=config,
+            plugin=plugin,
+            handlers={phase: getattr(plugin, phase) for phase in self.module.phases},
+            failure_mode=failure_mode,
+        )
+        self.instances[instance.id] = instance
+        self.last_start_instance = time.time()
+        log.info("%s: instance #%d started", name, instance.id)
+        return {"Name": name, "Id": instance.id, "Config": config, "StartTime": instance.start_time}
+
+    def _instance_status(self, instance: Instance) -> dict[str, Any]:
+        return {
+            "Name": instance.name,
+            "Id": instance.id,
+            "Config": instance.config,
+            "StartTime": instance.start_time,
+        }
+
+    def _instance(self, instance_id: Any) -> Instance:
+        instance = self.instances.get(instance_id)
+        if instance is None:
+            # plugin.lua matches "no plugin instance" to restart the instance and retry.
+            raise RPCError(f"no plugin instance {instance_id}")
+        return instance
+
+    def instance_status(self, instance_id: Any) -> dict[str, Any]:
+        return self._instance_status(self._instance(instance_id))
+
+    def close_instance(self, instance_id: Any) -> dict[str, Any]:
+        instance = self._instance(instance_id)
+        del self.instances[instance.id]
+        self.last_close_instance = time.time()
+        close = getattr(instance.plugin, "close", None)
+        if callable(close):
+            try:
+                close()
+            except Exception:
+                log.error("%s: Plugin.close raised\n%s", instance.name, traceback.format_exc())
+        return self._instance_status(instance)
+
+    # -- events -------------------------------------------------------------------------------
+
+    def handle_event(self, request: dict[str, Any]) -> dict[str, Any]:
+        instance = self._instance(request.get("InstanceId"))
+        phase = request.get("EventName")
+        if phase not in instance.handlers:
+            raise RPCError(f"{instance.name} has no handler for phase {phase!r}")
+        instance.last_used = self.clock()
+        event = EventGreenlet(self, next(self._event_ids), instance, phase)
+        self.events[event.event_id] = event
+        return self._advance(event, None)
+
+    def step(self, request: dict[str, Any]) -> dict[str, Any]:
+        return self._resume(request, error=False)
+
+    def step_error(self, request: dict[str, Any]) -> dict[str, Any]:
+        return self._resume(request, error=True)
+
+    def _resume(self, request: dict[str, Any], *, error: bool) -> dict[str, Any]:
+        event_id = request.get("EventId")
+        event = self.events.get(event_id)  # type: ignore[arg-type]
+        if event is None:
+            if event_id in self._recently_closed:
+                return {"EventId": event_id, "Data": "ret"}
+            raise RPCError(f"no event {event_id} (ended or never started)")
+        if event.state != _AWAITING_STEP:
+            raise RPCError(f"event {event_id} is not waiting for a step")
+        data = request.get("Data")
+        return self._advance(event, (None, data) if error else (data, None))
+
+    def _advance(self, event: EventGreenlet, value: Any) -> dict[str, Any]:
+        """Run ``event`` on this greenlet's behalf until its next PDK call or its end."""
+        event.parent = getcurrent()
+        event.state = _RUNNING
+        event.deadline = self.clock() + self.handler_timeout
+        output = event.switch(value) if value is not None else event.switch()
+        if event.dead:
+            self._end(event)
+            return {"EventId": event.event_id, "Data": self._data(output)}
+        method, args = output
+        if method in TERMINAL_METHODS:
+            self._unwind(event, ResponseExited())
+            return {"EventId": event.event_id, "Data": {"Method": method, "Args": args}}
+        event.state = _AWAITING_STEP
+        event.deadline = self.clock() + self.step_timeout
+        return {"EventId": event.event_id, "Data": {"Method": method, "Args": args}}
+
+    @staticmethod
+    def _data(output: Any) -> Any:
+        if output is None:
+            return "ret"
+        method, args = output
+        return {"Method": method, "Args": args}
+
+    def _unwind(self, event: EventGreenlet, signal: BaseException) -> None:
+        """End a suspended event now: its ``finally`` blocks run, further PDK calls fail fast."""
+        event.closed = True
+        if not event.dead:
+            event.parent = getcurrent()
+            event.throw(signal)
+        self._end(event)
+
+    def _end(self, event: EventGreenlet) -> None:
+        event.closed = True
+        self.events.pop(event.event_id, None)
+        self._recently_closed[event.event_id] = None
+        if len(self._recently_closed) > 4096:
+            self._recently_closed.popitem(last=False)
+
+    def reap(self, hub_callback: Callable[[Callable[..., Any], Any], None]) -> int:
+        """Unwind events Kong abandoned or whose handler hangs; returns how many were unwound.
+
+        ``hub_callback(fn, arg)`` must run ``fn(arg)`` from the event loop's own greenlet, so that
+        the unwinding event returns control to the loop (or to its lender) and never to the reaper.
+        """
+        now = self.clock()
+        expired = [e for e in self.events.values() if e.deadline < now]
+        for event in expired:
+            if event.state == _AWAITING_STEP:
+                # Its lender connection moved on long ago: the unwound greenlet returns to the hub.
+                self._end(event)
+                event.parent = _hub_greenlet()
+                hub_callback(event.throw, EventAbandoned())
+            else:
+                # Still lent by a connection that waits for the answer: the handler's failure
+                # behaviour is sent on that connection when the timeout unwinds it.
+                event.deadline = now + self.handler_timeout
+                hub_callback(event.throw, HandlerTimeout(f"no progress for {self.handler_timeout:g}s"))
+        return len(expired)
+
+    # -- failures -----------------------------------------------------------------------------
+
+    def log_event_failure(self, event: EventGreenlet, what: str, exc: BaseException | None) -> None:
+        instance = event.instance
+        action = (
+            "request refused (failure_mode=closed)"
+            if instance.failure_mode == "closed" and event.phase in _EXIT_PHASES
+            else "request continues (failure_mode=open)"
+        )
+        if exc is None:
+            log.error("%s: %s handler of instance #%d %s; %s",
+                      instance.name, event.phase, instance.id, what, action)
+            return
+        log.error(
+            "%s: %s handler of instance #%d %s; %s\n%s",
+            instance.name, event.phase, instance.id, what, action,
+            "".join(traceback.format_exception(exc)).rstrip(),
+        )
+
+    def failure_answer(self, event: EventGreenlet) -> tuple[str, list[Any]] | None:
+        """What Kong is told after a handler failed: nothing (continue) or a JSON 500 exit."""
+        if event.instance.failure_mode != "closed" or event.phase not in _EXIT_PHASES:
+            return None
+        body = {"message": f"{event.instance.name} could not process the request (fail-closed)"}
+        return ("kong.response.exit", [_FAIL_CLOSED_STATUS, body, {"Content-Type": "application/json"}])
+
+
+def _hub_greenlet() -> greenlet:
+    import gevent
+
+    hub: greenlet = gevent.get_hub()
+    return hub
+
+
+# -- transport --------------------------------------------------------------------------------
+
+
+def serve_unix_socket(
+    server: PluginServer,
+    socket_path: str,
+    *,
+    listen_queue_size: int = 4096,
+    watch_parent: bool = True,
+    reap_interval: float = 1.0,
+) -> None:
+    """Serve ``server`` on a unix socket until SIGTERM/SIGINT or until the parent process exits.
+
+    Expects ``gevent.monkey.patch_all()`` to have run (the CLI does it first thing).
+    """
+    import signal
+
+    import gevent
+    from gevent import socket as gsocket
+    from gevent.server import StreamServer
+
+    if os.path.exists(socket_path):
+        os.unlink(socket_path)
+    listener = gsocket.socket(gsocket.AF_UNIX, gsocket.SOCK_STREAM)
+    listener.bind(socket_path)
+    listener.listen(listen_queue_size)
+    pid_notice = msgpack.packb([2, "serverPid", os.getpid()])
+    packer = msgpack.Packer(unicode_errors="surrogateescape")
+
+    def handle_connection(sock: Any, _address: Any) -> None:
+        # surrogateescape: header values are Lua strings sent as msgpack str and may hold bytes
+        # that are not UTF-8; they must round-trip instead of killing the connection.
+        unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, unicode_errors="surrogateescape",
+                                    max_buffer_size=256 * 1024 * 1024)
+        first = True
+        try:
+            while True:
+                chunk = sock.recv(262144)
+                if not chunk:
+                    return
+                unpacker.feed(chunk)
+                for message in unpacker:
+                    reply = packer.pack(server.dispatch(message))
+                    if first:
+                        # Lets Kong notice a restarted server (plugin.lua rpc_notifications).
+                        reply = pid_notice + reply
+                        first = False
+                    sock.sendall(reply)
+        except (OSError, msgpack.UnpackException, ValueError) as exc:
+            log.warning("%s: connection dropped: %s", server.module.name, exc)
+        finally:
+            sock.close()
+
+    stream_server = StreamServer(listener, handle_connection)
+
+    def stop(*_: Any) -> None:
+        stream_server.close()
+
+    def reaper() -> None:
+        hub = gevent.get_hub()
+        while True:
+            gevent.sleep(reap_interval)
+            server.reap(lambda fn, arg: hub.loop.run_callback(fn, arg))
+
+    def parent_watch(original_ppid: int) -> None:
+        # kong-pdk compares with 1, which misses containers whose init is a subreaper.
+        while True:
+            gevent.sleep(1.0)
+            if os.getppid() != original_ppid:
+                log.warning("%s: Kong (parent %d) is gone, exiting", server.module.name, original_ppid)
+                stop()
+                return
+
+    gevent.signal_handler(signal.SIGTERM, stop)
+    gevent.signal_handler(signal.SIGINT, stop)
+    background = [gevent.spawn(reaper)]
+    if watch_parent:
+        background.append(gevent.spawn(parent_watch, os.getppid()))
+    log.info("%s: serving on %s (pid %d)", server.module.name, socket_path, os.getpid())
+    try:
+        stream_server.serve_forever()
+    finally:
+        gevent.killall(background)
+        if os.path.exists(socket_path):
+            os.unlink(socket_path)
+
+
+__all__ = ["EventGreenlet", "Instance", "PluginServer", "RPCError", "serve_unix_socket"]
