@@ -1,0 +1,1 @@
+"""Test support shipped with the package: real redis-server processes and the Kong stand-in fixture."""
