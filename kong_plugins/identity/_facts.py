@@ -1,0 +1,148 @@
+"""What Kong tells a plugin about a request, parsed once from ``kong.log.serialize()``.
+
+``kong.log.serialize()`` (``kong/pdk/log.lua``, 3.9) returns in one PDK round trip the request line
+and headers, the matched route and service, the authenticated consumer and credential
+(``authenticated_entity``), the client IP Kong resolved (``var.remote_addr`` after the realip
+module, i.e. honouring ``trusted_ips`` / ``real_ip_header``) and the request start time. In the log
+phase of an external plugin Kong answers it from the data saved when the response finished
+(``kong/runloop/plugin_servers/plugin.lua``, ``build_phases``), so the same call there also carries
+the response status and headers and the ``ai`` statistics Kong's ai-proxy plugins add with
+``kong.log.set_serialize_value``.
+
+Only fields Kong sets from its own state are read here. Request headers are kept for callers that
+need a specific one, but identity never comes from them: ``X-Consumer-*`` and friends can be sent
+by any client (KONG_RUNTIME.md).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class MalformedFacts(ValueError):
+    """``kong.log.serialize()`` returned something that is not the documented JSON object."""
+
+
+@dataclass(frozen=True, slots=True)
+class Consumer:
+    id: str
+    username: str | None = None
+    custom_id: str | None = None
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Entity:
+    """A route or a service: the fields the plugins use to name a model."""
+
+    id: str | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFacts:
+    """One request as Kong resolved it. ``started_at`` is seconds since the epoch."""
+
+    method: str = ""
+    uri: str = ""
+    size: int = 0
+    client_ip: str = ""
+    started_at: float = 0.0
+    consumer: Consumer | None = None
+    credential_id: str | None = None
+    route: Entity | None = None
+    service: Entity | None = None
+    tls_client_verify: str | None = None
+    headers: Mapping[str, Any] = field(default_factory=dict)
+    response_status: int | None = None
+    response_headers: Mapping[str, Any] = field(default_factory=dict)
+    ai: Mapping[str, Any] = field(default_factory=dict)
+
+    def header(self, name: str) -> str | None:
+        """First value of a request header (lower-case name), as serialize reports it."""
+        return _first(self.headers.get(name.lower()))
+
+    def response_header(self, name: str) -> str | None:
+        return _first(self.response_headers.get(name.lower()))
+
+
+def _first(value: Any) -> str | None:
+    if isinstance(value, list):
+        value = value[0] if value else None
+    return value if isinstance(value, str) else None
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _entity(value: Any) -> Entity | None:
+    if not isinstance(value, Mapping):
+        return None
+    return Entity(id=_str(value.get("id")), name=_str(value.get("name")))
+
+
+def _consumer(value: Any) -> Consumer | None:
+    if not isinstance(value, Mapping) or not _str(value.get("id")):
+        return None
+    tags = value.get("tags")
+    tag_tuple = tuple(t for t in tags if isinstance(t, str)) if isinstance(tags, list) else ()
+    return Consumer(
+        id=str(value["id"]),
+        username=_str(value.get("username")),
+        custom_id=_str(value.get("custom_id")),
+        tags=tag_tuple,
+    )
+
+
+def _headers(value: Any) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        return {}
+    return {str(k).lower(): v for k, v in value.items()}
+
+
+def parse_facts(serialized: str | bytes | Mapping[str, Any]) -> RequestFacts:
+    """Parse the answer of ``kong.log.serialize()`` (a JSON string, or an already decoded table).
+
+    Missing parts become None/empty; a value that is not a JSON object raises MalformedFacts.
+    """
+    if isinstance(serialized, str | bytes):
+        try:
+            data = json.loads(serialized)
+        except ValueError as exc:
+            raise MalformedFacts("kong.log.serialize() did not return JSON") from exc
+    else:
+        data = serialized
+    if not isinstance(data, Mapping):
+        raise MalformedFacts("kong.log.serialize() did not return a JSON object")
+    request = data.get("request") if isinstance(data.get("request"), Mapping) else {}
+    assert isinstance(request, Mapping)
+    tls = request.get("tls") if isinstance(request.get("tls"), Mapping) else {}
+    assert isinstance(tls, Mapping)
+    response = data.get("response") if isinstance(data.get("response"), Mapping) else {}
+    assert isinstance(response, Mapping)
+    entity = data.get("authenticated_entity")
+    credential_id = _str(entity.get("id")) if isinstance(entity, Mapping) else None
+    started = data.get("started_at")
+    size = request.get("size")
+    status = response.get("status")
+    ai = data.get("ai")
+    return RequestFacts(
+        method=_str(request.get("method")) or "",
+        uri=_str(request.get("uri")) or "",
+        size=int(size) if isinstance(size, int | float) and not isinstance(size, bool) and size > 0 else 0,
+        client_ip=_str(data.get("client_ip")) or "",
+        started_at=float(started) / 1000.0 if isinstance(started, int | float) else 0.0,
+        consumer=_consumer(data.get("consumer")),
+        credential_id=credential_id,
+        route=_entity(data.get("route")),
+        service=_entity(data.get("service")),
+        tls_client_verify=_str(tls.get("client_verify")),
+        headers=_headers(request.get("headers")),
+        response_status=int(status) if isinstance(status, int) and not isinstance(status, bool) else None,
+        response_headers=_headers(response.get("headers")),
+        ai=ai if isinstance(ai, Mapping) else {},
+    )
