@@ -22,9 +22,9 @@ from jwt.algorithms import get_default_algorithms
 from jwt.exceptions import InvalidKeyError
 
 from kong_plugins.errors import ConfigError
+from kong_plugins.schema import fill_defaults
 
 from ._context import RequestContext, headers_multimap, parse_query
-from ._defaults import fill_record
 from ._entities import DeckConfig
 from ._pdk import make_error, make_exit, trigger_exit
 from ._rpc import LuaError
@@ -50,7 +50,7 @@ class StockPlugin:
 
     def prepare(self, conf: dict[str, Any], path: str) -> dict[str, Any]:
         """Fill defaults and reject bad config as Kong does when it loads the decK file."""
-        filled = fill_record(self.schema, conf, path)
+        filled = fill_defaults(self.schema, conf)
         known = {next(iter(f)) for f in self.schema}
         for key in conf:
             if key not in known:

@@ -81,8 +81,7 @@ class Plugin:
         if self.config.get("mode") != "observe":
             return
         body = kong.service.response.get_raw_body()
-        kong.response.set_header("X-Probe-Upstream", "%d %d" % (kong.service.response.get_status(),
-                                                                len(body or b"")))
+        kong.response.set_header("X-Probe-Upstream", f"{kong.service.response.get_status()} {len(body or b'')}")
 
     def log(self, kong):
         record_dir = self.config.get("record_dir")
@@ -96,6 +95,6 @@ class Plugin:
             "response_header": kong.response.get_header("x-probe"),
             "start": kong.nginx.req_start_time(),
         }
-        name = "%s-%s.json" % (self.config.get("tag") or "log", time.monotonic_ns())
+        name = f"{self.config.get('tag') or 'log'}-{time.monotonic_ns()}.json"
         with open(os.path.join(record_dir, name), "w") as fh:
             json.dump(record, fh)
