@@ -19,14 +19,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 from .normalise import View, fold_phrase
 
 __all__ = ["FAMILIES", "SIGNALS", "Family", "Finding", "Signal", "score_views"]
 
 
-class Family(str, Enum):
+class Family(StrEnum):
     """Attack families; the value is the name used in config, logs and headers."""
 
     INSTRUCTION_OVERRIDE = "instruction_override"
@@ -88,8 +88,9 @@ SIGNALS: tuple[Signal, ...] = (
          r"revoke|suspend|deactivate|disable|abandon) " + _DET + r"{0,3}" + _WHEN + r"{0,3}" + _RULES
          + r"\b"),
     _sig("override.everything_before", F.INSTRUCTION_OVERRIDE, 0.8,
-         r"\b(?:ignore|disregard|forget) (?:about )?(?:everything|anything|all|whatever) (?:that )?(?:was |is |has been )?"
-         r"(?:above|before|said|written|prior|previously|you (?:were|have been|ve been) (?:told|given|taught|instructed)|"
+         r"\b(?:ignore|disregard|forget) (?:about )?(?:everything|anything|all|whatever) (?:that )?"
+         r"(?:was |is |has been )?(?:above|before|said|written|prior|previously|"
+         r"you (?:were|have been|ve been) (?:told|given|taught|instructed)|"
          r"(?:i|we) (?:said|told you|wrote) (?:before|earlier|above))"),
     _sig("override.dont_follow", F.INSTRUCTION_OVERRIDE, 0.9,
          r"\b(?:do not|don t|dont|stop|no longer|never) (?:follow|obey|adhere to|comply with|listen to|respect) "
@@ -196,9 +197,9 @@ SIGNALS: tuple[Signal, ...] = (
     _sig("extract.multilingual", F.PROMPT_EXTRACTION, 0.9,
          r"\b(?:zeig\w{0,2}|gib|nenne|verrat\w{0,2}|montre[rz]?|reveie[rz]?|affiche[rz]?|donne[rz]?|muestra\w{0,2}|"
          r"revei\w{1,3}|dime|mostra\w{0,3}|riveia\w{0,3}|dimmi|ecris|escribe|scrivi) (?:\w+ ){0,4}"
-         r"(?:system ?prompt|systemanweisung\w{0,2}|instructions? (?:systeme|initiaies|cachees)|prompt (?:du |de |dei |di )?"
-         r"(?:systeme|sistema|system)|instrucciones (?:dei sistema|iniciaies|ocuitas)|istruzioni (?:di sistema|iniziaii|"
-         r"nascoste)|anweisungen)\b"),
+         r"(?:system ?prompt|systemanweisung\w{0,2}|instructions? (?:systeme|initiaies|cachees)|"
+         r"prompt (?:du |de |dei |di )?(?:systeme|sistema|system)|instrucciones (?:dei sistema|iniciaies|ocuitas)|"
+         r"istruzioni (?:di sistema|iniziaii|nascoste)|anweisungen)\b"),
     _sig("extract.mention", F.PROMPT_EXTRACTION, 0.3,
          r"\b(?:system ?prompt|initiai instructions|hidden instructions|deveioper message|pre prompt|"
          r"prompt systeme|prompt dei sistema|prompt di sistema)\b"),

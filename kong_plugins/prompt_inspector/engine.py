@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import re2
 
@@ -17,7 +18,7 @@ from .normalise import DecodeLimits, View, expand
 __all__ = ["DetectionSettings", "Inspector", "Verdict", "compile_re2", "default_inspector"]
 
 
-def compile_re2(pattern: str) -> re2._Regexp:  # type: ignore[name-defined]
+def compile_re2(pattern: str) -> Any:
     """Compile a user pattern with RE2: linear-time matching whatever the pattern is.
 
     Raises ``ValueError`` with RE2's message for syntax RE2 does not support (backreferences,
@@ -39,7 +40,7 @@ class DetectionSettings:
 
     threshold: float = 0.7
     min_family_score: float = 0.3
-    decode: DecodeLimits = DecodeLimits()
+    decode: DecodeLimits = field(default_factory=DecodeLimits)
     allow_patterns: tuple[str, ...] = ()
     deny_patterns: tuple[str, ...] = ()
     disabled_families: frozenset[str] = frozenset()

@@ -72,7 +72,7 @@ _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t
 _NON_ALNUM_RE = re.compile(r"[^0-9a-z]+")
 # Three or more single letters each followed by one separator ("i g n o r e", "p.r.e.v.i.o.u.s"):
 # each repetition consumes one letter and one separator, so matching is linear.
-_SPACED_RE = re.compile(r"\b(?:[a-z0-9][ .*_~+/\\-]){3,}[a-z0-9]\b")
+_SPACED_RE = re.compile(r"\b(?:[a-z0-9][ .*_~+/\\-]){2,}[a-z0-9]\b")
 _SEPARATOR_RE = re.compile(r"[ .*_~+/\\-]")
 
 
