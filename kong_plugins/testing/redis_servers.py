@@ -34,6 +34,8 @@ from typing import Any
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 _STARTED: list[RedisProcess] = []
 
@@ -130,6 +132,8 @@ class RedisProcess:
                 with self.client() as client:
                     if client.ping():
                         return
+            except (redis.AuthenticationError, redis.ResponseError):
+                return  # it answered; the test configured a password on purpose
             except (redis.RedisError, OSError) as exc:
                 if time.monotonic() > deadline:
                     message = f"redis-server on port {self.port} not ready: {self.log_tail()}"
@@ -144,8 +148,10 @@ class RedisProcess:
 
     def client(self, **kwargs: Any) -> redis.Redis:
         """A fresh client of this process (close it when done)."""
-        return redis.Redis(host=self.host, port=self.port, socket_connect_timeout=1, socket_timeout=5,
-                           decode_responses=True, **kwargs)
+        # No retries: readiness polling wants an immediate "refused", not redis-py's backoff.
+        options: dict[str, Any] = {"socket_connect_timeout": 1, "socket_timeout": 5, "decode_responses": True,
+                                   "retry": Retry(NoBackoff(), 0), **kwargs}
+        return redis.Redis(host=self.host, port=self.port, **options)
 
     @property
     def running(self) -> bool:
@@ -181,8 +187,8 @@ def _stop_all() -> None:
 class RedisServer:
     """A plain single-node server."""
 
-    def __init__(self, binary: str, workdir: Path) -> None:
-        self.process = RedisProcess(binary, workdir, [])
+    def __init__(self, binary: str, workdir: Path, conf: list[str] | None = None) -> None:
+        self.process = RedisProcess(binary, workdir, list(conf or []))
         self.process.start()
 
     @property
@@ -313,7 +319,8 @@ class SentinelSet:
 
     def flush(self) -> None:
         host, port = self.master_address()
-        with redis.Redis(host=host, port=port, socket_timeout=5, decode_responses=True) as client:
+        with redis.Redis(host=host, port=port, socket_timeout=5, decode_responses=True,
+                         retry=Retry(NoBackoff(), 0)) as client:
             client.flushall()
             client.script_flush()
 
@@ -367,11 +374,14 @@ def redis_sentinel(redis_server_binary: str, _redis_workdir: Path) -> Iterator[S
 
 
 @pytest.fixture
-def redis_server_factory(redis_server_binary: str, tmp_path: Path) -> Iterator[Callable[[], RedisServer]]:
+def redis_server_factory(
+    redis_server_binary: str, tmp_path: Path
+) -> Iterator[Callable[..., RedisServer]]:
     servers: list[RedisServer] = []
 
-    def start() -> RedisServer:
-        server = RedisServer(redis_server_binary, tmp_path / f"extra{len(servers)}")
+    def start(conf: list[str] | None = None) -> RedisServer:
+        """A new server; ``conf`` adds redis.conf lines (e.g. ``["requirepass s3cret"]``)."""
+        server = RedisServer(redis_server_binary, tmp_path / f"extra{len(servers)}", conf)
         servers.append(server)
         return server
 
