@@ -1,0 +1,397 @@
+"""The decision core: per-request evidence, per-client CUSUM risk scores, levels and explanations.
+
+Pure code: time comes from the observation (Kong's request start time), storage is the caller's.
+
+Scoring. Every signal turns one request (or one numeric row) into a log-likelihood-ratio-like
+weight: positive when the request looks like extraction or abuse, a small negative drift when it
+looks like nothing. A client's score is the CUSUM ``S = max(0, S + w)`` of those weights (Page
+1954), so benign clients hover at zero, an attacker climbs linearly in *queries* whatever its
+pacing (slow-and-low gains nothing), and one odd request is forgotten after a few normal ones. The
+score also decays with ``score_half_life_s`` so an idle client is forgiven eventually.
+
+Two scores are kept apart on purpose: ``extraction`` (content evidence: off-manifold inputs,
+structured perturbations, boundary probing, logit-bias sweeps, distillation) can reach flag,
+throttle, block and revoke; ``abuse`` (rate, burstiness, payload size, output volume) can reach at
+most throttle, because a traffic spike alone is not proof of theft and a tighter limit is the
+proportionate answer to it.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .baseline import Baselines, FeatureModel, RouteBaseline
+from .config import LEVELS, GuardConfig
+from .payloads import LLMRequest
+from .sketches import hamming
+from .state import MAX_BIASED_IDS, PROMPT_RING, ClientState, decay
+
+ALLOW, FLAG, THROTTLE, BLOCK, REVOKE = range(5)
+RATE_TAU_S = 10.0
+LONG_TAU_S = 900.0
+TOKENS_TAU_S = 3600.0
+DRIFT = -0.25
+#: A client blocked this many times is revoked (if it has a credential) on the next block.
+REPEAT_OFFENDER_BLOCKS = 3
+GROUP_THRESHOLD_FACTOR = 1.5
+
+# Evidence weights. Blocking needs ``thresholds.block`` (8 by default): three strongly
+# off-manifold rows, one anchor stepped along three axes, or ~6 sweep requests past the allowance.
+W_OFF_MANIFOLD_STRONG = 3.0
+W_OUT_OF_DOMAIN = 2.0
+W_AXIS_FIRST = 1.0
+W_AXIS_CONFIRMED = 3.0
+W_OFF_GRID = 3.0
+W_SIGN_STEP = 3.0
+W_LINE_SEARCH = 2.0
+W_NEAR_DUPLICATE = 1.0
+W_BOUNDARY = 0.5
+W_BIAS_SWEEP_PER_ID = 0.6
+W_BIAS_SWEEP_MAX = 3.0
+W_REPEAT_PROBE = 1.0
+W_TEMPLATE_VOLUME = 0.5
+W_RATE = 1.0
+W_BURST = 0.5
+W_PAYLOAD = 1.5
+W_OUTPUT_VOLUME = 1.0
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One proxied request as the log phase sees it."""
+
+    t: float
+    route: str
+    size: int = 0
+    rows: np.ndarray | None = None
+    margins: Sequence[float] | None = None
+    llm: LLMRequest | None = None
+    output_tokens: float | None = None
+
+
+@dataclass(frozen=True)
+class Evidence:
+    signal: str
+    value: float
+    weight: float
+    score: str  # "extraction" or "abuse"
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """The outcome of one observation for one client (or group), with its explanation."""
+
+    level: int
+    previous_level: int
+    extraction: float
+    abuse: float
+    evidence: tuple[Evidence, ...]
+    totals: dict[str, float]
+    publish: bool
+    until: float
+
+    @property
+    def level_name(self) -> str:
+        return LEVELS[self.level]
+
+    @property
+    def escalated(self) -> bool:
+        return self.level > self.previous_level
+
+    def explanation(self) -> dict[str, Any]:
+        """Which signals, which values: the record logged and sent with alerts."""
+        return {
+            "level": LEVELS[self.level],
+            "previous_level": LEVELS[self.previous_level],
+            "scores": {"extraction": round(self.extraction, 3), "abuse": round(self.abuse, 3)},
+            "signals": [{"signal": e.signal, "value": round(e.value, 4), "weight": e.weight, "score": e.score}
+                        for e in self.evidence],
+            "totals": {k: round(v, 3) for k, v in sorted(self.totals.items(), key=lambda kv: -kv[1])[:6]},
+        }
+
+
+@dataclass
+class _Acc:
+    extraction: float = 0.0
+    abuse: float = 0.0
+    evidence: list[Evidence] = field(default_factory=list)
+
+    def add(self, signal: str, value: float, weight: float, score: str = "extraction") -> None:
+        self.evidence.append(Evidence(signal, value, weight, score))
+        if score == "extraction":
+            self.extraction += weight
+        else:
+            self.abuse += weight
+
+
+_PLANES_CACHE: dict[int, np.ndarray] = {}
+
+
+def _planes(dim: int) -> np.ndarray:
+    """Fixed random hyperplanes (seeded: identical on every node) for the coverage buckets."""
+    planes = _PLANES_CACHE.get(dim)
+    if planes is None:
+        planes = _PLANES_CACHE[dim] = np.random.default_rng(0x5EED + dim).standard_normal((dim, 8))
+    return planes
+
+
+class Detector:
+    """Turns observations into assessments; holds only the per-route baselines (in memory)."""
+
+    def __init__(self, cfg: GuardConfig, baselines: Baselines | None = None) -> None:
+        self.cfg = cfg
+        self.baselines = baselines or Baselines(cfg.baseline_min_samples, cfg.feature_stats)
+
+    def observe(self, state: ClientState | None, obs: Observation, *, is_group: bool = False,
+                learn: bool = True) -> tuple[ClientState, Assessment]:
+        cfg = self.cfg
+        st = state or ClientState.new(obs.t)
+        dt = max(0.0, obs.t - st.t_last)
+        forget = 0.5 ** (dt / cfg.score_half_life_s)
+        st.extraction *= forget
+        st.abuse *= forget
+        if forget < 1.0:
+            st.contrib = {k: v * forget for k, v in st.contrib.items() if v * forget > 0.01}
+        st.rate_short = decay(st.rate_short, dt, RATE_TAU_S) + 1.0
+        st.rate_long = decay(st.rate_long, dt, LONG_TAU_S) + 1.0
+        st.out_tokens = decay(st.out_tokens, dt, TOKENS_TAU_S) + (obs.output_tokens or 0.0)
+        st.t_last = max(st.t_last, obs.t)
+        st.n += 1
+
+        route = self.baselines.get(obs.route)
+        acc = _Acc()
+        if not is_group:
+            self._volume(st, obs, route, acc, learn)
+        if obs.rows is not None and obs.rows.shape[0]:
+            self._rows(st, obs, route, acc, learn)
+        if obs.llm is not None:
+            self._llm(st, obs.llm, acc)
+        if obs.margins and obs.rows is None:
+            self._margins(st, obs.margins, route, acc, learn)
+
+        if acc.extraction == 0.0:
+            acc.extraction = DRIFT
+        if acc.abuse == 0.0:
+            acc.abuse = DRIFT
+        st.extraction = max(0.0, st.extraction + acc.extraction)
+        st.abuse = max(0.0, st.abuse + acc.abuse)
+        for e in acc.evidence:
+            if e.weight > 0:
+                st.contrib[e.signal] = st.contrib.get(e.signal, 0.0) + e.weight
+        if len(st.contrib) > 16:
+            st.contrib = dict(sorted(st.contrib.items(), key=lambda kv: -kv[1])[:16])
+        return st, self._decide(st, obs.t, acc, is_group)
+
+    # -- signals ---------------------------------------------------------------------------------
+
+    def _volume(self, st: ClientState, obs: Observation, route: RouteBaseline, acc: _Acc, learn: bool) -> None:
+        cfg = self.cfg
+        limit = cfg.burst_min_requests
+        if route.ready:
+            limit = max(limit, route.rate.mean + 4.0 * route.rate.std)
+        if st.rate_short > limit:
+            acc.add("rate_vs_route", st.rate_short, W_RATE, "abuse")
+        elif obs.t - st.t_first > LONG_TAU_S and st.rate_short > cfg.burst_min_requests / 2 and (
+                st.rate_short > cfg.burst_factor * st.rate_long * RATE_TAU_S / LONG_TAU_S):
+            acc.add("burst_vs_history", st.rate_short, W_BURST, "abuse")
+        if obs.size > 0:
+            ls = math.log(obs.size)
+            if route.ready and obs.size > 1024 and route.log_size.std > 0:
+                z = (ls - route.log_size.mean) / route.log_size.std
+                if z > cfg.payload_z:
+                    acc.add("payload_size", float(obs.size), W_PAYLOAD, "abuse")
+            st.size_mu += 0.05 * (ls - st.size_mu) if st.n > 1 else ls - st.size_mu
+            if learn and st.extraction < cfg.thresholds.flag:
+                route.log_size.add(ls)
+        if st.out_tokens > cfg.output_tokens_per_hour:
+            acc.add("output_volume", st.out_tokens, W_OUTPUT_VOLUME, "abuse")
+        if learn and st.extraction < cfg.thresholds.flag:
+            route.rate.add(st.rate_short)
+
+    def _rows(self, st: ClientState, obs: Observation, route: RouteBaseline, acc: _Acc, learn: bool) -> None:
+        cfg = self.cfg
+        rows = obs.rows
+        assert rows is not None
+        d = rows.shape[1]
+        fb = route.feature_baseline(d)
+        model: FeatureModel | None = fb.model
+        if model is not None:
+            dist, ood, grid = model.distance(rows), model.out_of_domain(rows), model.off_grid(rows)
+            scale, span = model.std, model.span()
+        margins = obs.margins
+        if st.rows is not None and st.rows.shape[1] != d:
+            # another route (or model) of the same client: structure is only compared within one
+            st.rows, st.rows_n, st.last_diff = None, 0, None
+        axis_max = max(1, d // 16)
+        clean: list[int] = []
+        for i in range(rows.shape[0]):
+            x = rows[i].astype(np.float32)
+            before = len(acc.evidence)
+            recent = st.recent_rows()
+            duplicate = False
+            if recent is not None:
+                diff = recent - x
+                absd = np.abs(diff)
+                changed = absd > 1e-6 * (np.abs(x) + 1.0)
+                nz = changed.sum(axis=1)
+                duplicate = bool((nz == 0).any())
+                # A retry carries no new information: it is neither evidence nor structure.
+                st.dup_ewma += 0.05 * ((1.0 if duplicate else 0.0) - st.dup_ewma)
+                if not duplicate:
+                    self._structure(st, x, recent, diff, absd, changed, nz, axis_max, acc,
+                                    scale if model is not None else None, span if model is not None else None)
+            if model is not None and not duplicate:
+                r = float(dist[i])
+                if r > 2.0:
+                    acc.add("off_manifold", r, min(W_OFF_MANIFOLD_STRONG, 1.0 + 2.0 * math.log2(r / 2.0)))
+                if ood[i]:
+                    acc.add("out_of_domain", 1.0, W_OUT_OF_DOMAIN)
+                if grid[i]:
+                    acc.add("off_grid", 1.0, W_OFF_GRID)
+                st.ood_ewma += 0.05 * ((1.0 if r > 2.0 or ood[i] or grid[i] else 0.0) - st.ood_ewma)
+                bucket = int(np.packbits(((x - model.mean) / model.std) @ _planes(d) > 0)[0])
+                st.coverage |= 1 << bucket
+            if margins is not None and i < len(margins):
+                self._margin_evidence(st, float(margins[i]), route, acc, learn)
+            if len(acc.evidence) == before:
+                clean.append(i)
+            if not duplicate:
+                st.push_row(x, cfg.recent_inputs)
+        if learn and clean and st.extraction < cfg.thresholds.flag:
+            fb.learn(rows[clean])
+
+    def _structure(self, st: ClientState, x: np.ndarray, recent: np.ndarray, diff: np.ndarray,
+                   absd: np.ndarray, changed: np.ndarray, nz: np.ndarray, axis_max: int, acc: _Acc,
+                   scale: np.ndarray | None, span: np.ndarray | None) -> None:
+        """Systematic perturbations of recent inputs: axis steps, sign steps, line searches, jitter."""
+        cfg = self.cfg
+        axis = np.flatnonzero((nz >= 1) & (nz <= axis_max))
+        if axis.size:
+            # One coordinate away from an earlier input happens by chance on coarse data; several
+            # different coordinates stepped from the *same* anchor is finite differencing.
+            j = int(axis[0])
+            anchor = zlib.crc32(recent[j].tobytes())
+            coords = 0
+            for c in np.flatnonzero(changed[j]):
+                coords |= 1 << (int(c) % 64)
+            if anchor == st.axis_anchor and coords & ~st.axis_coords:
+                acc.add("axis_probe", float(bin(st.axis_coords | coords).count("1")), W_AXIS_CONFIRMED)
+                st.axis_coords |= coords
+            elif anchor != st.axis_anchor:
+                acc.add("axis_probe", 1.0, W_AXIS_FIRST)
+                st.axis_anchor, st.axis_coords = anchor, coords
+        elif span is not None:
+            wide = nz >= max(4, x.shape[0] // 4)
+            if wide.any():
+                rel = absd / span
+                mx = np.where(changed, rel, 0.0).max(axis=1)
+                mn = np.where(changed, rel, np.inf).min(axis=1)
+                step = wide & (mx <= mn * 1.01)
+                if step.any():
+                    acc.add("sign_step", float(mx[step][0]), W_SIGN_STEP)
+        if scale is not None:
+            rms = np.sqrt(((diff / scale) ** 2).mean(axis=1))
+            near = float(rms.min())
+            hit = near < cfg.near_duplicate_distance
+            st.near_ewma += 0.1 * ((1.0 if hit else 0.0) - st.near_ewma)
+            if hit and st.near_ewma > 0.25:
+                acc.add("near_duplicate", near, W_NEAR_DUPLICATE)
+            last = st.last_row()
+            if last is not None:
+                step_vec = (x - last) / scale
+                prev = st.last_diff
+                if prev is not None and prev.shape == step_vec.shape:
+                    n1 = float(np.linalg.norm(step_vec))
+                    n2 = float(np.linalg.norm(prev))
+                    if n1 > 0 and n2 > 0:
+                        cos = abs(float(step_vec @ prev)) / (n1 * n2)
+                        if cos > 0.999:
+                            acc.add("line_search", cos, W_LINE_SEARCH)
+                st.last_diff = step_vec.astype(np.float32)
+
+    def _margin_evidence(self, st: ClientState, margin: float, route: RouteBaseline, acc: _Acc,
+                         learn: bool) -> None:
+        low = margin < self.cfg.low_margin
+        st.low_margin_ewma += 0.05 * ((1.0 if low else 0.0) - st.low_margin_ewma)
+        # A route whose model is often unsure gives low margins to everyone: only probing well
+        # above the route's own rate is evidence.
+        if low and route.low_margin.n >= self.cfg.baseline_min_samples and route.low_margin.mean < 0.3 and (
+                st.low_margin_ewma > 2.0 * route.low_margin.mean + 0.1):
+            acc.add("boundary_probe", margin, W_BOUNDARY)
+        if learn and st.extraction < self.cfg.thresholds.flag:
+            route.low_margin.add(1.0 if low else 0.0)
+
+    def _margins(self, st: ClientState, margins: Sequence[float], route: RouteBaseline, acc: _Acc,
+                 learn: bool) -> None:
+        for m in margins:
+            self._margin_evidence(st, float(m), route, acc, learn)
+
+    def _llm(self, st: ClientState, req: LLMRequest, acc: _Acc) -> None:
+        cfg = self.cfg
+        repeated = req.prompt_hash in st.prompts
+        if req.biased_ids:
+            known = set(st.biased_ids)
+            new_ids = [i for i in req.biased_ids if i not in known]
+            room = MAX_BIASED_IDS - len(st.biased_ids)
+            if room > 0:
+                st.biased_ids.extend(new_ids[:room])
+            distinct = len(known) + len(new_ids)
+            if req.logprobs and new_ids and distinct > cfg.allowed_biased_tokens:
+                acc.add("logit_bias_sweep", float(distinct),
+                        min(W_BIAS_SWEEP_MAX, W_BIAS_SWEEP_PER_ID * len(new_ids)))
+        if repeated and ((req.max_tokens is not None and req.max_tokens <= 1)
+                         or (req.logprobs and req.biased_ids)):
+            acc.add("repeated_prompt_probe", float(req.max_tokens or 0), W_REPEAT_PROBE)
+        template = (not repeated and req.prompt_simhash != 0 and any(
+            hamming(req.prompt_simhash, s) <= cfg.template_hamming for s in st.simhashes))
+        st.template_ewma += 0.05 * ((1.0 if template else 0.0) - st.template_ewma)
+        st.dup_ewma += 0.05 * ((1.0 if repeated else 0.0) - st.dup_ewma)
+        if template and st.out_tokens > 0.5 * cfg.output_tokens_per_hour:
+            acc.add("template_distillation", st.template_ewma, W_TEMPLATE_VOLUME)
+        if not repeated:
+            st.prompts = (st.prompts + [req.prompt_hash])[-PROMPT_RING:]
+            st.simhashes = (st.simhashes + [req.prompt_simhash])[-PROMPT_RING:]
+        st.coverage |= 1 << ((req.prompt_simhash >> 56) & 0xFF)
+
+    # -- decision --------------------------------------------------------------------------------
+
+    def _decide(self, st: ClientState, now: float, acc: _Acc, is_group: bool) -> Assessment:
+        cfg = self.cfg
+        th = cfg.thresholds
+        ex = st.extraction
+        # A group (shared IP, tenant) mixes many clients: more inputs to compare means more
+        # coincidences, so its bar is higher. It exists for attacks split across keys.
+        bar = ex / GROUP_THRESHOLD_FACTOR if is_group else ex
+        level = ALLOW
+        if bar >= th.block:
+            level = BLOCK
+        elif bar >= th.throttle:
+            level = THROTTLE
+        elif bar >= th.flag:
+            level = FLAG
+        if st.abuse >= th.abuse_throttle:
+            level = max(level, THROTTLE)
+        elif st.abuse >= th.abuse_flag:
+            level = max(level, FLAG)
+        if level == BLOCK and cfg.revoke_enabled and not is_group and (
+                ex >= th.revoke or st.blocks >= REPEAT_OFFENDER_BLOCKS):
+            level = REVOKE
+        current = st.level if st.level_until > now else ALLOW
+        ttl = {FLAG: cfg.flag_ttl_s, THROTTLE: cfg.throttle_ttl_s, BLOCK: cfg.block_ttl_s,
+               REVOKE: cfg.revoke_ttl_s}.get(level, 0.0)
+        publish = False
+        until = st.level_until
+        if level > current or (level == current and level > ALLOW and st.level_until - now < ttl / 2):
+            publish = True
+            until = now + ttl
+            if level >= BLOCK and level > current:
+                st.blocks += 1
+            st.level, st.level_until = level, until
+        return Assessment(level=level, previous_level=current, extraction=ex, abuse=st.abuse,
+                          evidence=tuple(acc.evidence), totals=dict(st.contrib), publish=publish, until=until)

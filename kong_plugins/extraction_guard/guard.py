@@ -1,0 +1,256 @@
+"""The guard: the cheap access-phase check and the log-phase learning, over injected storage.
+
+Access (on the request path, at most 2 storage round trips):
+
+1. one ``mget`` of ``[revoked credential, verdict of the client, verdict of its group]`` -- the
+   revocation denylist is evaluated first, then blocks, then throttles, then flags;
+2. only for a throttled client, one limiter call (a tighter GCRA limit, atomic on every backend).
+
+Policy mitigations (``logit_bias`` + ``logprobs``, ``top_logprobs`` and ``logit_bias`` caps,
+instance caps) are checked on the already-read body, without storage.
+
+Log (after the response, no added latency): one ``mget`` of the client and group states, the
+detector, one ``set`` per state and, when a level is reached or renewed, one ``set`` of the
+verdict (TTL'd, so every node honours it and forgets it at the same time). Concurrent updates of
+one client's state on two nodes are last-writer-wins: a lost update costs one request's evidence,
+never a false decision, which is why the guard does not pay for a compare-and-set script here.
+
+Verdict times are request times (Kong's start time), so a replay of logged traffic through
+``learn``/``check_access`` reproduces the live decisions.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from kong_plugins.storage import Limiter, RateRule, Storage, make_key
+
+from .config import LEVELS, GuardConfig
+from .detector import ALLOW, BLOCK, FLAG, REVOKE, THROTTLE, Assessment, Detector, Observation
+from .payloads import parse_json, policy_violation
+from .state import ClientState
+
+NS = "xg"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who a request is attributed to: the scored client, its group and its credential."""
+
+    client: str
+    group: str | None = None
+    credential: str | None = None
+
+
+@dataclass(frozen=True)
+class AccessOutcome:
+    """What the access phase does; ``status`` set means the request is answered by the gateway."""
+
+    action: str  # allow | flag | refuse | throttle | block | revoke
+    status: int | None = None
+    message: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    upstream_headers: dict[str, str] = field(default_factory=dict)
+    shadow_action: str | None = None
+    level: str = "allow"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    level: int
+    until: float
+    score: float
+
+    def encode(self) -> str:
+        return f"{self.level}|{self.until:.3f}|{self.score:.2f}"
+
+    @classmethod
+    def decode(cls, raw: str | None) -> Verdict | None:
+        if not raw:
+            return None
+        try:
+            level, until, score = raw.split("|")
+            return cls(int(level), float(until), float(score))
+        except ValueError:
+            return None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A level reached in the log phase, with the explanation record."""
+
+    subject: str  # "client" or "group"
+    key: str
+    assessment: Assessment
+    t: float
+
+    def record(self) -> dict[str, Any]:
+        rec: dict[str, Any] = {"event": "ai-extraction-guard.decision", "subject": self.subject,
+                               "client": self.key, "t": self.t}
+        rec.update(self.assessment.explanation())
+        return rec
+
+
+class ExtractionGuard:
+    """Access check and log-phase learning for one plugin instance."""
+
+    def __init__(self, cfg: GuardConfig, storage: Storage, detector: Detector | None = None,
+                 on_decision: Callable[[Decision], None] | None = None) -> None:
+        self.cfg = cfg
+        self.storage = storage
+        self.limiter = Limiter(storage)
+        self.detector = detector or Detector(cfg)
+        self.on_decision = on_decision
+
+    # -- keys -------------------------------------------------------------------------------------
+
+    @staticmethod
+    def revoked_key(credential: str) -> str:
+        return make_key(NS, "revoked", credential)
+
+    @staticmethod
+    def verdict_key(subject: str) -> str:
+        return make_key(NS, "verdict", subject)
+
+    @staticmethod
+    def state_key(subject: str) -> str:
+        return make_key(NS, "state", subject)
+
+    # -- access -------------------------------------------------------------------------------
+
+    def check_access(self, ident: Identity, now: float, body: bytes | None) -> AccessOutcome:
+        """Decide the request before it is proxied; raises ``StorageError`` if storage fails."""
+        keys = [self.verdict_key(ident.client)]
+        if ident.group:
+            keys.append(self.verdict_key(ident.group))
+        if ident.credential:
+            keys.append(self.revoked_key(ident.credential))
+        values = self.storage.mget(keys, now=now)
+        outcome = self._from_verdicts(ident, now, values)
+        if outcome.status is None and body is not None:
+            outcome = self._mitigate(body, outcome)
+        if self.cfg.shadow and outcome.status is not None:
+            return AccessOutcome(action="allow", shadow_action=outcome.action, level=outcome.level)
+        return outcome
+
+    def _from_verdicts(self, ident: Identity, now: float, values: list[str | None]) -> AccessOutcome:
+        if ident.credential and values[-1]:
+            return AccessOutcome("revoke", 401, "credential revoked", level="revoke")
+        best: Verdict | None = None
+        for raw in values[: 2 if ident.group else 1]:
+            v = Verdict.decode(raw)
+            if v is not None and v.until > now and (best is None or v.level > best.level):
+                best = v
+        if best is None or best.level == ALLOW:
+            return AccessOutcome("allow")
+        if best.level >= BLOCK:
+            retry = max(1, int(best.until - now))
+            return AccessOutcome("block", 403, "access suspended", {"Retry-After": str(retry)},
+                                level=LEVELS[best.level])
+        flag_headers = {self.cfg.flag_header: f"{LEVELS[best.level]}; score={best.score:.2f}"}
+        if best.level == THROTTLE:
+            rule = RateRule(name="extraction-throttle", key=make_key(NS, "throttle", ident.client),
+                            limit=self.cfg.throttle_limit, period=self.cfg.throttle_window_s)
+            decision = self.limiter.check_and_consume([rule], now=now)
+            if not decision.allowed:
+                return AccessOutcome("throttle", 429, "rate limited",
+                                     {"Retry-After": str(max(1, int(decision.retry_after + 0.999)))},
+                                     level="throttle")
+            return AccessOutcome("flag", upstream_headers=flag_headers, level="throttle")
+        return AccessOutcome("flag", upstream_headers=flag_headers, level="flag")
+
+    def _mitigate(self, body: bytes, outcome: AccessOutcome) -> AccessOutcome:
+        m = self.cfg.mitigations
+        if not (m.refuse_logit_bias_with_logprobs or m.max_top_logprobs is not None
+                or m.max_logit_bias_entries is not None or m.max_instances is not None):
+            return outcome
+        # Cheap pre-filter: only bodies that can break an LLM rule are parsed on the request path.
+        if m.max_instances is None and b"logit_bias" not in body and b"logprobs" not in body:
+            return outcome
+        message = policy_violation(parse_json(body), m)
+        if message is None:
+            return outcome
+        return AccessOutcome("refuse", 400, message, level=outcome.level)
+
+    # -- log ----------------------------------------------------------------------------------
+
+    def learn(self, ident: Identity, obs: Observation) -> list[Decision]:
+        """Update the client's (and group's) state from one proxied request; the decisions made."""
+        subjects = [("client", ident.client)]
+        if ident.group:
+            subjects.append(("group", ident.group))
+        raw = self.storage.mget([self.state_key(s) for _, s in subjects], now=obs.t)
+        decisions: list[Decision] = []
+        client_score = 0.0
+        for (kind, subject), blob in zip(subjects, raw, strict=True):
+            state = _decode_state(blob)
+            is_group = kind == "group"
+            st, assessment = self.detector.observe(state, obs, is_group=is_group,
+                                                   learn=not is_group and client_score < self.cfg.thresholds.flag)
+            if not is_group:
+                client_score = st.extraction
+            self.storage.set(self.state_key(subject), _encode_state(st), ttl=self.cfg.state_ttl_s, now=obs.t)
+            if assessment.publish:
+                self._publish(subject, ident, assessment, obs.t)
+            if assessment.escalated and assessment.level > ALLOW:
+                decision = Decision(kind, subject, assessment, obs.t)
+                decisions.append(decision)
+                if self.on_decision is not None:
+                    self.on_decision(decision)
+        return decisions
+
+    def _publish(self, subject: str, ident: Identity, a: Assessment, now: float) -> None:
+        ttl = a.until - now
+        if ttl <= 0:
+            return
+        level = a.level
+        if level == REVOKE and ident.credential:
+            self.storage.set(self.revoked_key(ident.credential), json.dumps({"t": now, "client": subject}),
+                             ttl=ttl, now=now)
+        elif level == REVOKE:
+            level = BLOCK
+        self.storage.set(self.verdict_key(subject), Verdict(level, a.until, a.extraction).encode(),
+                         ttl=ttl, now=now)
+
+
+def _encode_state(st: ClientState) -> str:
+    return base64.b85encode(st.to_bytes()).decode("ascii")
+
+
+def _decode_state(blob: str | None) -> ClientState | None:
+    if not blob:
+        return None
+    try:
+        return ClientState.from_bytes(base64.b85decode(blob))
+    except ValueError:
+        return None
+
+
+__all__ = ["FLAG", "AccessOutcome", "Decision", "ExtractionGuard", "Identity", "Verdict"]
+
+
+#: Without a response tap, output tokens are estimated from the response size (bytes per token of
+#: English text in an OpenAI-style JSON or SSE answer, framing included; an estimate, see README).
+BYTES_PER_OUTPUT_TOKEN = 6.0
+
+
+def build_observation(cfg: GuardConfig, t: float, route: str, body: bytes | None, *,
+                      request_size: int = 0, response_size: int = 0,
+                      tap: dict[str, Any] | None = None) -> Observation:
+    """The detector's view of one request, from what the log phase has (body stashed in access)."""
+    from .payloads import llm_request, predict_rows
+
+    doc = parse_json(body) if body is not None else None
+    rows = predict_rows(doc, cfg.max_rows_per_request) if doc is not None else None
+    llm = llm_request(doc) if rows is None and doc is not None else None
+    margins = tap.get("m") if tap else None
+    tokens = tap.get("o") if tap else None
+    if tokens is None and llm is not None and response_size > 0:
+        tokens = response_size / BYTES_PER_OUTPUT_TOKEN
+    return Observation(t=t, route=route, size=request_size or (len(body) if body else 0), rows=rows,
+                       margins=margins if isinstance(margins, list) else None, llm=llm,
+                       output_tokens=float(tokens) if isinstance(tokens, int | float) else None)

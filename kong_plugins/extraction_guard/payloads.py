@@ -1,0 +1,206 @@
+"""What the guard reads from request and response bodies: TF-Serving rows, OpenAI-style parameters.
+
+Parsing is tolerant (an unknown body shape yields ``None`` and only the volume signals apply) but
+never guesses: a body that is not JSON is not a predict or LLM call. Response parsing is used by
+the response tap (``kong_plugins.extraction_guard.tap``) when an operator enables it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .config import Mitigations
+from .sketches import prompt_hash, simhash64
+
+
+@dataclass(frozen=True)
+class LLMRequest:
+    """The parameters of an OpenAI-style completion that matter for extraction."""
+
+    prompt_hash: int
+    prompt_simhash: int
+    biased_ids: tuple[int, ...]
+    logprobs: bool
+    top_logprobs: int
+    max_tokens: int | None
+
+
+def parse_json(body: bytes | None) -> Any:
+    if not body:
+        return None
+    head = body.lstrip()[:1]
+    if head not in (b"{", b"["):
+        return None
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def predict_rows(doc: Any, max_rows: int) -> np.ndarray | None:
+    """Rows of a TF-Serving ``:predict`` body (row or columnar-free ``inputs`` form) as float64.
+
+    Each instance is flattened (an 8x8 image becomes 64 features). Returns ``None`` when the body
+    is not a numeric predict call or rows have different widths.
+    """
+    if not isinstance(doc, dict):
+        return None
+    rows = doc.get("instances", doc.get("inputs"))
+    if not isinstance(rows, list) or not rows:
+        return None
+    picked = rows[:max_rows]
+    if isinstance(picked[0], dict):
+        # TF-Serving named-input form: [{"x": [...]}, ...]; only single-input models are profiled.
+        if len(picked[0]) != 1:
+            return None
+        key = next(iter(picked[0]))
+        picked = [r.get(key) if isinstance(r, dict) else None for r in picked]
+    try:
+        arr = np.asarray(picked, dtype=np.float64)
+    except (ValueError, TypeError):
+        return None
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    arr = arr.reshape(arr.shape[0], -1)
+    if arr.shape[1] == 0 or not np.isfinite(arr).all():
+        return None
+    return arr
+
+
+def instance_count(doc: Any) -> int:
+    if isinstance(doc, dict):
+        rows = doc.get("instances", doc.get("inputs"))
+        if isinstance(rows, list):
+            return len(rows)
+    return 0
+
+
+def _prompt_text(doc: dict[str, Any]) -> str | None:
+    messages = doc.get("messages")
+    if isinstance(messages, list):
+        parts: list[str] = []
+        for m in messages:
+            if isinstance(m, dict):
+                content = m.get("content")
+                if isinstance(content, str):
+                    parts.append(content)
+                elif isinstance(content, list):
+                    parts.extend(c.get("text", "") for c in content
+                                 if isinstance(c, dict) and isinstance(c.get("text"), str))
+        return "\n".join(parts)
+    prompt = doc.get("prompt")
+    if isinstance(prompt, str):
+        return prompt
+    if isinstance(prompt, list) and all(isinstance(p, str) for p in prompt):
+        return "\n".join(prompt)
+    return None
+
+
+def llm_request(doc: Any) -> LLMRequest | None:
+    """Chat-completions or completions parameters; ``None`` if the body is neither."""
+    if not isinstance(doc, dict):
+        return None
+    text = _prompt_text(doc)
+    if text is None:
+        return None
+    bias = doc.get("logit_bias")
+    ids: list[int] = []
+    if isinstance(bias, dict):
+        for k in bias:
+            try:
+                ids.append(int(k))
+            except (TypeError, ValueError):
+                continue
+    lp = doc.get("logprobs")
+    # chat-completions: logprobs is a boolean and top_logprobs a count; completions: logprobs is the count
+    top = doc.get("top_logprobs")
+    top_n = top if isinstance(top, int) and not isinstance(top, bool) else 0
+    if isinstance(lp, int) and not isinstance(lp, bool):
+        top_n = max(top_n, lp)
+    max_tokens = doc.get("max_tokens", doc.get("max_completion_tokens"))
+    return LLMRequest(
+        prompt_hash=prompt_hash(text),
+        prompt_simhash=simhash64(text),
+        biased_ids=tuple(sorted(set(ids)))[:256],
+        logprobs=bool(lp) or top_n > 0,
+        top_logprobs=top_n,
+        max_tokens=max_tokens if isinstance(max_tokens, int) and not isinstance(max_tokens, bool) else None,
+    )
+
+
+def policy_violation(doc: Any, mitigations: Mitigations) -> str | None:
+    """The first enabled mitigation this request breaks, as a client-facing message, else None."""
+    if not isinstance(doc, dict):
+        return None
+    if mitigations.max_instances is not None and instance_count(doc) > mitigations.max_instances:
+        return f"at most {mitigations.max_instances} instances per request"
+    bias = doc.get("logit_bias")
+    n_bias = len(bias) if isinstance(bias, dict) else 0
+    lp = doc.get("logprobs")
+    top = doc.get("top_logprobs")
+    wants_logprobs = (lp is True) or (isinstance(lp, int) and not isinstance(lp, bool) and lp > 0) or (
+        isinstance(top, int) and not isinstance(top, bool) and top > 0)
+    if mitigations.refuse_logit_bias_with_logprobs and n_bias and wants_logprobs:
+        return "logit_bias cannot be combined with logprobs on this API"
+    if mitigations.max_logit_bias_entries is not None and n_bias > mitigations.max_logit_bias_entries:
+        return f"at most {mitigations.max_logit_bias_entries} logit_bias entries"
+    if mitigations.max_top_logprobs is not None:
+        top_n = max(top if isinstance(top, int) and not isinstance(top, bool) else 0,
+                    lp if isinstance(lp, int) and not isinstance(lp, bool) else 0)
+        if top_n > mitigations.max_top_logprobs:
+            return f"top_logprobs is capped at {mitigations.max_top_logprobs}"
+    return None
+
+
+def response_margins(doc: Any, max_rows: int) -> list[float] | None:
+    """Top-1 minus top-2 probability per row of a TF-Serving ``predictions`` answer.
+
+    Rows that are not probability vectors (negative entries or not summing to ~1) are treated as
+    logits and pass through a softmax first, so a model returning raw scores is profiled the same.
+    """
+    if not isinstance(doc, dict):
+        return None
+    preds = doc.get("predictions", doc.get("outputs"))
+    if not isinstance(preds, list) or not preds:
+        return None
+    try:
+        arr = np.asarray(preds[:max_rows], dtype=np.float64)
+    except (ValueError, TypeError):
+        return None
+    if arr.ndim != 2 or arr.shape[1] < 2 or not np.isfinite(arr).all():
+        return None
+    sums = arr.sum(axis=1)
+    if (arr < 0).any() or (np.abs(sums - 1.0) > 1e-3).any():
+        z = np.exp(arr - arr.max(axis=1, keepdims=True))
+        arr = z / z.sum(axis=1, keepdims=True)
+    top2 = np.sort(arr, axis=1)[:, -2:]
+    return [float(v) for v in (top2[:, 1] - top2[:, 0])]
+
+
+def response_output_tokens(doc: Any) -> int | None:
+    if isinstance(doc, dict):
+        usage = doc.get("usage")
+        if isinstance(usage, dict):
+            n = usage.get("completion_tokens", usage.get("output_tokens"))
+            if isinstance(n, int) and not isinstance(n, bool) and n >= 0:
+                return n
+    return None
+
+
+def response_summary(body: bytes | None, max_rows: int) -> dict[str, Any] | None:
+    """What the response tap hands to the log phase: margins (``m``) and output tokens (``o``)."""
+    doc = parse_json(body)
+    if doc is None:
+        return None
+    summary: dict[str, Any] = {}
+    margins = response_margins(doc, max_rows)
+    if margins is not None:
+        summary["m"] = margins
+    tokens = response_output_tokens(doc)
+    if tokens is not None:
+        summary["o"] = tokens
+    return summary or None
