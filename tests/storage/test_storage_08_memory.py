@@ -1,0 +1,76 @@
+"""The memory backend's own promises: bounded by max_keys, expired keys gone, thread-safe state."""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+from kong_plugins.storage import Limiter, MemoryStorage, RateRule, make_key
+from kong_plugins.storage.hyperloglog import HyperLogLog
+
+from .conftest import FakeClock
+
+
+def test_the_store_never_holds_more_than_max_keys_and_evicts_the_least_recently_used() -> None:
+    clock = FakeClock()
+    store = MemoryStorage(max_keys=3, clock=clock)
+    for name in ("a", "b", "c"):
+        store.set(name, name)
+    assert store.get("a") == "a"  # "a" is now the most recently used
+    store.set("d", "d")
+    assert len(store) == 3
+    assert store.mget(["a", "b", "c", "d"]) == ["a", None, "c", "d"]
+
+
+def test_limiter_keys_for_many_clients_stay_within_the_bound() -> None:
+    store = MemoryStorage(max_keys=100)
+    limiter = Limiter(store)
+    for client in range(1000):
+        rule = RateRule("rps", make_key("clients", str(client), hash_tag=str(client)), 5, 1)
+        assert limiter.check_and_consume([rule], 1_767_225_600.0).allowed
+    assert len(store) == 100
+
+
+def test_expired_keys_read_as_absent_and_are_dropped() -> None:
+    clock = FakeClock()
+    store = MemoryStorage(clock=clock)
+    store.set("k", "v", ttl=10)
+    clock.advance(9.999)
+    assert store.get("k") == "v"
+    clock.advance(0.002)
+    assert store.get("k") is None
+    assert len(store) == 0
+
+
+def test_a_hyperloglog_stays_small_whatever_is_added() -> None:
+    hll = HyperLogLog()
+    for i in range(50_000):
+        hll.add(f"element-{i}")
+    assert abs(hll.count() - 50_000) < 50_000 * 0.03
+    dense = hll._dense
+    assert dense is not None and sys.getsizeof(dense) < 17 * 1024
+
+
+def test_hyperloglog_is_exact_enough_for_small_sets() -> None:
+    hll = HyperLogLog()
+    for i in range(100):
+        hll.add(str(i))
+        hll.add(str(i))
+    assert hll.count() == 100
+
+
+def test_state_operations_from_many_threads_lose_no_update() -> None:
+    store = MemoryStorage()
+
+    def worker() -> None:
+        for _ in range(500):
+            store.incr("shared")
+            store.hincr("hash", {"n": 1})
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert store.get("shared") == "4000"
+    assert store.hgetall("hash") == {"n": "4000"}
