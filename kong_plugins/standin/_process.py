@@ -241,6 +241,8 @@ class ManagedServer:
             self._started.set()
             self._grab_logs(proc)
             status = proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
             if self._stopping.is_set():
                 break
             if status == 127:
