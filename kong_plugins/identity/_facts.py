@@ -60,6 +60,12 @@ class RequestFacts:
     response_status: int | None = None
     response_headers: Mapping[str, Any] = field(default_factory=dict)
     ai: Mapping[str, Any] = field(default_factory=dict)
+    latency_ms: float = 0.0
+
+    @property
+    def ended_at(self) -> float:
+        """When the response finished (log phase), from Kong's own latency figures."""
+        return self.started_at + self.latency_ms / 1000.0
 
     def header(self, name: str) -> str | None:
         """First value of a request header (lower-case name), as serialize reports it."""
@@ -130,6 +136,8 @@ def parse_facts(serialized: str | bytes | Mapping[str, Any]) -> RequestFacts:
     size = request.get("size")
     status = response.get("status")
     ai = data.get("ai")
+    latencies = data.get("latencies")
+    latency: Any = latencies.get("request") if isinstance(latencies, Mapping) else None
     return RequestFacts(
         method=_str(request.get("method")) or "",
         uri=_str(request.get("uri")) or "",
@@ -145,4 +153,9 @@ def parse_facts(serialized: str | bytes | Mapping[str, Any]) -> RequestFacts:
         response_status=int(status) if isinstance(status, int) and not isinstance(status, bool) else None,
         response_headers=_headers(response.get("headers")),
         ai=ai if isinstance(ai, Mapping) else {},
+        latency_ms=float(latency) if _is_number(latency) and latency > 0 else 0.0,
     )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

@@ -1,0 +1,213 @@
+"""The ``ai-tier-quota`` phase handlers: gather in as few PDK calls as possible, decide, act once.
+
+PDK round trips (each one is a full RPC to Kong; HandleEvent itself is one):
+
+=====================================  ===========================================================
+access, allow path (default config)    HandleEvent + ``kong.log.serialize`` + ``kong.response.set_headers``
+  + token limits, estimate_from=body   + ``kong.request.get_raw_body`` (prompt and max_tokens)
+  + upstream_headers                   + ``kong.service.request.set_headers``
+  + identity.jwt.enabled               + ``kong.request.get_header`` (serialize redacts it)
+  + identity.mtls on a verified TLS    + ``kong.client.tls.get_full_client_certificate_chain``
+access, deny path                      HandleEvent + serialize (+ the above) + ``kong.response.exit``
+log (only with token or concurrency    HandleEvent + serialize, after the response: no latency
+limits; otherwise it returns at once)
+=====================================  ===========================================================
+
+Redis round trips: exactly one in access (the limiter's script decides every rule); in the log
+phase one to settle tokens and one to release concurrency leases, both off the request path.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, cast
+
+from kong_plugins.errors import StorageError
+from kong_plugins.identity import (
+    Identity,
+    IdentityResolver,
+    RequestFacts,
+    TlsPDK,
+    parse_client_certificate,
+    parse_facts,
+)
+from kong_plugins.pdk import Kong
+from kong_plugins.storage import LimitDecision, Limiter, MemoryStorage, Storage
+from kong_plugins.storage.config import build_storage
+
+from . import decide
+from .config import QuotaConfig, parse_config
+from .pending import PendingEntry, PendingSettlements, fingerprint
+from .tokens import TokenEstimate, estimate, usage_from_body, usage_from_log
+
+log = logging.getLogger("kong_plugins.tier_quota")
+
+SHADOW_HEADER = "X-AI-Quota-Shadow"
+DEGRADED_HEADER = "X-AI-Quota-Degraded"
+
+
+class TierQuota:
+    """``ai-tier-quota`` without a ``response`` phase: usage is settled in the log phase."""
+
+    #: Whether Kong calls :meth:`response` (class-level: Kong learns the phases from the dump).
+    RESPONSE_PHASE = False
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        *,
+        storage: Storage | None = None,
+        clock: Callable[[], float] = time.time,
+        lease_ids: Callable[[], str] | None = None,
+    ) -> None:
+        self.config: QuotaConfig = parse_config(config, response_phase=self.RESPONSE_PHASE)
+        self.failure_mode = self.config.failure_mode
+        self._clock = clock
+        self.storage = storage if storage is not None else build_storage(self.config.storage, "storage")
+        self.limiter = Limiter(self.storage, lease_ids) if lease_ids is not None else Limiter(self.storage)
+        self.identity = IdentityResolver(self.config.identity, clock)
+        self.pending = PendingSettlements(clock, max_age=float(self.config.lease_seconds))
+        self._fallback = Limiter(MemoryStorage(clock=clock)) if self.config.fallback is not None else None
+
+    # -- access ----------------------------------------------------------------------------------
+
+    def access(self, kong: Kong) -> None:
+        cfg = self.config
+        facts = parse_facts(kong.log.serialize())
+        token_header = None
+        header_name = self.identity.needs_authorization_header
+        if header_name is not None:
+            token_header = kong.request.get_header(header_name)
+        certificate = None
+        if self.identity.needs_certificate(facts):
+            tls = cast(TlsPDK, cast(Any, kong.client).tls)
+            certificate = parse_client_certificate(tls.get_full_client_certificate_chain())
+        identity = self.identity.resolve(facts, token_header, certificate)
+        shadow_notes: list[str] = []
+
+        def refuse(denial: decide.Denial) -> None:
+            if cfg.shadow:
+                shadow_notes.append(denial.rule_class)
+                log.warning("shadow mode: would deny (%s) tier=%s", denial.rule_class, identity.tier)
+                return
+            kong.response.exit(denial.status, denial.body(), dict(denial.headers))
+
+        if identity.jwt_error is not None and cfg.identity.jwt_reject_invalid:
+            refuse(decide.INVALID_TOKEN)
+        model = decide.model_of(facts, cfg.model_by)
+        tier, tier_denial = decide.choose_tier(cfg, identity)
+        if tier_denial is not None:
+            refuse(tier_denial)
+        denial = decide.access_denial(tier, model)
+        if denial is not None:
+            refuse(denial)
+
+        tokens: TokenEstimate | None = None
+        if decide.needs_tokens(cfg, tier, model):
+            body = None
+            if cfg.tokens.estimate_from == "body":
+                raw = kong.request.get_raw_body(cfg.tokens.max_body_bytes)
+                body = raw.encode() if isinstance(raw, str) else raw
+            tokens = estimate(body, facts.size, cfg.tokens)
+        plan = decide.build_plan(cfg, identity, tier, model, tokens)
+
+        headers: dict[str, str] = {}
+        decision, info = self._decide(plan, identity, facts)
+        if decision is None:
+            if cfg.failure_mode == "closed":
+                refuse(decide.STORAGE_DOWN)
+            headers[DEGRADED_HEADER] = "storage-unavailable"
+        else:
+            rate = decide.rate_headers(decision, info) if not cfg.hide_client_headers else {}
+            if not decision.allowed:
+                refuse(decide.quota_denial(decision, info, cfg.error_message, rate))
+            headers.update(rate)
+            if decision.allowed and info is plan.info:
+                self._remember(facts, plan, decision)
+        if shadow_notes:
+            headers[SHADOW_HEADER] = "would-deny; rule=" + ",".join(shadow_notes)
+        if headers:
+            kong.response.set_headers(headers)
+        if cfg.upstream_headers:
+            kong.service.request.set_headers(decide.upstream_headers(plan, identity))
+
+    def _decide(
+        self, plan: decide.Plan, identity: Identity, facts: RequestFacts
+    ) -> tuple[LimitDecision | None, Mapping[str, decide.RuleInfo]]:
+        """The shared limiter's verdict and its rule info; on StorageError the local fallback's
+        (with its own rule info), or None when there is no fallback."""
+        if not plan.rules:
+            return LimitDecision(True, (), None, 0.0, None), plan.info
+        try:
+            return self.limiter.check_and_consume(plan.rules, now=facts.started_at or None), plan.info
+        except StorageError as exc:
+            log.error("storage unavailable (%s): %s", self.storage.kind, type(exc.__cause__ or exc).__name__)
+        if self._fallback is None or self.config.fallback is None:
+            return None, {}
+        rules = decide.fallback_rules(self.config.fallback, identity)
+        info = {rule.name: decide.RuleInfo("fallback", rule.name.split(":", 1)[1]) for rule in rules}
+        return self._fallback.check_and_consume(rules, now=facts.started_at or None), info
+
+    def _remember(self, facts: RequestFacts, plan: decide.Plan, decision: LimitDecision) -> None:
+        if decision.reservation is None:
+            return
+        token_rules = plan.token_rule_names
+        has_lease = any(plan.info[r.name].label == "Concurrent" for r in plan.rules)
+        if not token_rules and not has_lease:
+            return
+        reserved = plan.tokens.reservation if plan.tokens is not None else 0
+        self.pending.add(fingerprint(facts), PendingEntry(decision.reservation, token_rules, reserved,
+                                                          self._clock()))
+
+    # -- log -------------------------------------------------------------------------------------
+
+    def log(self, kong: Kong) -> None:
+        if not self.config.needs_settlement:
+            return
+        facts = parse_facts(kong.log.serialize())
+        entry = self.pending.pop(fingerprint(facts))
+        if entry is None:
+            return
+        now = facts.ended_at or None
+        try:
+            if entry.token_rules:
+                usage = self._usage(facts, entry)
+                if usage is not None and usage != entry.reserved_tokens:
+                    delta = usage - entry.reserved_tokens
+                    self.limiter.adjust(entry.reservation, {name: delta for name in entry.token_rules}, now=now)
+            self.limiter.release(entry.reservation, now=now)
+        except StorageError as exc:
+            # Leases expire on their own after concurrency_lease_seconds; a lost refund only
+            # makes the quota stricter for a while.
+            log.error("settling a request failed (%s): %s", self.storage.kind, type(exc.__cause__ or exc).__name__)
+
+    def _usage(self, facts: RequestFacts, entry: PendingEntry) -> int | None:
+        tokens = self.config.tokens
+        if tokens.usage_source == "none":
+            return None
+        if tokens.usage_source == "response_body":
+            return entry.usage if entry.usage_known else None
+        header = facts.response_header(tokens.usage_header) if tokens.usage_header else None
+        return usage_from_log(facts.ai, header, tokens)
+
+
+class BufferingTierQuota(TierQuota):
+    """Variant with Kong's ``response`` phase, reading ``usage`` from the response body.
+
+    Kong buffers the whole upstream response of every route this plugin runs on as soon as the
+    plugin server reports a ``response`` phase, so this variant is chosen per server
+    (``AI_TIER_QUOTA_RESPONSE_PHASE=on``), not per route.
+    """
+
+    RESPONSE_PHASE = True
+
+    def response(self, kong: Kong) -> None:
+        if self.config.tokens.usage_source != "response_body" or not self.config.has_token_limits:
+            return
+        facts = parse_facts(kong.log.serialize())
+        key = fingerprint(facts)
+        body = kong.service.response.get_raw_body()
+        raw = body.encode() if isinstance(body, str) else body
+        self.pending.record_usage(key, usage_from_body(raw, self.config.tokens))
