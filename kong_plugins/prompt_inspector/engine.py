@@ -78,7 +78,7 @@ class Inspector:
         views = self.views(texts)
         extra: list[tuple[str, str, float]] = []
         for index, deny in enumerate(self._deny):
-            if any(deny.search(v.raw) or deny.search(v.words) for v in views):
+            if any(deny.search(v.raw) or deny.search(v.light) for v in views):
                 extra.append((Family.CUSTOM_DENY.value, f"custom_deny.{index}", 1.0))
         if self._allow and any(a.search(v.raw) for a in self._allow for v in views if not v.encoding):
             finding = score_views((), (), extra)

@@ -70,9 +70,10 @@ _FOLD_TABLE: dict[int, str | None] = {**_HOMOGLYPHS, **_DELETE}
 _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s",
                        "l": "i", "|": "i"})
 _NON_ALNUM_RE = re.compile(r"[^0-9a-z]+")
-# Three or more single letters each followed by one separator ("i g n o r e", "p.r.e.v.i.o.u.s"):
-# each repetition consumes one letter and one separator, so matching is linear.
-_SPACED_RE = re.compile(r"\b(?:[a-z0-9][ .*_~+/\\-]){2,}[a-z0-9]\b")
+# Three or more single letters joined by one repeated separator ("i g n o r e", "p.r.e.v.i.o.u.s");
+# a different separator (or two) ends the run, so "i.g.n.o.r.e p.r.e.v" keeps its word break. Each
+# repetition consumes one letter and one separator: matching is linear.
+_SPACED_RE = re.compile(r"\b[a-z0-9]([ .*_~+/\\-])(?:[a-z0-9]\1){1,}[a-z0-9]\b")
 _SEPARATOR_RE = re.compile(r"[ .*_~+/\\-]")
 
 
@@ -107,7 +108,9 @@ def words_view(light: str) -> str:
     """The phrase-matching alphabet: leetspeak folded, punctuation to spaces, spaced letters joined."""
     # Spaced letters are joined before punctuation collapses: a run uses exactly one separator
     # between letters, so a double space ("i g n o r e  a l l") still separates the words.
-    return _NON_ALNUM_RE.sub(" ", _SPACED_RE.sub(_despace, light.translate(_LEET))).strip()
+    # Joined again after punctuation became spaces ("0:0:0"), so that the result is a fixpoint.
+    out = _NON_ALNUM_RE.sub(" ", _SPACED_RE.sub(_despace, light.translate(_LEET))).strip()
+    return _SPACED_RE.sub(_despace, out) if " " in out else out
 
 
 def normalise(text: str) -> str:
@@ -155,7 +158,8 @@ class View:
 
 _B64_RE = re.compile(r"[A-Za-z0-9+/_-]{16,}={0,2}")
 _HEX_RE = re.compile(r"(?:\\x|0x)?[0-9a-fA-F]{2}(?:[ :,]?(?:\\x|0x)?[0-9a-fA-F]{2}){7,}")
-_PCT_RE = re.compile(r"(?:%[0-9a-fA-F]{2}){3,}")
+# Three percent-escapes close together: enough to be worth unquoting, rare in prose.
+_PCT_RE = re.compile(r"%[0-9a-fA-F]{2}(?:[^%]{0,40}%[0-9a-fA-F]{2}){2}")
 _ENTITY_RE = re.compile(r"&#(?:x[0-9a-fA-F]{1,6}|[0-9]{1,7});")
 _ROT13_HINT_RE = re.compile(r"rot[ _-]?13|caesar|cipher|decod|decrypt|rotat|shift(?:ed)? by")
 _HEX_STRIP_RE = re.compile(r"\\x|0x|[ :,]")
