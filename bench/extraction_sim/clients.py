@@ -78,12 +78,17 @@ BENIGN_NUMERIC = {
 
 # -- benign (LLM) --------------------------------------------------------------------------------
 
-_WORDS = ("the a my our this report data model error code function python sql table customer email "
-          "invoice summary meeting plan design review test deploy server cloud budget sales team "
-          "project deadline bug feature user login page style color font chart graph trend month "
-          "year week quarter growth revenue cost risk policy contract law health diet recipe travel "
-          "flight hotel city museum history science physics chemistry biology math proof theorem "
-          "poem story novel song music film actor game sport football tennis weather garden plant").split()
+_WORDS = (
+    "the", "a", "my", "our", "this", "report", "data", "model", "error", "code", "function",
+    "python", "sql", "table", "customer", "email", "invoice", "summary", "meeting", "plan",
+    "design", "review", "test", "deploy", "server", "cloud", "budget", "sales", "team", "project",
+    "deadline", "bug", "feature", "user", "login", "page", "style", "color", "font", "chart",
+    "graph", "trend", "month", "year", "week", "quarter", "growth", "revenue", "cost", "risk",
+    "policy", "contract", "law", "health", "diet", "recipe", "travel", "flight", "hotel", "city",
+    "museum", "history", "science", "physics", "chemistry", "biology", "math", "proof", "theorem",
+    "poem", "story", "novel", "song", "music", "film", "actor", "game", "sport", "football",
+    "tennis", "weather", "garden", "plant",
+)
 
 
 def _sentence(rng: np.random.Generator, n: int) -> str:

@@ -95,10 +95,7 @@ def surrogate_fidelity(victim: TabularVictim, X: np.ndarray, P: np.ndarray) -> f
         return float((victim.labels(victim.X) == majority).mean())
     P = np.clip(P, 1e-9, 1.0)
     A = np.hstack([X, np.ones((len(X), 1))])
-    if P.shape[1] == 2:
-        target = np.log(P[:, 1:2] / P[:, 0:1])
-    else:
-        target = np.log(P[:, 1:] / P[:, 0:1])
+    target = np.log(P[:, 1:2] / P[:, 0:1]) if P.shape[1] == 2 else np.log(P[:, 1:] / P[:, 0:1])
     W, *_ = np.linalg.lstsq(A, target, rcond=None)
     scores = np.hstack([np.zeros((len(victim.X), 1)), np.hstack([victim.X, np.ones((len(victim.X), 1))]) @ W])
     pred = scores.argmax(axis=1)

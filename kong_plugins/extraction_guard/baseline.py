@@ -53,7 +53,7 @@ class FeatureModel:
         vals = np.maximum(vals, floor)
         whiten = (vecs / np.sqrt(vals)).T
         z = (rows - mean) @ whiten.T
-        m = (z * z).mean(axis=1)
+        m: np.ndarray = (z * z).mean(axis=1)
         lo, hi = rows.min(axis=0), rows.max(axis=0)
         span_floor = 0.1 * float(np.median(hi - lo)) or 1e-6
         return cls(dim=rows.shape[1], mean=mean, whiten=whiten, lo=lo, hi=hi, span_floor=span_floor,
@@ -77,8 +77,8 @@ class FeatureModel:
 
     def out_of_domain(self, rows: np.ndarray) -> np.ndarray:
         span = self.span()
-        result: np.ndarray = ((rows < self.lo - 0.5 * span) | (rows > self.hi + 0.5 * span)).any(axis=1)
-        return result
+        outside = (rows < self.lo - 0.5 * span) | (rows > self.hi + 0.5 * span)
+        return np.asarray(outside.any(axis=1))
 
     def span(self) -> np.ndarray:
         result: np.ndarray = np.maximum(self.hi - self.lo, self.span_floor)

@@ -7,6 +7,7 @@ secret whenever a webhook URL is set, ...). Every violation raises ``ConfigError
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -86,7 +87,6 @@ class GuardConfig:
     template_hamming: int = 10
     output_tokens_per_hour: float = 100_000.0
     max_body_bytes: int = 65536
-    max_clients: int = 100_000
     state_ttl_s: float = 7 * 86400.0
     mitigations: Mitigations = Mitigations()
     webhook: Webhook | None = None
@@ -103,7 +103,7 @@ class GuardConfig:
         thresholds = Thresholds(**{k: float(v) for k, v in t_raw.items() if v is not None})
         order = [("flag", thresholds.flag), ("throttle", thresholds.throttle),
                  ("block", thresholds.block), ("revoke", thresholds.revoke)]
-        for (lo_name, lo), (hi_name, hi) in zip(order, order[1:], strict=False):
+        for (lo_name, lo), (hi_name, hi) in itertools.pairwise(order):
             if not lo < hi:
                 raise ConfigError(f"thresholds.{hi_name}",
                                   f"must be greater than thresholds.{lo_name} ({lo})")
@@ -140,7 +140,7 @@ class GuardConfig:
             webhook = Webhook(
                 url=url, secret=str(secret),
                 timeout_s=float(w_raw.get("timeout_s") or 2.0),
-                max_retries=int(w_raw.get("max_retries") if w_raw.get("max_retries") is not None else 5),
+                max_retries=int(5 if w_raw.get("max_retries") is None else w_raw["max_retries"]),
                 queue_size=int(w_raw.get("queue_size") or 1000),
                 min_level=str(min_level),
             )
@@ -176,7 +176,6 @@ class GuardConfig:
             template_hamming=int(get("template_hamming", 10)),
             output_tokens_per_hour=float(get("output_tokens_per_hour", 100_000.0)),
             max_body_bytes=int(get("max_body_bytes", 65536)),
-            max_clients=int(get("max_clients", 100_000)),
             state_ttl_s=float(get("state_ttl_s", 7 * 86400.0)),
             mitigations=mitigations,
             webhook=webhook,

@@ -355,8 +355,8 @@ class Detector:
         if template and st.out_tokens > 0.5 * cfg.output_tokens_per_hour:
             acc.add("template_distillation", st.template_ewma, W_TEMPLATE_VOLUME)
         if not repeated:
-            st.prompts = (st.prompts + [req.prompt_hash])[-PROMPT_RING:]
-            st.simhashes = (st.simhashes + [req.prompt_simhash])[-PROMPT_RING:]
+            st.prompts = ([*st.prompts, req.prompt_hash])[-PROMPT_RING:]
+            st.simhashes = ([*st.simhashes, req.prompt_simhash])[-PROMPT_RING:]
         st.coverage |= 1 << ((req.prompt_simhash >> 56) & 0xFF)
 
     # -- decision --------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ prompts differ in ~32 of 64 bits.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 import zlib
 
@@ -35,7 +36,7 @@ def simhash64(text: str) -> int:
     words = _WORD.findall(text[:MAX_PROMPT_CHARS].lower())
     if not words:
         return 0
-    shingles = [f"{a} {b}".encode() for a, b in zip(words, words[1:], strict=False)] or [words[0].encode()]
+    shingles = [f"{a} {b}".encode() for a, b in itertools.pairwise(words)] or [words[0].encode()]
     hashes = np.fromiter(
         ((zlib.crc32(s) | (zlib.crc32(s, _SEED_HI) << 32)) for s in shingles),
         dtype=np.uint64, count=len(shingles),

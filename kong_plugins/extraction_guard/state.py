@@ -76,7 +76,8 @@ class ClientState:
     def last_row(self) -> np.ndarray | None:
         if self.rows is None or self.rows_n == 0:
             return None
-        return self.rows[(self.rows_n - 1) % self.rows.shape[0]]
+        row: np.ndarray = self.rows[(self.rows_n - 1) % self.rows.shape[0]]
+        return row
 
     def coverage_fraction(self) -> float:
         return self.coverage.bit_count() / 256.0

@@ -1,0 +1,166 @@
+"""The Kong phases of ai-extraction-guard: a cheap access check, learning in the log phase.
+
+PDK calls per request (each one RPC round trip to Kong):
+
+- access: ``kong.log.serialize`` (identity, route, Kong's start time -- one call instead of five),
+  ``kong.request.get_raw_body`` (POST/PUT/PATCH only), ``kong.ctx.shared.set`` (hands the body to
+  the log phase), then at most one of ``kong.response.exit`` / ``kong.service.request.set_headers``;
+- log: ``kong.log.serialize`` (the data Kong saved for the log timer), two ``kong.ctx.shared.get``
+  and one log line per decision.
+
+Why the body travels through ``kong.ctx.shared``: the log phase runs in a timer after the
+response; ``kong/runloop/plugin_servers/plugin.lua`` saves the serialize data, request/response
+headers, status and ``kong.ctx.shared`` for it -- but no request or response body. What the
+access phase puts in ``kong.ctx.shared`` is what the log phase can read.
+
+Response-derived signals (top-1/top-2 margins, real output-token counts) need the response body,
+which only a ``response`` handler sees -- and declaring one makes Kong buffer *every* response of
+the route, which breaks LLM streaming. So this plugin has no response phase: the companion plugin
+``ai-extraction-guard-tap`` (``kong_plugins.extraction_guard.tap``, its own plugin server) is
+attached only to the routes where buffering is acceptable (non-streaming predict APIs) and leaves a
+small summary in ``kong.ctx.shared``. Without it, LLM output volume is estimated from the response
+size Kong logs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from typing import Any
+
+from kong_plugins.errors import StorageError
+from kong_plugins.identity import RequestFacts, parse_facts
+from kong_plugins.pdk import Kong
+from kong_plugins.runtime import PDKError
+from kong_plugins.storage.config import build_storage
+
+from .alerts import WebhookSink, shared_sink
+from .config import LEVELS, GuardConfig
+from .detector import Detector
+from .guard import Decision, ExtractionGuard, Identity, build_observation
+from .schema import SCHEMA
+
+#: kong.ctx.shared keys: the request body stashed by access, the response summary left by the tap.
+BODY_KEY = "ai_extraction_guard.body"
+TAP_KEY = "ai_extraction_guard.tap"
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+def identify(facts: RequestFacts, cfg: GuardConfig) -> Identity:
+    """The scored client, its group and its credential, from Kong's own data only."""
+    ip = facts.client_ip or "unknown"
+    consumer = facts.consumer
+    tenant = (consumer.custom_id or consumer.username or consumer.id) if consumer else None
+    client: str
+    if cfg.client_by == "credential" and facts.credential_id:
+        client = f"credential:{facts.credential_id}"
+    elif cfg.client_by in ("consumer", "credential") and consumer:
+        client = f"consumer:{consumer.id}"
+    elif cfg.client_by == "tenant" and tenant:
+        client = f"tenant:{tenant}"
+    else:
+        client = f"ip:{ip}"
+    group: str | None = None
+    if cfg.group_by == "ip" and not client.startswith("ip:"):
+        group = f"ip:{ip}"
+    elif cfg.group_by == "ip_prefix":
+        group = f"net:{_prefix(ip)}"
+    elif cfg.group_by == "tenant" and tenant and not client.startswith("tenant:"):
+        group = f"tenant:{tenant}"
+    return Identity(client=client, group=group, credential=facts.credential_id)
+
+
+def _prefix(ip: str) -> str:
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    bits = 24 if addr.version == 4 else 64
+    return str(ipaddress.ip_network(f"{addr}/{bits}", strict=False))
+
+
+def route_of(facts: RequestFacts) -> str:
+    if facts.route is not None:
+        return facts.route.id or facts.route.name or "-"
+    return facts.uri.split("?", 1)[0] or "-"
+
+
+class Plugin:
+    """One instance per plugin configuration (Kong's StartInstance)."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        validated = SCHEMA.validate(config)
+        self.cfg = GuardConfig.from_validated(validated)
+        self.failure_mode = self.cfg.failure_mode
+        self.storage = build_storage(validated["storage"], path="storage")
+        self.sink: WebhookSink | None = shared_sink(self.cfg.webhook) if self.cfg.webhook else None
+        self.guard = ExtractionGuard(self.cfg, self.storage, Detector(self.cfg))
+
+    def access(self, kong: Kong) -> None:
+        facts = parse_facts(kong.log.serialize())
+        ident = identify(facts, self.cfg)
+        body = self._body(kong, facts)
+        try:
+            outcome = self.guard.check_access(ident, facts.started_at, body)
+        except StorageError as exc:
+            kong.log.err(f"ai-extraction-guard: storage failed ({type(exc).__name__}); failure_mode="
+                         f"{self.failure_mode}")
+            if self.failure_mode == "closed":
+                kong.response.exit(503, {"message": "service temporarily unavailable"})
+            return
+        if outcome.status is not None:
+            kong.response.exit(outcome.status, {"message": outcome.message}, outcome.headers or None)
+        if outcome.shadow_action is not None:
+            kong.log.notice(json.dumps({"event": "ai-extraction-guard.shadow", "client": ident.client,
+                                        "would": outcome.shadow_action, "level": outcome.level}))
+        elif outcome.upstream_headers:
+            kong.service.request.set_headers(outcome.upstream_headers)
+        if body is not None:
+            kong.ctx.shared.set(BODY_KEY, body.decode("utf-8", "replace"))
+
+    def _body(self, kong: Kong, facts: RequestFacts) -> bytes | None:
+        if facts.method.upper() not in _BODY_METHODS or facts.size > self.cfg.max_body_bytes + 8192:
+            return None
+        try:
+            body = kong.request.get_raw_body(self.cfg.max_body_bytes)
+        except PDKError:
+            # Larger than max_body_bytes (or on disk beyond it): counted, not analysed.
+            return None
+        if isinstance(body, str):
+            body = body.encode("utf-8", "replace")
+        if not body or len(body) > self.cfg.max_body_bytes:
+            return None
+        return body
+
+    def log(self, kong: Kong) -> None:
+        raw = kong.log.serialize()
+        data = json.loads(raw) if isinstance(raw, str | bytes) else raw
+        facts = parse_facts(data)
+        stashed = kong.ctx.shared.get(BODY_KEY)
+        if stashed is None:
+            # Refused by this plugin (or no analysable body): nothing the model should learn from.
+            return
+        tap = kong.ctx.shared.get(TAP_KEY)
+        body = stashed.encode() if isinstance(stashed, str) else bytes(stashed)
+        response = data.get("response") if isinstance(data, dict) else None
+        response_size = response.get("size", 0) if isinstance(response, dict) else 0
+        obs = build_observation(self.cfg, facts.started_at, route_of(facts), body,
+                                request_size=facts.size,
+                                response_size=int(response_size) if isinstance(response_size, int) else 0,
+                                tap=tap if isinstance(tap, dict) else None)
+        try:
+            decisions = self.guard.learn(identify(facts, self.cfg), obs)
+        except StorageError as exc:
+            kong.log.err(f"ai-extraction-guard: storage failed in log phase ({type(exc).__name__})")
+            return
+        for decision in decisions:
+            self._report(kong, decision)
+
+    def _report(self, kong: Kong, decision: Decision) -> None:
+        record = decision.record()
+        record["shadow"] = self.cfg.shadow
+        kong.log.warn(json.dumps(record, separators=(",", ":")))
+        hook = self.cfg.webhook
+        if self.sink is not None and hook is not None and (
+                decision.assessment.level >= LEVELS.index(hook.min_level)):
+            self.sink.submit(record)
