@@ -36,8 +36,8 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Literal, NamedTuple, cast
 
 from .base import Storage
 from .scripting import MemoryState, Script, ScriptArg, register_script
@@ -71,15 +71,16 @@ class RateRule:
     limit: int
     period: float
     cost: int = 1
+    wire: tuple[int, int, int, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _check_common(self.name, self.key, self.limit)
         _check_cost(self.name, self.cost)
         if not (self.period > 0 and math.isfinite(self.period)):
             raise ValueError(f"rule {self.name!r}: period must be a positive number of seconds")
+        # Script arguments, computed once per rule rather than once per decision.
+        object.__setattr__(self, "wire", (_RATE, self.limit, max(1, round(self.period * _US)), self.cost))
 
-    def _wire(self) -> tuple[int, int, int]:
-        return _RATE, self.limit, max(1, round(self.period * _US))
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,15 +92,15 @@ class CalendarRule:
     limit: int
     unit: Literal["hour", "day"]
     cost: int = 1
+    wire: tuple[int, int, int, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _check_common(self.name, self.key, self.limit)
         _check_cost(self.name, self.cost)
         if self.unit not in CALENDAR_UNITS:
             raise ValueError(f"rule {self.name!r}: unit must be one of {sorted(CALENDAR_UNITS)}")
+        object.__setattr__(self, "wire", (_CALENDAR, self.limit, CALENDAR_UNITS[self.unit] * _US, self.cost))
 
-    def _wire(self) -> tuple[int, int, int]:
-        return _CALENDAR, self.limit, CALENDAR_UNITS[self.unit] * _US
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,25 +111,24 @@ class ConcurrencyRule:
     key: str
     limit: int
     lease_ttl: float
+    wire: tuple[int, int, int, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _check_common(self.name, self.key, self.limit)
         if not (self.lease_ttl > 0 and math.isfinite(self.lease_ttl)):
             raise ValueError(f"rule {self.name!r}: lease_ttl must be a positive number of seconds")
+        object.__setattr__(self, "wire", (_CONCURRENCY, self.limit, max(1, round(self.lease_ttl * _US)), 1))
 
     @property
     def cost(self) -> int:
         return 1
 
-    def _wire(self) -> tuple[int, int, int]:
-        return _CONCURRENCY, self.limit, max(1, round(self.lease_ttl * _US))
 
 
 Rule = RateRule | CalendarRule | ConcurrencyRule
 
 
-@dataclass(frozen=True, slots=True)
-class RuleState:
+class RuleState(NamedTuple):
     """One rule's verdict. Seconds are floats; ``remaining`` is after this request's cost when
     allowed. ``reset_after``: until the rule is back to full capacity (rate), until the window
     ends (calendar), until the oldest held lease expires (concurrency). ``retry_after`` is 0 when
@@ -186,26 +186,41 @@ def _drain(entry: list[float] | None, limit: int, period: int, now: int) -> tupl
 
 
 def _check_twin(state: MemoryState, keys: Sequence[str], args: Sequence[ScriptArg], now: int) -> list[int]:
+    # Hot path of the memory backend (100,000+ decisions/s): locals instead of helpers.
+    floor, ceil = math.floor, math.ceil
     lease = str(args[0])
+    # Only Limiter calls this twin, always with ints (Lua gets their text): no per-value parsing.
+    a = cast("Sequence[int]", args)
     reply: list[int] = []
-    writes: list[tuple[int, str, tuple[float, float, float]]] = []
+    # (key, new value, key expiry in us, lease expiry in us or 0 for non-lease rules)
+    writes: list[tuple[str, object, int, int]] = []
     all_ok = True
-    for i, key in enumerate(keys):
-        b = 1 + i * 4
-        kind, limit, param, cost = int(args[b]), int(args[b + 1]), int(args[b + 2]), int(args[b + 3])
+    b = 1
+    for key in keys:
+        kind, limit, param, cost = a[b], a[b + 1], a[b + 2], a[b + 3]
+        b += 4
         ok, remaining, reset, retry, window = 0, 0, 0, 0, 0
         if kind == _RATE:
-            level, last, rate = _drain(state.get(key), limit, param, now)
+            rate = limit / param
+            entry = state.get(key)
+            if entry is None:
+                level, last = 0.0, now
+            else:
+                level, last = entry
+                if now > last:
+                    level -= (now - last) * rate
+                    if level < 0:
+                        level = 0.0
             if level + cost <= limit + _EPS:
                 ok = 1
                 new = level + cost
-                remaining = math.floor(limit - new + _EPS)
-                reset = math.ceil(new / rate)
-                writes.append((kind, key, (new, max(last, now), reset)))
+                remaining = floor(limit - new + _EPS)
+                reset = ceil(new / rate)
+                writes.append((key, [new, last if last > now else now], now + (ceil(reset / 1000) + 1000) * 1000, 0))
             else:
-                remaining = math.floor(limit - level + _EPS)
-                reset = math.ceil(level / rate)
-                retry = math.ceil((level + cost - limit) / rate) if cost <= limit else reset
+                remaining = floor(limit - level + _EPS)
+                reset = ceil(level / rate)
+                retry = ceil((level + cost - limit) / rate) if cost <= limit else reset
         elif kind == _CALENDAR:
             window = now // param
             entry = state.get(key)
@@ -214,7 +229,7 @@ def _check_twin(state: MemoryState, keys: Sequence[str], args: Sequence[ScriptAr
             if used + cost <= limit:
                 ok = 1
                 remaining = limit - used - cost
-                writes.append((kind, key, (window, used + cost, reset)))
+                writes.append((key, (window, used + cost), now + (ceil(reset / 1000) + 1000) * 1000, 0))
             else:
                 remaining = limit - used
                 retry = reset
@@ -229,7 +244,7 @@ def _check_twin(state: MemoryState, keys: Sequence[str], args: Sequence[ScriptAr
             if count + 1 <= limit:
                 ok = 1
                 remaining = limit - count - 1
-                writes.append((kind, key, (now + param, param, 0)))
+                writes.append((key, None, now + (ceil(param / 1000) + 1000) * 1000, now + param))
             else:
                 remaining = limit - count
                 retry = reset
@@ -239,15 +254,12 @@ def _check_twin(state: MemoryState, keys: Sequence[str], args: Sequence[ScriptAr
             all_ok = False
         reply += (ok, remaining, reset, retry, window)
     if all_ok:
-        for kind, key, s in writes:
-            if kind == _RATE:
-                state.set(key, [s[0], s[1]], now + (math.ceil(s[2] / 1000) + 1000) * 1000)
-            elif kind == _CALENDAR:
-                state.set(key, (int(s[0]), int(s[1])), now + (math.ceil(s[2] / 1000) + 1000) * 1000)
-            else:
+        for key, value, expires, lease_expires in writes:
+            if lease_expires:
                 leases = state.get(key) or {}
-                leases[lease] = int(s[0])
-                state.set(key, leases, now + (math.ceil(s[1] / 1000) + 1000) * 1000)
+                leases[lease] = lease_expires
+                value = leases
+            state.set(key, value, expires)
     return reply
 
 
@@ -322,32 +334,36 @@ class Limiter:
         if not rules:
             return LimitDecision(True, (), None, 0.0, Reservation((), "", ()))
         keys = [rule.key for rule in rules]
-        if len(set(keys)) != len(keys) or len({rule.name for rule in rules}) != len(rules):
-            raise ValueError("rules of one decision need distinct names and distinct keys")
-        has_lease = any(type(rule) is ConcurrencyRule for rule in rules)
-        lease_id = self._lease_ids() if has_lease else ""
-        args: list[ScriptArg] = [lease_id]
+        args: list[ScriptArg] = [""]
+        has_lease = False
         for rule in rules:
-            args.extend(rule._wire())
-            args.append(rule.cost)
+            args.extend(rule.wire)
+            if rule.wire[0] == _CONCURRENCY:
+                has_lease = True
+        if len(rules) > 1 and (len(set(keys)) != len(keys) or len({r.name for r in rules}) != len(rules)):
+            raise ValueError("rules of one decision need distinct names and distinct keys")
+        lease_id = self._lease_ids() if has_lease else ""
+        args[0] = lease_id
         reply = self.storage.run(CHECK_AND_CONSUME, keys, args, now)
         states = []
-        windows = []
         allowed = True
         denied_by: Rule | None = None
         retry_after = 0.0
-        for i, rule in enumerate(rules):
-            b = i * 5
-            ok = bool(reply[b])
-            retry = int(reply[b + 3]) / _US
-            states.append(RuleState(rule, ok, rule.limit, int(reply[b + 1]), int(reply[b + 2]) / _US, retry))
-            windows.append(int(reply[b + 4]))
+        b = 0
+        for rule in rules:
+            ok = reply[b] == 1
+            retry = reply[b + 3] / _US
+            states.append(RuleState(rule, ok, rule.limit, int(reply[b + 1]), reply[b + 2] / _US, retry))
             if not ok:
                 allowed = False
                 if denied_by is None:
                     denied_by = rule
-                retry_after = max(retry_after, retry)
-        reservation = Reservation(rules, lease_id, tuple(windows)) if allowed else None
+                if retry > retry_after:
+                    retry_after = retry
+            b += 5
+        reservation = (
+            Reservation(rules, lease_id, tuple(int(w) for w in reply[4::5])) if allowed else None
+        )
         return LimitDecision(allowed, tuple(states), denied_by, retry_after, reservation)
 
     def adjust(
@@ -371,7 +387,7 @@ class Limiter:
             if delta == 0:
                 continue
             keys.append(rule.key)
-            args.extend(rule._wire())
+            args.extend(rule.wire[:3])
             args.extend((int(delta), reservation.windows[i]))
         if keys:
             self.storage.run(ADJUST, keys, args, now)
