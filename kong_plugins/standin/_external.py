@@ -106,8 +106,8 @@ class ExternalPlugin:
                 self._instances[key] = info
             else:
                 info.id = None
+            self.start_instance_calls += 1
 
-        self.start_instance_calls += 1
         try:
             status = self.rpc.call(
                 "plugin.StartInstance",
