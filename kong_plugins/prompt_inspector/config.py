@@ -62,7 +62,8 @@ SCHEMA = s.Record([
         "RE2 patterns: a request whose text matches one skips the injection detectors (payload checks, "
         "deny patterns and secrets still apply)."))),
     s.Field("deny_patterns", s.Array(_PATTERNS.elements, default=[], len_max=100, description=(
-        "RE2 patterns: a match in any inspected text (as sent, or folded to lowercase ASCII) scores as family custom_deny."))),
+        "RE2 patterns: a match in any inspected text (as sent, or folded to lowercase ASCII) "
+        "scores as family custom_deny."))),
     s.Field("max_decode_depth", s.Integer(default=2, between=(0, 4), description=(
         "How many nested encodings (base64, hex, rot13, URL, Unicode tags) are decoded and rescanned."))),
     s.Field("format", s.String(default="auto", one_of=["auto", *FORMATS], description=(
