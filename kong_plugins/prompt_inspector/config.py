@@ -157,9 +157,15 @@ def _compile_patterns(field: str, patterns: list[str]) -> tuple[str, ...]:
     return tuple(patterns)
 
 
+# Keys Kong adds to the conf it sends a plugin server next to the schema's own fields (the stand-in
+# reproduces them from kong/runloop/plugin_servers); they are scoping facts, not configuration.
+_KONG_SCOPE_KEYS = frozenset({"route_id", "service_id", "consumer_id", "plugin_instance_name"})
+
+
 def parse_config(raw: dict[str, Any] | None) -> InspectorConfig:
     """Validate Kong's config for this plugin and build the frozen :class:`InspectorConfig`."""
-    conf = SCHEMA.validate(raw)
+    own = {k: v for k, v in (raw or {}).items() if k not in _KONG_SCOPE_KEYS}
+    conf = SCHEMA.validate(own)
     family_actions: dict[str, str] = dict(conf["family_actions"])
     disabled = frozenset(f for f, a in family_actions.items() if a == "off")
     detection = DetectionSettings(

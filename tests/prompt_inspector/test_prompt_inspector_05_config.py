@@ -29,7 +29,8 @@ def test_dumped_schema_passes_kongs_metaschema_with_descriptions() -> None:
 
 def test_kong_style_config_with_nulls_and_private_keys_is_accepted() -> None:
     kong_conf: dict[str, Any] = {field.name: None for field in SCHEMA.fields}
-    kong_conf.update({"__plugin_id": "abc", "__seq__": 1, "__key__": "k"})
+    kong_conf.update({"__plugin_id": "abc", "__seq__": 1, "__key__": "k", "route_id": "r", "service_id": "s",
+                      "consumer_id": None, "plugin_instance_name": "pi"})
     p = Plugin(kong_conf)
     assert p.conf.action == "block" and p.failure_mode == "closed"
 
