@@ -497,7 +497,8 @@ class Pdk:
     def response_get_status(self, ctx: RequestContext) -> Any:
         if ctx.saved is not None:
             return ctx.saved.response_status
-        return ctx.response_status if ctx.response_status is not None else 200
+        # ngx.status reads 0 until a status is set (proxied response or exit)
+        return ctx.response_status if ctx.response_status is not None else 0
 
     def response_get_header(self, ctx: RequestContext, name: Any = None) -> Any:
         if not isinstance(name, str):

@@ -61,6 +61,14 @@ class PluginServerSpec:
     socket: str
     env: dict[str, str] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # accept Path objects for the socket, as callers naturally build it from tmp_path
+        object.__setattr__(self, "socket", os.fspath(self.socket))
+        if not self.start_cmd or not self.query_cmd:
+            raise ValueError(f"pluginserver {self.name}: start_cmd and query_cmd must not be empty")
+        if len(os.fsencode(self.socket)) > 107:
+            raise ValueError(f"pluginserver {self.name}: unix socket path too long (> 107 bytes): {self.socket}")
+
     @classmethod
     def suite(cls, plugin_name: str, prefix: str | os.PathLike[str]) -> PluginServerSpec:
         """One of the suite's plugins served by our runtime (``kong_plugins.runtime.cli``)."""
