@@ -5,7 +5,6 @@
 -- window is adjusted while it is current; once it has passed, refunds lapse and extra charges
 -- go to the current window. Concurrency rules have nothing to settle.
 
-redis.replicate_commands()
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
 
@@ -14,8 +13,12 @@ for i = 1, #KEYS do
     local kind, limit, param, delta, reserved = tonumber(ARGV[b]), tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
     local key = KEYS[i]
     if kind == 1 and delta ~= 0 then
-        local h = redis.call('HMGET', key, 'l', 't')
-        local level, last = tonumber(h[1]) or 0, tonumber(h[2]) or now
+        local level, last = 0, now
+        local value = redis.call('GET', key)
+        if value then
+            local l, t = string.match(value, '^(%S+) (%S+)$')
+            level, last = tonumber(l), tonumber(t)
+        end
         local rate = limit / param
         local elapsed = now - last
         if elapsed < 0 then elapsed = 0 end
@@ -23,12 +26,16 @@ for i = 1, #KEYS do
         if level < 0 then level = 0 end
         level = level + delta
         if level < 0 then level = 0 end
-        redis.call('HSET', key, 'l', string.format('%.17g', level), 't', string.format('%.17g', math.max(last, now)))
-        redis.call('PEXPIRE', key, math.ceil(level / rate / 1000) + 1000)
+        redis.call('SET', key, string.format('%.17g %.17g', level, math.max(last, now)),
+                   'PX', math.ceil(level / rate / 1000) + 1000)
     elseif kind == 2 and delta ~= 0 then
         local current = math.floor(now / param)
-        local h = redis.call('HMGET', key, 'w', 'n')
-        local stored, used = tonumber(h[1]), tonumber(h[2]) or 0
+        local stored, used = nil, 0
+        local value = redis.call('GET', key)
+        if value then
+            local w, u = string.match(value, '^(%S+) (%S+)$')
+            stored, used = tonumber(w), tonumber(u)
+        end
         local target = nil
         if reserved == current then
             target = current
@@ -39,8 +46,8 @@ for i = 1, #KEYS do
             if stored ~= target then used = 0 end
             used = used + delta
             if used < 0 then used = 0 end
-            redis.call('HSET', key, 'w', string.format('%.17g', target), 'n', string.format('%.17g', used))
-            redis.call('PEXPIRE', key, math.ceil(((target + 1) * param - now) / 1000) + 1000)
+            redis.call('SET', key, string.format('%.17g %.17g', target, used),
+                       'PX', math.ceil(((target + 1) * param - now) / 1000) + 1000)
         end
     end
 end

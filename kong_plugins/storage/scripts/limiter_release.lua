@@ -1,6 +1,5 @@
 -- release: end a request's concurrency leases. KEYS: the concurrency keys; ARGV[1]: lease id.
 -- Returns how many leases were still held (an expired lease is already gone).
-redis.replicate_commands()
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
 local released = 0
