@@ -79,10 +79,15 @@ def test_each_pattern_is_linear_on_input_built_against_it(signal: object) -> Non
 
     def cost(n: int) -> float:
         text = _adversarial(signal.pattern.pattern, n)
-        start = time.perf_counter()
-        signal.pattern.search(text)
-        signal.pattern.search(text.replace(" ", ""))
-        return time.perf_counter() - start
+        squashed = text.replace(" ", "")
+        best = float("inf")
+        for _ in range(3):  # the best of three filters out scheduler noise on a shared machine
+            start = time.perf_counter()
+            signal.pattern.search(text)
+            signal.pattern.search(squashed)
+            best = min(best, time.perf_counter() - start)
+        return best
 
-    small, large = cost(4_000), cost(32_000)
-    assert large < 40 * max(small, 2e-4)
+    small, large = cost(20_000), cost(160_000)
+    # 8x the input; a quadratic pattern would take ~64x. Floors keep sub-millisecond noise out.
+    assert large < 30 * max(small, 2e-3)
