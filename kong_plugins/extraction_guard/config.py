@@ -84,7 +84,7 @@ class GuardConfig:
     near_duplicate_distance: float = 0.02
     low_margin: float = 0.1
     allowed_biased_tokens: int = 16
-    template_hamming: int = 10
+    template_hamming: int = 16
     output_tokens_per_hour: float = 100_000.0
     max_body_bytes: int = 65536
     state_ttl_s: float = 7 * 86400.0
@@ -173,7 +173,7 @@ class GuardConfig:
             near_duplicate_distance=float(get("near_duplicate_distance", 0.02)),
             low_margin=float(get("low_margin", 0.1)),
             allowed_biased_tokens=int(get("allowed_biased_tokens", 16)),
-            template_hamming=int(get("template_hamming", 10)),
+            template_hamming=int(get("template_hamming", 16)),
             output_tokens_per_hour=float(get("output_tokens_per_hour", 100_000.0)),
             max_body_bytes=int(get("max_body_bytes", 65536)),
             state_ttl_s=float(get("state_ttl_s", 7 * 86400.0)),

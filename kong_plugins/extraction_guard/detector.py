@@ -48,6 +48,7 @@ W_OUT_OF_DOMAIN = 2.0
 W_AXIS_FIRST = 1.0
 W_AXIS_CONFIRMED = 3.0
 W_OFF_GRID = 3.0
+W_ROW_MAX = 5.0
 W_SIGN_STEP = 3.0
 W_LINE_SEARCH = 2.0
 W_NEAR_DUPLICATE = 1.0
@@ -261,6 +262,12 @@ class Detector:
                 self._margin_evidence(st, float(margins[i]), route, acc, learn)
             if len(acc.evidence) == before:
                 clean.append(i)
+            else:
+                # One input, however odd, is at most a throttle: a client's single malformed request
+                # must not cost it a block; repeated ones do.
+                row_weight = sum(e.weight for e in acc.evidence[before:] if e.score == "extraction")
+                if row_weight > W_ROW_MAX:
+                    acc.extraction -= row_weight - W_ROW_MAX
             if not duplicate:
                 st.push_row(x, cfg.recent_inputs)
         if learn and clean and st.extraction < cfg.thresholds.flag:

@@ -98,7 +98,7 @@ SCHEMA = s.Record([
         "Top-1 minus top-2 probability below which a prediction is near the decision boundary."))),
     s.Field("allowed_biased_tokens", s.Integer(default=16, gt=0, description=(
         "Distinct logit_bias token ids a client may use with logprobs before it counts as a sweep."))),
-    s.Field("template_hamming", s.Integer(default=10, between=(0, 32), description=(
+    s.Field("template_hamming", s.Integer(default=16, between=(0, 32), description=(
         "SimHash bit distance under which two different prompts share a template."))),
     s.Field("output_tokens_per_hour", s.Number(default=100000.0, gt=0, description=(
         "Output tokens per hour above which a client's volume is anomalous (distillation)."))),
