@@ -73,10 +73,10 @@ class PDKNode:
         return child
 
     def __call__(self, *args: Any) -> Any:
-        event = getcurrent()
-        pdk_call = getattr(event, "pdk_call", None)
-        if pdk_call is None:
-            raise OutsideEvent(f"{self._path} called outside a phase handler")
+        try:
+            pdk_call = getcurrent().pdk_call
+        except AttributeError:
+            raise OutsideEvent(f"{self._path} called outside a phase handler") from None
         return pdk_call(self._path, _sanitise_log_args(args) if self._is_log else list(args))
 
     def __repr__(self) -> str:

@@ -1,0 +1,197 @@
+"""Plugin-server runtimes side by side, driven by the Kong stand-in (issue 2 "Measure").
+
+The same kong-pdk plugin (``kong_plugins/demo/hello.py``: HandleEvent + 2 or + 4 PDK calls) runs on
+
+  floor    a bare server answering the same call script from its socket loop (bench/floor_server.py)
+  stock    kong-pdk 0.36's dedicated server, default thread mode
+  stock-g  kong-pdk 0.36's dedicated server with -g (gevent)
+  ours     kong_plugins.runtime
+
+Each is behind its own stand-in gateway. The figure per event is the stand-in's ``rpc_seconds``:
+time from sending each RPC to receiving its answer, summed over the event's round trips -- the
+stand-in's own routing and PDK emulation are excluded. The machine is shared and noisy, so rounds
+are interleaved (every runtime measured in every round, in a shuffled order) and the report gives
+ratios. A runtime's overhead is its time minus the floor's.
+
+    python bench/bench_runtime.py                 # full run (~4-6 minutes)
+    python bench/bench_runtime.py --quick         # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from kong_plugins.standin import KongStandIn, PluginServerSpec
+
+ROOT = Path(__file__).resolve().parents[1]
+HELLO = ROOT / "kong_plugins" / "demo" / "hello.py"
+FLOOR = ROOT / "bench" / "floor_server.py"
+KINDS = ("floor", "stock", "stock-g", "ours")
+SCRIPTS = (2, 4)
+
+
+def deck() -> dict[str, object]:
+    return {
+        "_format_version": "3.0",
+        "services": [
+            {
+                "name": f"svc{calls}",
+                "url": "http://upstream.local",
+                "routes": [{"name": f"calls{calls}", "paths": [f"/calls{calls}"]}],
+                "plugins": [{"name": "hello", "config": {"calls": calls}}],
+            }
+            for calls in SCRIPTS
+        ],
+    }
+
+
+def spec_for(kind: str, prefix: Path) -> PluginServerSpec:
+    prefix.mkdir(parents=True, exist_ok=True)
+    if kind == "ours":
+        return PluginServerSpec.module(str(HELLO), prefix)
+    if kind in ("stock", "stock-g"):
+        return PluginServerSpec.stock_kong_pdk(str(HELLO), prefix, gevent=kind == "stock-g")
+    socket = str(prefix / "hello.sock")
+    floor = [sys.executable, str(FLOOR)]
+    return PluginServerSpec("hello", [*floor, socket], [*floor, "--dump"], socket)
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def run_sequential(gw: KongStandIn, calls: int, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        r = gw.request("GET", f"/calls{calls}")
+        if r.status != 200:
+            raise RuntimeError(f"unexpected status {r.status}: {r.body[:200]!r}")
+        out.append(r.rpc_seconds)
+    return out
+
+
+def run_concurrent(gw: KongStandIn, calls: int, n: int, clients: int) -> tuple[list[float], float]:
+    samples: list[float] = []
+    lock = threading.Lock()
+
+    def client(count: int) -> None:
+        local = run_sequential(gw, calls, count)
+        with lock:
+            samples.extend(local)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(client, [n // clients] * clients))
+    return samples, time.perf_counter() - started
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=1000, help="events per runtime, script and round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--rss-events", type=int, default=100_000)
+    parser.add_argument("--quick", action="store_true", help="small smoke run")
+    args = parser.parse_args()
+    if args.quick:
+        args.events, args.rounds, args.rss_events = 200, 2, 5000
+
+    work = Path(tempfile.mkdtemp(prefix="bench-runtime-"))
+    gateways = {kind: KongStandIn.from_deck(deck(), servers=[spec_for(kind, work / kind)]) for kind in KINDS}
+    for gw in gateways.values():
+        gw.start()
+    try:
+        for gw in gateways.values():  # warm-up: instances started, code paths hot
+            for calls in SCRIPTS:
+                run_sequential(gw, calls, 300)
+
+        seq: dict[tuple[str, int], list[float]] = defaultdict(list)
+        conc: dict[tuple[str, int], list[float]] = defaultdict(list)
+        throughput: dict[tuple[str, int], list[float]] = defaultdict(list)
+        rng = random.Random(7)
+        for _ in range(args.rounds):
+            order = list(KINDS)
+            rng.shuffle(order)
+            for kind in order:
+                for calls in SCRIPTS:
+                    seq[kind, calls] += run_sequential(gateways[kind], calls, args.events)
+                    samples, wall = run_concurrent(gateways[kind], calls, args.events, args.clients)
+                    conc[kind, calls] += samples
+                    throughput[kind, calls].append(len(samples) / wall)
+
+        print(f"\nPlugin RPC time per event (stand-in's own work excluded); {args.rounds} interleaved rounds "
+              f"x {args.events} events per runtime and script; concurrent = {args.clients} clients\n")
+        header = (f"{'runtime':8} {'script':10} {'seq p50':>9} {'seq p99':>9} {'overhead':>9} "
+                  f"{'conc p50':>9} {'conc p99':>9} {'overhead':>9} {'events/s':>9}")
+        print(header)
+        print("-" * len(header))
+        for calls in SCRIPTS:
+            floor_seq = statistics.median(seq["floor", calls])
+            floor_conc = statistics.median(conc["floor", calls])
+            for kind in KINDS:
+                s, c = seq[kind, calls], conc[kind, calls]
+                print(f"{kind:8} HE+{calls} PDK  {statistics.median(s) * 1e6:8.0f}µ {pct(s, .99) * 1e6:8.0f}µ "
+                      f"{(statistics.median(s) - floor_seq) * 1e6:8.0f}µ {statistics.median(c) * 1e6:8.0f}µ "
+                      f"{pct(c, .99) * 1e6:8.0f}µ {(statistics.median(c) - floor_conc) * 1e6:8.0f}µ "
+                      f"{statistics.median(throughput[kind, calls]):9.0f}")
+            print()
+
+        print("Ratios (overhead = p50 minus the floor's p50, same run):")
+        for calls in SCRIPTS:
+            for mode, data in (("sequential", seq), ("concurrent", conc)):
+                floor = statistics.median(data["floor", calls])
+                over = {k: statistics.median(data[k, calls]) - floor for k in KINDS}
+                ours = over["ours"]
+
+                def ratio(other: str, ours: float = ours, over: dict[str, float] = over) -> str:
+                    return f"{ours / over[other]:.2f}" if over[other] > 0 else "n/a"
+
+                stock_g = statistics.median(data["stock-g", calls])
+                print(f"  HE+{calls} {mode:10}: stock-g/floor {stock_g / floor:.2f}x, "
+                      f"stock/floor {statistics.median(data['stock', calls]) / floor:.2f}x, "
+                      f"ours/floor {statistics.median(data['ours', calls]) / floor:.2f}x; "
+                      f"our overhead = {ratio('stock-g')} of stock -g's (target <= 0.33), "
+                      f"{ratio('stock')} of stock default's (target <= 0.20); "
+                      f"p99 ours {pct(data['ours', calls], .99) * 1e6:.0f}µ vs stock -g "
+                      f"{pct(data['stock-g', calls], .99) * 1e6:.0f}µ")
+
+        print(f"\nServer RSS (KiB): after warm-up, and after {args.rss_events} more events "
+              f"({args.clients} clients, HE+4)")
+        for kind in KINDS:
+            gw = gateways[kind]
+            pid = gw.server("hello").pid
+            if pid is None:
+                print(f"  {kind:8} server not running")
+                continue
+            run_concurrent(gw, 4, min(10_000, args.rss_events), args.clients)
+            warm = rss_kib(pid)
+            run_concurrent(gw, 4, args.rss_events, args.clients)
+            after = rss_kib(pid)
+            print(f"  {kind:8} {warm:8d} -> {after:8d}  ({after - warm:+d} KiB)")
+    finally:
+        for gw in gateways.values():
+            gw.close()
+    return 0
+
+
+
+if __name__ == "__main__":
+    sys.exit(main())
