@@ -1,0 +1,151 @@
+"""The guard over real storage: denylist order, throttle, TTLs in request time, round trips, failures."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pytest
+
+from kong_plugins.errors import StorageError
+from kong_plugins.extraction_guard.config import GuardConfig, Mitigations
+from kong_plugins.extraction_guard.detector import BLOCK, REVOKE, Assessment, Observation
+from kong_plugins.extraction_guard.guard import ExtractionGuard, Identity, Verdict, build_observation
+from kong_plugins.storage import MemoryStorage, Script, ScriptArg
+
+from .guard_helpers import TRAIN, predict_body
+
+T0 = 1_700_000_000.0
+
+
+class CountingStorage(MemoryStorage):
+    """Memory storage that counts round trips (every public call is one on Redis)."""
+
+    def __init__(self) -> None:
+        super().__init__(clock=lambda: T0)
+        self.calls: list[str] = []
+        self.fail = False
+
+    def _count(self, name: str) -> None:
+        if self.fail:
+            raise StorageError("down")
+        self.calls.append(name)
+
+    def run(self, script: Script, keys: Sequence[str], args: Sequence[ScriptArg], now: float | None = None) -> Any:
+        self._count("run")
+        return super().run(script, keys, args, now)
+
+    def mget(self, keys: Sequence[str], now: float | None = None) -> list[str | None]:
+        self._count("mget")
+        return super().mget(keys, now)
+
+    def set(self, key: str, value: str, ttl: float | None = None, now: float | None = None) -> None:
+        self._count("set")
+        super().set(key, value, ttl, now)
+
+
+ALICE = Identity(client="consumer:alice", group="ip:10.0.0.1", credential="cred-alice")
+BOB = Identity(client="consumer:bob", group="ip:10.0.0.2", credential="cred-bob")
+
+
+def _publish(guard: ExtractionGuard, ident: Identity, level: int, now: float, ttl: float = 600) -> None:
+    a = Assessment(level=level, previous_level=0, extraction=9.0, abuse=0.0, evidence=(), totals={},
+                   publish=True, until=now + ttl)
+    guard._publish(ident.client, ident, a, now)
+
+
+def test_access_takes_one_round_trip_and_a_throttled_client_two() -> None:
+    store = CountingStorage()
+    guard = ExtractionGuard(GuardConfig(throttle_limit=2), store)
+    assert guard.check_access(ALICE, T0, predict_body(TRAIN[0])).action == "allow"
+    assert store.calls == ["mget"]
+    store.calls.clear()
+    guard.storage.set(guard.verdict_key(ALICE.client), Verdict(2, T0 + 900, 6.0).encode(), ttl=900, now=T0)
+    store.calls.clear()
+    outcomes = [guard.check_access(ALICE, T0 + i, None) for i in range(3)]
+    assert [o.action for o in outcomes] == ["flag", "flag", "throttle"]
+    assert outcomes[0].upstream_headers == {"X-Extraction-Risk": "throttle; score=6.00"}
+    assert outcomes[2].status == 429 and int(outcomes[2].headers["Retry-After"]) >= 1
+    assert store.calls == ["mget", "run"] * 3
+
+
+def test_revocation_is_checked_before_anything_and_outlives_the_block() -> None:
+    guard = ExtractionGuard(GuardConfig(), MemoryStorage(clock=lambda: T0))
+    _publish(guard, ALICE, REVOKE, T0, ttl=3600)
+    r = guard.check_access(ALICE, T0 + 10, None)
+    assert (r.action, r.status) == ("revoke", 401)
+    # the same credential from another IP, as another client key: still revoked
+    other = Identity(client="ip:192.0.2.9", group=None, credential="cred-alice")
+    assert guard.check_access(other, T0 + 20, None).status == 401
+    assert guard.check_access(BOB, T0 + 20, None).status is None
+
+
+def test_a_group_block_covers_every_key_of_the_group_until_its_ttl_in_request_time() -> None:
+    guard = ExtractionGuard(GuardConfig(), MemoryStorage(clock=lambda: T0))
+    group_only = Identity(client="ip:10.0.0.1", group=None)
+    guard.storage.set(guard.verdict_key("ip:10.0.0.1"), Verdict(BLOCK, T0 + 100, 12.0).encode(), ttl=1000,
+                      now=T0)
+    assert guard.check_access(ALICE, T0 + 50, None).status == 403
+    assert guard.check_access(group_only, T0 + 50, None).status == 403
+    # replaying later traffic: the verdict's own expiry (request time) decides, not the wall clock
+    assert guard.check_access(ALICE, T0 + 101, None).status is None
+
+
+def test_shadow_mode_reports_what_it_would_do_and_lets_the_request_through() -> None:
+    guard = ExtractionGuard(GuardConfig(shadow=True), MemoryStorage(clock=lambda: T0))
+    _publish(guard, ALICE, BLOCK, T0)
+    r = guard.check_access(ALICE, T0 + 1, None)
+    assert r.status is None and r.shadow_action == "block"
+
+
+def test_mitigations_apply_without_storage_beyond_the_denylist_read() -> None:
+    store = CountingStorage()
+    guard = ExtractionGuard(GuardConfig(mitigations=Mitigations(max_logit_bias_entries=2, max_instances=4)), store)
+    body = b'{"messages": [{"role": "user", "content": "x"}], "logit_bias": {"1": 1, "2": 1, "3": 1}}'
+    r = guard.check_access(ALICE, T0, body)
+    assert (r.action, r.status, r.message) == ("refuse", 400, "at most 2 logit_bias entries")
+    r = guard.check_access(ALICE, T0, b'{"instances": [[1], [2], [3], [4], [5]]}')
+    assert (r.status, r.message) == (400, "at most 4 instances per request")
+    assert store.calls == ["mget", "mget"]
+
+
+def test_storage_failure_surfaces_as_storage_error_for_the_failure_mode_to_decide() -> None:
+    store = CountingStorage()
+    store.fail = True
+    guard = ExtractionGuard(GuardConfig(), store)
+    with pytest.raises(StorageError):
+        guard.check_access(ALICE, T0, None)
+
+
+def test_learning_blocks_an_attacker_and_every_node_sees_it_through_the_shared_store() -> None:
+    store = MemoryStorage(clock=lambda: T0)
+    cfg = GuardConfig()
+    node_a, node_b = ExtractionGuard(cfg, store), ExtractionGuard(cfg, store)  # two gateway nodes
+    rng = np.random.default_rng(0)
+    t = T0
+    for _ in range(300):  # benign traffic warms both nodes' baselines
+        t += 1
+        for node in (node_a, node_b):
+            body = predict_body(TRAIN[rng.integers(len(TRAIN))])
+            node.learn(BOB, build_observation(cfg, t, "predict", body))
+    decisions = []
+    for _ in range(3):
+        t += 1
+        body = predict_body(rng.uniform(TRAIN.min(axis=0), TRAIN.max(axis=0)))
+        assert node_a.check_access(ALICE, t, body).status is None
+        decisions += node_a.learn(ALICE, build_observation(cfg, t, "predict", body))
+    assert node_b.check_access(ALICE, t + 1, None).status == 403
+    assert node_b.check_access(BOB, t + 1, None).status is None
+    levels = [(d.subject, d.assessment.level_name) for d in decisions]
+    assert ("client", "block") in levels
+    record = decisions[-1].record()
+    assert record["event"] == "ai-extraction-guard.decision" and "off_grid" in record["totals"]
+
+
+def test_learning_round_trips_per_request() -> None:
+    store = CountingStorage()
+    guard = ExtractionGuard(GuardConfig(), store)
+    guard.learn(ALICE, Observation(T0, "predict", 100, rows=TRAIN[:1]))
+    # one read of client+group state, one write each; verdicts only when a level is reached
+    assert store.calls == ["mget", "set", "set"]
