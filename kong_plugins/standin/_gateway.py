@@ -303,18 +303,20 @@ class KongStandIn:
 
     def close(self) -> None:
         """Let pending log timers finish, then stop every server the stand-in started."""
-        if self._executor is not None:
-            try:
-                self.wait_log_phase(timeout=self.rpc_timeout + 5)
-            except TimeoutError:
-                log.warning("log phase still running at close")
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
-        for server in self._servers.values():
-            server.stop()
-        for plugin in self._external.values():
-            plugin.rpc.close()
-        self._started = False
+        try:
+            if self._executor is not None:
+                try:
+                    self.wait_log_phase(timeout=self.rpc_timeout + 5)
+                except Exception as exc:  # closing must stop the servers whatever a timer did
+                    log.warning("log phase at close: %s", exc)
+                self._executor.shutdown(wait=True, cancel_futures=True)
+                self._executor = None
+        finally:
+            for server in self._servers.values():
+                server.stop()
+            for plugin in self._external.values():
+                plugin.rpc.close()
+            self._started = False
 
     def wait_log_phase(self, timeout: float | None = 30.0) -> None:
         """Block until the log timers of every request so far have run."""

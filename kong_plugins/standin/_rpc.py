@@ -76,6 +76,7 @@ class MsgpackRpc:
         self._ids = itertools.count(1)
         self._pool: list[socket.socket] = []
         self._pool_lock = threading.Lock()
+        self._closed = False
         self.on_notification = on_notification
         #: Every connection ever opened, for tests that look at how calls were spread.
         self.connections_opened = 0
@@ -97,13 +98,14 @@ class MsgpackRpc:
 
     def _keepalive(self, conn: socket.socket) -> None:
         with self._pool_lock:
-            if len(self._pool) < KEEPALIVE_POOL_SIZE:
+            if not self._closed and len(self._pool) < KEEPALIVE_POOL_SIZE:
                 self._pool.append(conn)
                 return
         conn.close()
 
     def close(self) -> None:
         with self._pool_lock:
+            self._closed = True
             pool, self._pool = self._pool, []
         for conn in pool:
             conn.close()
@@ -115,35 +117,39 @@ class MsgpackRpc:
             conn = self._connect()
         except OSError as exc:
             raise RpcFailure(f"trying to connect: {exc}") from exc
-        payload = msgpack.packb([0, msg_id, method, list(args)], use_bin_type=True)
+        try:
+            payload = msgpack.packb([0, msg_id, method, list(args)], use_bin_type=True)
+        except (TypeError, ValueError) as exc:
+            self._keepalive(conn)
+            raise LuaError(f"pack: {exc}") from exc
         started = time.perf_counter()
+        returned = False
         try:
             try:
                 conn.sendall(payload)
             except OSError as exc:
-                conn.close()
                 raise RpcFailure(str(exc)) from exc
             unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
             while True:
                 message = self._read_one(conn, unpacker)
                 if message is None:
                     # a timed-out or reset cosocket cannot go back to the pool
-                    conn.close()
                     raise RpcFailure("no data")
                 if message[0] == 2:
                     self._notify(message)
                     continue
                 if message[0] != 1:
-                    conn.close()
                     raise LuaError("RPC response expected from Go plugin server")
                 if message[1] != msg_id:
-                    conn.close()
                     raise LuaError("unexpected RPC response ID from Go plugin server")
                 self._keepalive(conn)
+                returned = True
                 if message[2] is not None:
                     raise RpcFailure(str(message[2]))
                 return message[3]
         finally:
+            if not returned:
+                conn.close()
             if account is not None:
                 account.add(phase, time.perf_counter() - started)
 
