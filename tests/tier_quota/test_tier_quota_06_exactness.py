@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.redis, pytest.mark.timeout(180)]
 @pytest.mark.parametrize("kind", KINDS)
 def test_four_processes_of_eight_threads_admit_exactly_the_limit(kind: str, request: pytest.FixtureRequest) -> None:
     storage = storage_config(kind, request)
-    limit, processes, threads, attempts = 150, 4, 8, 10  # 320 attempts for 150 slots
+    limit, processes, threads, attempts = 600, 4, 8, 40  # 1,280 attempts for 600 slots
     ctx = multiprocessing.get_context("spawn")
     with ctx.Manager() as manager:
         start: Any = manager.Barrier(processes)
@@ -24,4 +24,6 @@ def test_four_processes_of_eight_threads_admit_exactly_the_limit(kind: str, requ
             results = [pool.apply_async(race, (storage, limit, threads, attempts, start)) for _ in range(processes)]
             admitted = [r.get(timeout=150) for r in results]
     assert sum(admitted) == limit
-    assert all(a > 0 for a in admitted)  # every process really raced
+    # Processes really raced each other. Not "every process admitted some": on a loaded 2-core
+    # machine one process can be descheduled for the whole race and find the quota spent.
+    assert sum(a > 0 for a in admitted) >= 2, admitted
