@@ -7,7 +7,7 @@ Public surface (everything else is private)::
     └── RedisStorage                 redis, redis-sentinel, redis-cluster (redis_backend.py)
     build_storage, STORAGE_RECORD    from validated plugin config (config.py)
     make_key, CrossSlotError         injective, Cluster-tagged keys (keys.py)
-    Limiter, RateRule, CalendarRule, ConcurrencyRule, LimitDecision, Reservation
+    Limiter, RateRule, CalendarRule, ConcurrencyRule, GlobalRule, LimitDecision, Reservation
                                      the limits engine (limiter.py)
     Script, register_script          atomic Lua + Python twin pairs (scripting.py)
 
@@ -18,8 +18,10 @@ from .base import Storage
 from .config import STORAGE_FIELDS, STORAGE_RECORD, build_storage, check_storage_config
 from .keys import CrossSlotError, make_key
 from .limiter import (
+    GLOBAL_BUCKETS,
     CalendarRule,
     ConcurrencyRule,
+    GlobalRule,
     LimitDecision,
     Limiter,
     RateRule,
@@ -32,12 +34,14 @@ from .redis_backend import RedisStorage, close_shared_clients
 from .scripting import REGISTRY, MemoryState, Script, ScriptArg, register_script
 
 __all__ = [
+    "GLOBAL_BUCKETS",
     "REGISTRY",
     "STORAGE_FIELDS",
     "STORAGE_RECORD",
     "CalendarRule",
     "ConcurrencyRule",
     "CrossSlotError",
+    "GlobalRule",
     "LimitDecision",
     "Limiter",
     "MemoryState",

@@ -148,6 +148,20 @@ class Storage(ABC):
     def ping(self) -> None:
         """Raise :class:`StorageError` unless the backend answers."""
 
+    def run_many(
+        self, script: Script, calls: Sequence[tuple[Sequence[str], Sequence[ScriptArg]]], now: float | None = None
+    ) -> list[Any]:
+        """Run ``script`` once per ``(keys, args)`` call, pipelined where the backend can.
+
+        Not atomic across calls (each call is). Off the request path: the region exchange ships
+        many small updates per round with it. Redis sends them in one pipeline per node.
+        """
+        return [self.run(script, keys, args, now) for keys, args in calls]
+
+    def hgetall_many(self, keys: Sequence[str], now: float | None = None) -> list[dict[str, str]]:
+        """:meth:`hgetall` of several keys (any slots), pipelined where the backend can."""
+        return [self.hgetall(key, now) for key in keys]
+
     def close(self) -> None:  # noqa: B027 -- optional hook, most backends share pools
         """Release what this instance owns (shared connection pools stay open)."""
 

@@ -59,6 +59,38 @@ def key_slot(key: str) -> int:
     return _key_slot(key.encode("utf-8"))
 
 
+#: Suffixes of the keys the region exchange derives from a global rule's key. A ``%`` followed by
+#: a letter never comes out of :func:`escape_part`, so no built key can end like these.
+REMOTE_SUFFIX = ":%remote"
+INBOX_SUFFIX = ":%inbox"
+LANE_MARK = "%L"
+
+
+def remote_key_of(key: str) -> str:
+    """The hash holding the other regions' (and lanes') usage of a global rule; same slot as ``key``."""
+    return key + REMOTE_SUFFIX
+
+
+def inbox_key_of(key: str) -> str:
+    """The hash the exchange keeps per-source usage snapshots of ``key`` in; same slot as ``key``."""
+    return key + INBOX_SUFFIX
+
+
+def lane_key(key: str, lane: int) -> str:
+    """``key`` moved to hash-tag lane ``lane``: the same key with ``%L<lane>`` appended to its tag.
+
+    Splitting one hot global key over lanes spreads it over Cluster slots; the exchange sums the
+    lanes. ``key`` must have a hash tag (``make_key(..., hash_tag=...)``).
+    """
+    start = key.find("{")
+    end = key.find("}", start + 1)
+    if start < 0 or end < 0:
+        raise ValueError("only a key with a hash tag can be split into lanes")
+    if lane < 0:
+        raise ValueError("a lane is a non-negative integer")
+    return f"{key[:end]}{LANE_MARK}{lane}{key[end:]}"
+
+
 class CrossSlotError(ValueError):
     """The keys of one script call hash to different Cluster slots.
 
@@ -81,4 +113,17 @@ def check_same_slot(keys: list[str] | tuple[str, ...]) -> None:
             )
 
 
-__all__ = ["KEY_PREFIX", "CrossSlotError", "check_same_slot", "escape_part", "key_slot", "make_key"]
+__all__ = [
+    "INBOX_SUFFIX",
+    "KEY_PREFIX",
+    "LANE_MARK",
+    "REMOTE_SUFFIX",
+    "CrossSlotError",
+    "check_same_slot",
+    "escape_part",
+    "inbox_key_of",
+    "key_slot",
+    "lane_key",
+    "make_key",
+    "remote_key_of",
+]

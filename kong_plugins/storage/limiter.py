@@ -13,6 +13,15 @@ Rule kinds
     ``retry_after`` and clean refunds.
 :class:`CalendarRule` -- quotas per UTC hour or day ("10,000 requests per day"): the count
     restarts when the calendar window does, which is what users of daily quotas expect.
+:class:`GlobalRule` -- a limit shared by several regions, each deciding on its own Redis: the
+    region's own usage per time bucket plus the other regions' usage as last received by the
+    region exchange (:mod:`kong_plugins.region`), which writes it into the rule's remote-usage
+    hash (:attr:`GlobalRule.remote_key`). Sliding windows are cut into :data:`GLOBAL_BUCKETS`
+    buckets and count the current bucket plus the :data:`GLOBAL_BUCKETS` before it, a span of at
+    least one period -- never less than a true sliding window, so a region alone never
+    over-admits; what the exchange has not delivered yet is the whole approximation (the bound
+    is stated in ``docs/readme/multiregion.md``). Calendar windows (``"hour"``, ``"day"``) use
+    one bucket per window.
 :class:`ConcurrencyRule` -- requests in flight. Each admitted request holds a lease (one id per
     decision) that expires after ``lease_ttl`` seconds, so a crashed request cannot leak
     capacity; :meth:`Limiter.release` ends the leases when the request completes.
@@ -40,9 +49,12 @@ from dataclasses import dataclass, field
 from typing import Literal, NamedTuple, cast
 
 from .base import Storage
+from .keys import remote_key_of
 from .scripting import MemoryState, Script, ScriptArg, register_script
 
-_RATE, _CALENDAR, _CONCURRENCY = 1, 2, 3
+_RATE, _CALENDAR, _CONCURRENCY, _GLOBAL, _GLOBAL_CALENDAR = 1, 2, 3, 4, 5
+#: Buckets a global sliding window is cut into (the Lua scripts carry the same constant).
+GLOBAL_BUCKETS = 20
 _EPS = 1e-6
 _US = 1_000_000
 CALENDAR_UNITS: dict[str, int] = {"hour": 3600, "day": 86400}
@@ -104,6 +116,47 @@ class CalendarRule:
 
 
 @dataclass(frozen=True, slots=True)
+class GlobalRule:
+    """At most ``limit`` cost units per ``window`` across regions (usage exchanged asynchronously).
+
+    ``window`` is a period in seconds (sliding, at least 0.02 s) or a UTC calendar unit
+    (``"hour"``, ``"day"``). ``remote_key`` is where the region exchange writes the other regions'
+    usage; it shares ``key``'s hash tag. ``group`` names the rule across lanes and regions for the
+    exchange (the lane-independent key; ``key`` itself when the rule is not split into lanes).
+    """
+
+    name: str
+    key: str
+    limit: int
+    window: float | Literal["hour", "day"]
+    cost: int = 1
+    group: str = ""
+    wire: tuple[int, int, int, int] = field(init=False, repr=False, compare=False)
+    remote_key: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _check_common(self.name, self.key, self.limit)
+        _check_cost(self.name, self.cost)
+        if isinstance(self.window, str):
+            if self.window not in CALENDAR_UNITS:
+                raise ValueError(f"rule {self.name!r}: window must be seconds or one of {sorted(CALENDAR_UNITS)}")
+            wire = (_GLOBAL_CALENDAR, self.limit, CALENDAR_UNITS[self.window] * _US, self.cost)
+        else:
+            if not (self.window >= 0.02 and math.isfinite(self.window)):
+                raise ValueError(f"rule {self.name!r}: a sliding global window must be at least 0.02 seconds")
+            wire = (_GLOBAL, self.limit, round(self.window * _US), self.cost)
+        object.__setattr__(self, "wire", wire)
+        object.__setattr__(self, "remote_key", remote_key_of(self.key))
+        if not self.group:
+            object.__setattr__(self, "group", self.key)
+
+    def bucket_width_us(self) -> int:
+        """Length of one usage bucket in microseconds (the unit the exchange ships)."""
+        kind, _, param, _ = self.wire
+        return param // GLOBAL_BUCKETS if kind == _GLOBAL else param
+
+
+@dataclass(frozen=True, slots=True)
 class ConcurrencyRule:
     """At most ``limit`` requests in flight; a lease not released expires after ``lease_ttl`` s."""
 
@@ -125,7 +178,7 @@ class ConcurrencyRule:
 
 
 
-Rule = RateRule | CalendarRule | ConcurrencyRule
+Rule = RateRule | CalendarRule | ConcurrencyRule | GlobalRule
 
 
 class RuleState(NamedTuple):
@@ -185,6 +238,59 @@ def _drain(entry: list[float] | None, limit: int, period: int, now: int) -> tupl
     return (level if level > 0 else 0.0), last, rate
 
 
+def _global_window(kind: int, param: int, now: int) -> tuple[int, int, int, int]:
+    """(bucket width, current bucket, lowest bucket in the window, span) of a global rule, in us."""
+    if kind == _GLOBAL:
+        width = param // GLOBAL_BUCKETS
+        cur = now // width
+        return width, cur, cur - GLOBAL_BUCKETS, (GLOBAL_BUCKETS + 1) * width
+    cur = now // param
+    return param, cur, cur, param
+
+
+def _global_check(
+    state: MemoryState, key: str, remote_key: str, kind: int, limit: int, param: int, cost: int, now: int
+) -> tuple[int, int, int, int, int, tuple[str, object, int, int] | None]:
+    """Kinds 4 and 5 of the check script: (ok, remaining, reset, retry, window, write or None)."""
+    width, cur, lo, span = _global_window(kind, param, now)
+    local: dict[int, int] = state.get(key) or {}
+    remote: dict[int, int] = state.get(remote_key) or {}
+    per: dict[int, int] = {}
+    used = 0
+    for bucket, count in local.items():
+        if bucket >= lo:
+            per[bucket] = per.get(bucket, 0) + count
+            used += count
+    for bucket, count in remote.items():
+        if bucket >= lo:
+            per[bucket] = per.get(bucket, 0) + count
+            used += count
+    buckets = sorted(per)
+    reset = retry = 0
+    if used + cost <= limit:
+        last = buckets[-1] if cost == 0 and buckets else cur
+        reset = 0 if cost == 0 and not buckets else last * width + span - now
+        write = None
+        if cost > 0:
+            kept = {bucket: count for bucket, count in local.items() if bucket >= lo}
+            kept[cur] = kept.get(cur, 0) + cost
+            expires = now + (math.ceil((cur * width + span - now) / 1000) + 1000) * 1000
+            write = (key, kept, expires, 0)
+        return 1, limit - used - cost, reset, 0, cur, write
+    if buckets:
+        reset = buckets[-1] * width + span - now
+    if cost <= limit:
+        freed = 0
+        for bucket in buckets:
+            freed += per[bucket]
+            if used - freed + cost <= limit:
+                retry = bucket * width + span - now
+                break
+    else:
+        retry = reset
+    return 0, limit - used, reset, retry, cur, None
+
+
 def _check_twin(state: MemoryState, keys: Sequence[str], args: Sequence[ScriptArg], now: int) -> list[int]:
     # Hot path of the memory backend (100,000+ decisions/s): locals instead of helpers.
     floor, ceil = math.floor, math.ceil
@@ -196,7 +302,10 @@ def _check_twin(state: MemoryState, keys: Sequence[str], args: Sequence[ScriptAr
     writes: list[tuple[str, object, int, int]] = []
     all_ok = True
     b = 1
-    for key in keys:
+    n = (len(a) - 1) // 4
+    remote_index = n
+    for i in range(n):
+        key = keys[i]
         kind, limit, param, cost = a[b], a[b + 1], a[b + 2], a[b + 3]
         b += 4
         ok, remaining, reset, retry, window = 0, 0, 0, 0, 0
@@ -233,6 +342,13 @@ def _check_twin(state: MemoryState, keys: Sequence[str], args: Sequence[ScriptAr
             else:
                 remaining = limit - used
                 retry = reset
+        elif kind >= _GLOBAL:
+            remote = keys[remote_index]
+            remote_index += 1
+            ok, remaining, reset, retry, window, write = _global_check(state, key, remote, kind, limit, param,
+                                                                       cost, now)
+            if write is not None:
+                writes.append(write)
         else:
             leases: dict[str, int] | None = state.get(key)
             if leases:
@@ -274,6 +390,15 @@ def _adjust_twin(state: MemoryState, keys: Sequence[str], args: Sequence[ScriptA
             level, last, rate = _drain(state.get(key), limit, param, now)
             level = max(0.0, level + delta)
             state.set(key, [level, max(last, now)], now + (math.ceil(level / rate / 1000) + 1000) * 1000)
+        elif kind >= _GLOBAL:
+            width, cur, lo, span = _global_window(kind, param, now)
+            local: dict[int, int] = state.get(key) or {}
+            if delta > 0:
+                local[cur] = local.get(cur, 0) + delta
+                state.set(key, local, now + (math.ceil((cur * width + span - now) / 1000) + 1000) * 1000)
+            elif reserved >= lo and local.get(reserved, 0) > 0:
+                local[reserved] -= min(-delta, local[reserved])
+                state.set(key, local, state.expires_at(key))
         elif kind == _CALENDAR:
             current = now // param
             if reserved == current or delta > 0:
@@ -318,9 +443,19 @@ def _new_lease_id() -> str:
 class Limiter:
     """Decides requests against rules on one :class:`~kong_plugins.storage.base.Storage`."""
 
-    def __init__(self, storage: Storage, lease_ids: Callable[[], str] = _new_lease_id) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        lease_ids: Callable[[], str] = _new_lease_id,
+        *,
+        on_global_usage: Callable[[Sequence[GlobalRule]], None] | None = None,
+    ) -> None:
+        """``on_global_usage`` is told, after the storage call, which :class:`GlobalRule` s an
+        admitted decision or an adjustment changed (the region exchange's journal); it must be
+        cheap and must not do I/O."""
         self.storage = storage
         self._lease_ids = lease_ids
+        self._on_global_usage = on_global_usage
 
     def check_and_consume(self, rules: Sequence[Rule], now: float | None = None) -> LimitDecision:
         """Decide ``rules`` for one request and consume from all of them, or from none.
@@ -336,12 +471,20 @@ class Limiter:
         keys = [rule.key for rule in rules]
         args: list[ScriptArg] = [""]
         has_lease = False
+        global_rules: list[GlobalRule] | None = None
         for rule in rules:
             args.extend(rule.wire)
-            if rule.wire[0] == _CONCURRENCY:
+            kind = rule.wire[0]
+            if kind == _CONCURRENCY:
                 has_lease = True
+            elif kind >= _GLOBAL:
+                if global_rules is None:
+                    global_rules = []
+                global_rules.append(cast(GlobalRule, rule))
         if len(rules) > 1 and (len(set(keys)) != len(keys) or len({r.name for r in rules}) != len(rules)):
             raise ValueError("rules of one decision need distinct names and distinct keys")
+        if global_rules is not None:
+            keys.extend(rule.remote_key for rule in global_rules)
         lease_id = self._lease_ids() if has_lease else ""
         args[0] = lease_id
         reply = self.storage.run(CHECK_AND_CONSUME, keys, args, now)
@@ -364,6 +507,8 @@ class Limiter:
         reservation = (
             Reservation(rules, lease_id, tuple(int(w) for w in reply[4::5])) if allowed else None
         )
+        if allowed and global_rules is not None and self._on_global_usage is not None:
+            self._on_global_usage(global_rules)
         return LimitDecision(allowed, tuple(states), denied_by, retry_after, reservation)
 
     def adjust(
@@ -391,6 +536,10 @@ class Limiter:
             args.extend((int(delta), reservation.windows[i]))
         if keys:
             self.storage.run(ADJUST, keys, args, now)
+            if self._on_global_usage is not None:
+                changed = [r for r in reservation.rules if isinstance(r, GlobalRule) and deltas.get(r.name)]
+                if changed:
+                    self._on_global_usage(changed)
 
     def release(self, reservation: Reservation, now: float | None = None) -> int:
         """End the reservation's concurrency leases; how many were still held."""
@@ -404,9 +553,11 @@ __all__ = [
     "ADJUST",
     "CALENDAR_UNITS",
     "CHECK_AND_CONSUME",
+    "GLOBAL_BUCKETS",
     "RELEASE",
     "CalendarRule",
     "ConcurrencyRule",
+    "GlobalRule",
     "LimitDecision",
     "Limiter",
     "RateRule",

@@ -214,6 +214,45 @@ class RedisStorage(Storage):
 
         return self._call(f"script {script.name}", evaluate)
 
+    def run_many(
+        self, script: Script, calls: Sequence[tuple[Sequence[str], Sequence[ScriptArg]]], now: float | None = None
+    ) -> list[Any]:
+        if not calls:
+            return []
+        prepared = []
+        for keys, args in calls:
+            full = [self.key_prefix + k for k in keys]
+            check_same_slot(full)
+            prepared.append((full, args))
+
+        def pipelined(client: RedisClient) -> list[Any]:
+            # SCRIPT LOAD first (every primary, on a Cluster): EVALSHA inside a pipeline cannot
+            # fall back to EVAL per command the way run() does.
+            client.script_load(script.lua)
+            pipe = client.pipeline(transaction=False)
+            for full, args in prepared:
+                pipe.execute_command("EVALSHA", script.sha, len(full), *full, *args)
+            replies = pipe.execute(raise_on_error=False)
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+            return list(replies)
+
+        return self._call(f"pipelined script {script.name}", pipelined)
+
+    def hgetall_many(self, keys: Sequence[str], now: float | None = None) -> list[dict[str, str]]:
+        if not keys:
+            return []
+
+        def pipelined(client: RedisClient) -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            for key in keys:
+                pipe.hgetall(self._k(key))
+            return list(pipe.execute())
+
+        replies = self._call("pipelined HGETALL", pipelined)
+        return [{str(k): str(v) for k, v in reply.items()} for reply in replies]
+
     def get(self, key: str, now: float | None = None) -> str | None:
         value = self._call("GET", lambda c: c.get(self._k(key)))
         return None if value is None else str(value)

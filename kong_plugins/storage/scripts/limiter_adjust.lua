@@ -3,7 +3,11 @@
 -- Rate rules: the level moves by delta (never below an empty bucket; extra charges may exceed
 -- the limit, so later requests wait until the debt drains). Calendar rules: the reservation's
 -- window is adjusted while it is current; once it has passed, refunds lapse and extra charges
--- go to the current window. Concurrency rules have nothing to settle.
+-- go to the current window. Global rules (kinds 4 and 5): an extra charge goes to the current
+-- bucket; a refund comes off the reservation's bucket while it is still in the window (never
+-- below zero). Concurrency rules have nothing to settle.
+
+local GLOBAL_BUCKETS = 20
 
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
@@ -48,6 +52,24 @@ for i = 1, #KEYS do
             if used < 0 then used = 0 end
             redis.call('SET', key, string.format('%.17g %.17g', target, used),
                        'PX', math.ceil(((target + 1) * param - now) / 1000) + 1000)
+        end
+    elseif (kind == 4 or kind == 5) and delta ~= 0 then
+        local width, span = param, param
+        if kind == 4 then
+            width = math.floor(param / GLOBAL_BUCKETS)
+            span = (GLOBAL_BUCKETS + 1) * width
+        end
+        local cur = math.floor(now / width)
+        local lo = cur
+        if kind == 4 then lo = cur - GLOBAL_BUCKETS end
+        if delta > 0 then
+            redis.call('HINCRBY', key, string.format('%d', cur), string.format('%d', delta))
+            redis.call('PEXPIRE', key, math.ceil((cur * width + span - now) / 1000) + 1000)
+        elseif reserved >= lo then
+            local field = string.format('%d', reserved)
+            local held = tonumber(redis.call('HGET', key, field) or '0')
+            local refund = math.min(-delta, held)
+            if refund > 0 then redis.call('HINCRBY', key, field, string.format('%d', -refund)) end
         end
     end
 end
