@@ -51,6 +51,8 @@ from kong_plugins.errors import ConfigError
 
 #: Keys Kong adds to every plugin config it sends to a plugin server (kong/runloop/plugin_servers).
 KONG_RESERVED_PREFIX: Final = "__"
+#: Keys Kong adds to a scoped plugin's config (``kong/runloop/plugins_iterator.lua``).
+KONG_SCOPE_KEYS: Final = frozenset({"route_id", "service_id", "consumer_id", "plugin_instance_name"})
 
 DESCRIPTION_MIN: Final = 10
 DESCRIPTION_MAX: Final = 500
@@ -666,15 +668,21 @@ class Record(FieldType):
     def validate(self, config: Mapping[str, Any] | None) -> dict[str, Any]:
         """Check a config as Kong sends it; return a new dict with defaults applied.
 
-        Kong's own keys (``__plugin_id``, ``__seq__``, ``__key__``, anything starting with ``__``)
-        are dropped at the top level; every other unknown key is an error.
+        Kong's own keys are dropped at the top level: ``__plugin_id``, ``__seq__``, ``__key__``
+        (anything starting with ``__``) and the scope of a plugin attached to a route, service or
+        consumer (``route_id``, ``service_id``, ``consumer_id``, ``plugin_instance_name``, set by
+        ``get_plugin_config`` in ``kong/runloop/plugins_iterator.lua``) unless the schema has a field
+        of that name; every other unknown key is an error.
         """
         if config is None:
             config = {}
         if not isinstance(config, Mapping):
             raise ConfigError("", "the plugin config must be a JSON object")
+        own_fields = {f.name for f in self.fields}
         own = {
-            k: v for k, v in config.items() if not (isinstance(k, str) and k.startswith(KONG_RESERVED_PREFIX))
+            k: v for k, v in config.items()
+            if not (isinstance(k, str) and (k.startswith(KONG_RESERVED_PREFIX)
+                                            or (k in KONG_SCOPE_KEYS and k not in own_fields)))
         }
         return self.coerce(own, "")
 

@@ -51,6 +51,16 @@ def test_kong_extra_keys_are_dropped_and_nulls_take_defaults() -> None:
     assert "__plugin_id" not in SCHEMA.validate(config)
 
 
+def test_scope_keys_of_a_service_or_route_plugin_are_dropped() -> None:
+    # kong/runloop/plugins_iterator.lua adds these to the config of a scoped plugin instance
+    scoped = {"service_id": "s-1", "route_id": "r-1", "consumer_id": None, "plugin_instance_name": "x"}
+    assert SCHEMA.validate(scoped) == SCHEMA.validate({})
+    with_field = s.Record([s.Field("route_id", s.String(description="A field that happens to be called so."))])
+    assert with_field.validate({"route_id": "r-1"}) == {"route_id": "r-1"}
+    with pytest.raises(ConfigError, match="unknown field"):
+        SCHEMA.validate({"service": "s-1"})
+
+
 def test_nested_error_names_the_field_path() -> None:
     err = error_of({"limits": [{"name": "a", "per_minute": 5}, {"name": "b", "per_minute": 0}]})
     assert err.field == "limits[1].per_minute"
