@@ -91,6 +91,7 @@ class GuardConfig:
     mitigations: Mitigations = Mitigations()
     webhook: Webhook | None = None
     failure_mode: str = "open"
+    decision_mark: bool = False
 
     @classmethod
     def from_validated(cls, conf: Mapping[str, Any]) -> GuardConfig:
@@ -180,6 +181,7 @@ class GuardConfig:
             mitigations=mitigations,
             webhook=webhook,
             failure_mode=str(get("failure_mode", "open")),
+            decision_mark=bool(get("decision_mark", False)),
         )
         if cfg.failure_mode not in ("open", "closed"):
             raise ConfigError("failure_mode", "must be open or closed")

@@ -5,6 +5,8 @@ PDK calls per request (each one RPC round trip to Kong):
 - access: ``kong.log.serialize`` (identity, route, Kong's start time -- one call instead of five),
   ``kong.request.get_raw_body`` (POST/PUT/PATCH only), ``kong.ctx.shared.set`` (hands the body to
   the log phase), then at most one of ``kong.response.exit`` / ``kong.service.request.set_headers``;
+  with ``decision_mark`` the hand-off is the decision mark (``kong_plugins.marks``) carrying the
+  body -- the same call, plus one on requests without an analysable body;
 - log: ``kong.log.serialize`` (the data Kong saved for the log timer), two ``kong.ctx.shared.get``
   and one log line per decision.
 
@@ -30,6 +32,7 @@ from typing import Any
 
 from kong_plugins.errors import StorageError
 from kong_plugins.identity import RequestFacts, parse_facts
+from kong_plugins.marks import mark_key, mark_value
 from kong_plugins.pdk import Kong
 from kong_plugins.runtime import PDKError
 from kong_plugins.storage.config import build_storage
@@ -95,6 +98,8 @@ class Plugin:
         self.storage = build_storage(validated["storage"], path="storage")
         self.sink: WebhookSink | None = shared_sink(self.cfg.webhook) if self.cfg.webhook else None
         self.guard = ExtractionGuard(self.cfg, self.storage, Detector(self.cfg))
+        #: Read by the runtime too: it marks ``failed_open`` when a handler raises in open mode.
+        self.decision_mark_key = mark_key("ai-extraction-guard") if self.cfg.decision_mark else None
 
     def access(self, kong: Kong) -> None:
         facts = parse_facts(kong.log.serialize())
@@ -107,6 +112,7 @@ class Plugin:
                          f"{self.failure_mode}")
             if self.failure_mode == "closed":
                 kong.response.exit(503, {"message": "service temporarily unavailable"})
+            self._hand_off(kong, "degraded", None)
             return
         if outcome.status is not None:
             kong.response.exit(outcome.status, {"message": outcome.message}, outcome.headers or None)
@@ -115,8 +121,17 @@ class Plugin:
                                         "would": outcome.shadow_action, "level": outcome.level}))
         elif outcome.upstream_headers:
             kong.service.request.set_headers(outcome.upstream_headers)
-        if body is not None:
-            kong.ctx.shared.set(BODY_KEY, body.decode("utf-8", "replace"))
+        verdict = "shadow" if outcome.shadow_action is not None else (
+            "flag" if outcome.upstream_headers else "allow")
+        self._hand_off(kong, verdict, body)
+
+    def _hand_off(self, kong: Kong, verdict: str, body: bytes | None) -> None:
+        """Leave the body for the log phase and, with decision_mark, the mark -- in one call."""
+        text = body.decode("utf-8", "replace") if body is not None else None
+        if self.decision_mark_key is not None:
+            kong.ctx.shared.set(self.decision_mark_key, mark_value(verdict, body=text))
+        elif text is not None:
+            kong.ctx.shared.set(BODY_KEY, text)
 
     def _body(self, kong: Kong, facts: RequestFacts) -> bytes | None:
         if facts.method.upper() not in _BODY_METHODS or facts.size > self.cfg.max_body_bytes + 8192:
@@ -136,7 +151,11 @@ class Plugin:
         raw = kong.log.serialize()
         data = json.loads(raw) if isinstance(raw, str | bytes) else raw
         facts = parse_facts(data)
-        stashed = kong.ctx.shared.get(BODY_KEY)
+        if self.decision_mark_key is not None:
+            mark = kong.ctx.shared.get(self.decision_mark_key)
+            stashed = mark.get("body") if isinstance(mark, dict) else None
+        else:
+            stashed = kong.ctx.shared.get(BODY_KEY)
         if stashed is None:
             # Refused by this plugin (or no analysable body): nothing the model should learn from.
             return

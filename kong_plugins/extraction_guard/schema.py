@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from kong_plugins import schema as s
+from kong_plugins.marks import DECISION_MARK_FIELD
 from kong_plugins.storage.config import STORAGE_RECORD
 
 _THRESHOLDS = s.Record([
@@ -111,4 +112,5 @@ SCHEMA = s.Record([
     s.Field("mitigations", _MITIGATIONS),
     s.Field("webhook", _WEBHOOK),
     s.Field("storage", STORAGE_RECORD, required=True),
+    DECISION_MARK_FIELD,
 ])

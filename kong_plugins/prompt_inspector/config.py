@@ -16,6 +16,7 @@ from jsonschema.exceptions import SchemaError
 
 from kong_plugins import schema as s
 from kong_plugins.errors import ConfigError
+from kong_plugins.marks import DECISION_MARK_FIELD
 
 from .bodies import FORMATS, PayloadLimits, PredictLimits, TextPath
 from .detectors import FAMILIES
@@ -117,6 +118,7 @@ SCHEMA = s.Record([
         "unset: a random key per instance."))),
     s.Field("fail_closed", s.Boolean(default=True, description=(
         "If inspection itself fails unexpectedly, refuse the request (500) instead of letting it through."))),
+    DECISION_MARK_FIELD,
 ])
 
 
@@ -146,6 +148,7 @@ class InspectorConfig:
     secret_kinds: tuple[str, ...]
     log_hash_key: bytes | None
     fail_closed: bool
+    decision_mark: bool = False
 
 
 def _compile_patterns(field: str, patterns: list[str]) -> tuple[str, ...]:
@@ -229,4 +232,5 @@ def parse_config(raw: dict[str, Any] | None) -> InspectorConfig:
         secret_kinds=tuple(conf["secrets"]["kinds"]),
         log_hash_key=key.encode() if key is not None else None,
         fail_closed=bool(conf["fail_closed"]),
+        decision_mark=bool(conf["decision_mark"]),
     )

@@ -1,7 +1,8 @@
 """The access-phase handler: gather in two PDK calls, decide in pure code, act once.
 
 PDK round trips on the allow path: HandleEvent, ``kong.request.get_header("content-type")`` and
-``kong.request.get_raw_body(max_body_bytes)`` -- three. Kong 3.9's ``get_raw_body`` reads a body
+``kong.request.get_raw_body(max_body_bytes)`` -- three; with ``decision_mark`` a fourth,
+``kong.ctx.shared.set`` (see ``kong_plugins.marks``). Kong 3.9's ``get_raw_body`` reads a body
 that nginx buffered to a temporary file (above ``client_body_buffer_size``, 8 KB by default) only
 when given ``max_allowed_file_size`` and the file is not larger (``kong/pdk/request.lua``); it
 answers ``nil`` otherwise, which reaches us as ``None`` and becomes a 413.
@@ -26,6 +27,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
+from kong_plugins.marks import mark_key, mark_value
 from kong_plugins.pdk import Kong
 
 from .bodies import PayloadError, Segment, check_predict, detect_format, extract, parse_json
@@ -83,6 +85,8 @@ class Plugin:
         self.inspector = Inspector(self.conf.detection)
         self._clock = clock
         self._hash_key = self.conf.log_hash_key or random_bytes(32)
+        #: Read by the runtime too: it marks ``failed_open`` when a handler raises in open mode.
+        self.decision_mark_key = mark_key("ai-prompt-inspector") if self.conf.decision_mark else None
 
     # -- phase -----------------------------------------------------------------------------------
     def access(self, kong: Kong) -> None:
@@ -95,6 +99,9 @@ class Plugin:
             kong.response.exit(decision.status, decision.body, {"Content-Type": "application/json"})
         elif decision.action == "flag" and decision.header_value is not None:
             kong.service.request.set_header(self.conf.flag_header, decision.header_value)
+        if self.decision_mark_key is not None:
+            # The allow path only reads, so the mark is one more round trip (kong_plugins.marks).
+            kong.ctx.shared.set(self.decision_mark_key, mark_value(decision.action))
 
     # -- pure decision ---------------------------------------------------------------------------
     def decide(self, content_type: str | None, body: bytes | None, path_hint: str = "") -> Decision:

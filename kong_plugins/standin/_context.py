@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote_plus
@@ -132,6 +133,8 @@ class RequestContext:
     errors: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     latencies: dict[str, float] = field(default_factory=dict)
+    #: The gateway's log sink (``kong.log.*`` of in-process plugins writes through it).
+    emit: Callable[[RequestContext, str, str], None] = field(default=lambda ctx, level, message: None)
 
     # -- request-header helpers (ngx.req.set_header semantics) --------------------------------------
     def get_request_header(self, name: str) -> str | None:

@@ -23,6 +23,7 @@ Phases follow ``kong/init.lua`` (3.9):
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -375,7 +376,7 @@ class KongStandIn:
             if not entity.enabled:
                 continue
             self._seq += 1
-            conf = dict(conf)
+            conf = copy.copy(conf)  # keeps a serverless config's compiled handler (a dict subclass)
             for key, value in (
                 ("route_id", entity.route_id),
                 ("service_id", entity.service_id),
@@ -570,6 +571,7 @@ class KongStandIn:
             request_headers=pairs,
             body=raw_body,
             client_body_buffer_size=self.client_body_buffer_size,
+            emit=self._emit,
         )
         matched = self._match(ctx.method, ctx.path, host_name)
         if matched is None:

@@ -1,6 +1,7 @@
 """Kong's bundled plugins that the suite's deployments rely on, re-implemented from their Lua.
 
-Each follows ``kong/plugins/<name>/handler.lua`` and ``schema.lua`` of Kong 3.9: priority, config
+Each follows ``kong/plugins/<name>/handler.lua`` and ``schema.lua`` of Kong 3.9 (``pre-function`` and
+``post-function`` in ``_serverless.py``, which runs their Lua): priority, config
 defaults and checks, status codes, messages and the upstream headers they set
 (``X-Consumer-*``, ``X-Credential-Identifier``, ``X-Anonymous-Consumer``, ``X-Consumer-Groups``).
 They run in-process over the same :class:`RequestContext` and PDK emulation as external plugins.
@@ -28,6 +29,7 @@ from ._context import RequestContext, headers_multimap, parse_query
 from ._entities import DeckConfig
 from ._pdk import make_error, make_exit, trigger_exit
 from ._rpc import LuaError
+from ._serverless import SERVERLESS_SCHEMA, prepare_serverless, serverless_access
 
 HEADER_CONSUMER_ID = "X-Consumer-ID"
 HEADER_CONSUMER_CUSTOM_ID = "X-Consumer-Custom-ID"
@@ -47,9 +49,13 @@ class StockPlugin:
     schema: list[dict[str, Any]]
     access: Access
     check: Callable[[dict[str, Any]], None]
+    #: Replaces the generic fill-and-check (the serverless plugins compile their Lua here).
+    custom_prepare: Callable[[str, dict[str, Any], str], dict[str, Any]] | None = None
 
     def prepare(self, conf: dict[str, Any], path: str) -> dict[str, Any]:
         """Fill defaults and reject bad config as Kong does when it loads the decK file."""
+        if self.custom_prepare is not None:
+            return self.custom_prepare(self.name, conf, path)
         filled = fill_defaults(self.schema, conf)
         known = {next(iter(f)) for f in self.schema}
         for key in conf:
@@ -506,6 +512,10 @@ REQUEST_SIZE_SCHEMA: list[dict[str, Any]] = [
 ]
 
 
+def _no_check(conf: dict[str, Any]) -> None:
+    """The serverless plugins check their config while compiling it (``prepare_serverless``)."""
+
+
 STOCK_PLUGINS: dict[str, StockPlugin] = {
     p.name: p
     for p in (
@@ -522,8 +532,14 @@ STOCK_PLUGINS: dict[str, StockPlugin] = {
             _check_request_size,
         ),
         StockPlugin("acl", 950, ACL_SCHEMA, acl_access, _check_acl),
+        # kong/plugins/pre-function/handler.lua and post-function/handler.lua: the same handler
+        StockPlugin("pre-function", 1000000, SERVERLESS_SCHEMA, serverless_access, _no_check,
+                    prepare_serverless),
+        StockPlugin("post-function", -1000, SERVERLESS_SCHEMA, serverless_access, _no_check,
+                    prepare_serverless),
     )
 }
+
 
 
 def wall_clock() -> float:

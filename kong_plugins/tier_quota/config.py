@@ -85,6 +85,7 @@ class QuotaConfig:
     upstream_headers: bool
     lease_seconds: int
     error_message: str
+    decision_mark: bool = False
 
     @property
     def has_token_limits(self) -> bool:
@@ -206,4 +207,5 @@ def parse_config(raw_config: Mapping[str, Any], *, response_phase: bool = False)
         upstream_headers=bool(raw["upstream_headers"]),
         lease_seconds=int(raw["concurrency_lease_seconds"]),
         error_message=raw["error_message"],
+        decision_mark=bool(raw["decision_mark"]),
     )

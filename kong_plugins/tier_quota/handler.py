@@ -4,6 +4,8 @@ PDK round trips (each one is a full RPC to Kong; HandleEvent itself is one):
 
 =====================================  ===========================================================
 access, allow path (default config)    HandleEvent + ``kong.log.serialize`` + ``kong.response.set_headers``
+  with decision_mark                   the same count: ``kong.ctx.shared.set`` (mark with the headers)
+                                       replaces ``set_headers`` (``kong_plugins.marks``)
   + token limits, estimate_from=body   + ``kong.request.get_raw_body`` (prompt and max_tokens)
   + upstream_headers                   + ``kong.service.request.set_headers``
   + identity.jwt.enabled               + ``kong.request.get_header`` (serialize redacts it)
@@ -33,6 +35,7 @@ from kong_plugins.identity import (
     parse_client_certificate,
     parse_facts,
 )
+from kong_plugins.marks import mark_key, mark_value
 from kong_plugins.pdk import Kong
 from kong_plugins.storage import LimitDecision, Limiter, MemoryStorage, Storage
 from kong_plugins.storage.config import build_storage
@@ -43,6 +46,8 @@ from .pending import PendingEntry, PendingSettlements, fingerprint
 from .tokens import TokenEstimate, estimate, usage_from_body, usage_from_log
 
 log = logging.getLogger("kong_plugins.tier_quota")
+
+NAME = "ai-tier-quota"
 
 SHADOW_HEADER = "X-AI-Quota-Shadow"
 DEGRADED_HEADER = "X-AI-Quota-Degraded"
@@ -70,6 +75,9 @@ class TierQuota:
         self.identity = IdentityResolver(self.config.identity, clock)
         self.pending = PendingSettlements(clock, max_age=float(self.config.lease_seconds))
         self._fallback = Limiter(MemoryStorage(clock=clock)) if self.config.fallback is not None else None
+        #: Read by the runtime too: it marks ``failed_open`` when a handler raises in open mode.
+        self.decision_mark_key = mark_key(NAME) if self.config.decision_mark else None
+        self._mark_key = self.decision_mark_key
 
     # -- access ----------------------------------------------------------------------------------
 
@@ -128,7 +136,11 @@ class TierQuota:
                 self._remember(facts, plan, decision)
         if shadow_notes:
             headers[SHADOW_HEADER] = "would-deny; rule=" + ",".join(shadow_notes)
-        if headers:
+        if self._mark_key is not None:
+            # The mark replaces set_headers (the fail-closed guard sets them): no extra round trip.
+            verdict = "shadow" if shadow_notes else ("degraded" if decision is None else "allow")
+            kong.ctx.shared.set(self._mark_key, mark_value(verdict, response_headers=headers))
+        elif headers:
             kong.response.set_headers(headers)
         if cfg.upstream_headers:
             kong.service.request.set_headers(decide.upstream_headers(plan, identity))

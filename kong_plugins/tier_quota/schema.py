@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from kong_plugins import schema as s
 from kong_plugins.identity import IDENTITY_RECORD
+from kong_plugins.marks import DECISION_MARK_FIELD
 from kong_plugins.storage.config import STORAGE_RECORD
 
 NAME_PATTERN = "^[%w][%w_.:@-]*$"
@@ -147,4 +148,5 @@ SCHEMA = s.Record([
         default="API rate limit exceeded", len_max=200,
         description="Message of the 429 body; the body also names the rule class that denied.",
     ), required=True),
+    DECISION_MARK_FIELD,
 ])
