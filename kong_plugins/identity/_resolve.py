@@ -292,7 +292,9 @@ class IdentityResolver:
                     sub = claim(claims, cfg.jwt_subject_claim)
                     if sub is not None:
                         iss = claims.get("iss")
-                        jwt_subject = f"{iss}|{sub}" if isinstance(iss, str) else sub
+                        # Length-prefixed: iss "a|b" + sub "c" and iss "a" + sub "b|c" stay apart
+                        # (two trusted issuers could otherwise mint one another's subjects).
+                        jwt_subject = f"{len(iss)}:{iss}|{sub}" if isinstance(iss, str) else f"-|{sub}"
         if certificate is not None and facts.tls_client_verify != "SUCCESS":
             certificate = None
         consumer = facts.consumer

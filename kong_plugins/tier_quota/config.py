@@ -9,9 +9,11 @@ from typing import Any, Literal
 
 from kong_plugins.errors import ConfigError
 from kong_plugins.identity import IdentityConfig, LimitBy, parse_identity_config
+from kong_plugins.region.config import SINGLE_REGION, RegionConfig
 from kong_plugins.storage.config import check_storage_config
 
 from .schema import REQUEST_WINDOWS, SCHEMA, TOKEN_WINDOWS
+from .tenancy import NO_TENANCY, TenancyConfig, check_scope, parse_tenancy
 
 #: Windows in increasing length, for the "a shorter window may not allow more" rule.
 _ORDERED = (REQUEST_WINDOWS, TOKEN_WINDOWS)
@@ -24,6 +26,11 @@ class LimitConfig:
     limit_by: LimitBy
     quotas: Mapping[str, int]
     concurrency: int | None
+    scope: str = "strict-regional"
+
+    @property
+    def is_global(self) -> bool:
+        return self.scope == "global-approximate"
 
     def applies_to(self, model: str) -> bool:
         return "*" in self.models or model in self.models
@@ -85,6 +92,8 @@ class QuotaConfig:
     upstream_headers: bool
     lease_seconds: int
     error_message: str
+    tenancy: TenancyConfig = NO_TENANCY
+    region: RegionConfig = SINGLE_REGION
     decision_mark: bool = False
 
     @property
@@ -121,6 +130,8 @@ def parse_config(raw_config: Mapping[str, Any], *, response_phase: bool = False)
     (needed by ``tokens.usage_source = response_body``).
     """
     raw = SCHEMA.validate(raw_config)
+    tenancy, region = parse_tenancy(raw)
+    strategy = str(raw["storage"].get("strategy") or "memory")
     tiers: dict[str, TierConfig] = {}
     for t, tier_raw in enumerate(raw["tiers"]):
         path = f"tiers[{t}]"
@@ -143,7 +154,8 @@ def parse_config(raw_config: Mapping[str, Any], *, response_phase: bool = False)
                 if unreachable:
                     raise ConfigError(f"{lpath}.models", f"the tier may not call {', '.join(unreachable)}: "
                                       "this limit could never apply")
-            limits.append(LimitConfig(i, models, limit_raw["limit_by"], quotas, concurrency))
+            check_scope(limit_raw["scope"], lpath, region=region, concurrency=concurrency, strategy=strategy)
+            limits.append(LimitConfig(i, models, limit_raw["limit_by"], quotas, concurrency, limit_raw["scope"]))
         tiers[name] = TierConfig(name, tier_models, tuple(limits))
     if raw["default_tier"] not in tiers:
         raise ConfigError("default_tier", f"no tier named '{raw['default_tier']}' in tiers")
@@ -207,5 +219,7 @@ def parse_config(raw_config: Mapping[str, Any], *, response_phase: bool = False)
         upstream_headers=bool(raw["upstream_headers"]),
         lease_seconds=int(raw["concurrency_lease_seconds"]),
         error_message=raw["error_message"],
+        tenancy=tenancy,
+        region=region,
         decision_mark=bool(raw["decision_mark"]),
     )

@@ -4,7 +4,14 @@ and from the limiter's verdict to what the client sees. No PDK, no I/O.
 Keys (``make_key``, escaped and injective): tier counters are namespaced by tenant, then tier,
 limit, window, model and the subject the limit counts (``consumer`` / ``credential`` / ``tenant`` /
 ``ip``), so crafted names cannot collide across tenants or consumers. Global flood counters are
-keyed by model only -- they are meant to be shared by everyone.
+keyed by model only -- they protect a model's capacity and are shared by every tenant allowed to
+call it, so they are *consumed* by all but never *shown*: no RateLimit header exposes them (their
+remaining count would tell one tenant how much another uses a shared model).
+
+Scope: a ``global-approximate`` limit becomes a :class:`~kong_plugins.storage.GlobalRule` (local
+usage + the other regions' usage, same one script); while the exchange is stale its limit is the
+region's share (``region.exchange_fallback``). With ``region.lanes`` > 1, a decision made of global
+rules only is moved to one lane (a hash-tag variant, so another Cluster slot) picked per request.
 
 Cluster slots: every key of one decision carries the same hash tag, because the limiter decides
 all of them in ONE script. The tag is the model when a global limit covers it (the flood counter
@@ -27,12 +34,14 @@ from kong_plugins.identity import Identity, RequestFacts
 from kong_plugins.storage import (
     CalendarRule,
     ConcurrencyRule,
+    GlobalRule,
     LimitDecision,
     RateRule,
     Rule,
     RuleState,
     make_key,
 )
+from kong_plugins.storage.keys import lane_key
 
 from .config import FallbackConfig, QuotaConfig, TierConfig
 from .tokens import TokenEstimate
@@ -122,8 +131,14 @@ def build_plan(
     tier: TierConfig,
     model: str,
     tokens: TokenEstimate | None,
+    *,
+    exchange_stale: bool = False,
+    lane: int | None = None,
 ) -> Plan:
+    """The rules of one request. ``exchange_stale``: global limits get the region's fallback share;
+    ``lane``: the lane a decision of global rules only goes to (``region.lanes`` > 1)."""
     tenant = identity.tenant
+    share = config.region.share if exchange_stale else 1.0
     globals_ = [g for g in config.global_limits if g.model == model]
     hash_tag = f"m|{model}" if globals_ else f"t|{tenant}|{model}"
     rules: list[Rule] = []
@@ -146,7 +161,10 @@ def build_plan(
             name = f"{rule_class}:{label}:{limit.index}"
             key = make_key("tq", tenant, tier.name, f"l{limit.index}", window, model, kind, subject,
                            hash_tag=hash_tag)
-            if isinstance(length, str):
+            if limit.is_global:
+                add(GlobalRule(name, key, max(1, math.floor(value * share)), "day" if isinstance(length, str)
+                               else length, cost), rule_class, label)
+            elif isinstance(length, str):
                 add(CalendarRule(name, key, value, "day", cost), rule_class, label)
             else:
                 add(RateRule(name, key, value, length, cost), rule_class, label)
@@ -166,7 +184,14 @@ def build_plan(
             name = f"global_flood:Concurrent:{g.index}"
             key = make_key("tqg", model, f"g{g.index}", "concurrency", hash_tag=hash_tag)
             add(ConcurrencyRule(name, key, g.concurrency, lease), "global_flood", "Concurrent")
+    if lane is not None and config.region.lanes > 1 and rules and all(isinstance(r, GlobalRule) for r in rules):
+        rules = [GlobalRule(r.name, lane_key(r.key, lane), r.limit, r.window, r.cost, group=r.key)
+                 for r in rules if isinstance(r, GlobalRule)]
     return Plan(tier.name, model, tuple(rules), info, tokens)
+
+
+def has_global_limits(config: QuotaConfig) -> bool:
+    return any(limit.is_global for tier in config.tiers.values() for limit in tier.limits)
 
 
 def fallback_rules(fallback: FallbackConfig, identity: Identity) -> tuple[Rule, ...]:
@@ -191,9 +216,10 @@ def rate_headers(decision: LimitDecision, info: Mapping[str, RuleInfo]) -> dict[
     """Kong-style rate-limit headers for a decision (empty when no window applies)."""
     per_label: dict[str, RuleState] = {}
     for state in decision.states:
-        label = info[state.rule.name].label if state.rule.name in info else None
-        if label is None:
+        rule_info = info.get(state.rule.name)
+        if rule_info is None or rule_info.rule_class == "global_flood":
             continue
+        label = rule_info.label
         current = per_label.get(label)
         if current is None or state.remaining < current.remaining:
             per_label[label] = state

@@ -21,8 +21,11 @@ phase one to settle tokens and one to release concurrency leases, both off the r
 
 from __future__ import annotations
 
+import json
 import logging
+import random
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
@@ -37,12 +40,14 @@ from kong_plugins.identity import (
 )
 from kong_plugins.marks import mark_key, mark_value
 from kong_plugins.pdk import Kong
+from kong_plugins.region import shared_health, shared_journal
 from kong_plugins.storage import LimitDecision, Limiter, MemoryStorage, Storage
 from kong_plugins.storage.config import build_storage
 
 from . import decide
 from .config import QuotaConfig, parse_config
 from .pending import PendingEntry, PendingSettlements, fingerprint
+from .tenancy import tenant_denial
 from .tokens import TokenEstimate, estimate, usage_from_body, usage_from_log
 
 log = logging.getLogger("kong_plugins.tier_quota")
@@ -50,6 +55,11 @@ log = logging.getLogger("kong_plugins.tier_quota")
 NAME = "ai-tier-quota"
 
 SHADOW_HEADER = "X-AI-Quota-Shadow"
+
+
+def _new_lease() -> str:
+    return uuid.uuid4().hex
+
 DEGRADED_HEADER = "X-AI-Quota-Degraded"
 
 
@@ -66,12 +76,23 @@ class TierQuota:
         storage: Storage | None = None,
         clock: Callable[[], float] = time.time,
         lease_ids: Callable[[], str] | None = None,
+        lane_choice: Callable[[int], int] = random.randrange,
     ) -> None:
         self.config: QuotaConfig = parse_config(config, response_phase=self.RESPONSE_PHASE)
         self.failure_mode = self.config.failure_mode
         self._clock = clock
         self.storage = storage if storage is not None else build_storage(self.config.storage, "storage")
-        self.limiter = Limiter(self.storage, lease_ids) if lease_ids is not None else Limiter(self.storage)
+        self._lanes = lane_choice
+        self._exchange = None
+        journal_hook = None
+        region = self.config.region
+        if decide.has_global_limits(self.config) and storage is None:
+            # Global limits: note changed counters for the region exchange (flushed off-path) and
+            # watch the exchange's heartbeats (read in the background) for the stale fallback.
+            settings = json.dumps(self.config.storage, sort_keys=True)
+            journal_hook = shared_journal(settings, self.storage, region.journal_interval_s).note
+            self._exchange = shared_health(settings, self.storage, region.peers, region.stale_after_s)
+        self.limiter = Limiter(self.storage, lease_ids or _new_lease, on_global_usage=journal_hook)
         self.identity = IdentityResolver(self.config.identity, clock)
         self.pending = PendingSettlements(clock, max_age=float(self.config.lease_seconds))
         self._fallback = Limiter(MemoryStorage(clock=clock)) if self.config.fallback is not None else None
@@ -98,13 +119,17 @@ class TierQuota:
         def refuse(denial: decide.Denial) -> None:
             if cfg.shadow:
                 shadow_notes.append(denial.rule_class)
-                log.warning("shadow mode: would deny (%s) tier=%s", denial.rule_class, identity.tier)
+                log.warning("shadow mode: would deny (%s) tenant=%s tier=%s", denial.rule_class,
+                            json.dumps(identity.tenant), identity.tier)
                 return
             kong.response.exit(denial.status, denial.body(), dict(denial.headers))
 
         if identity.jwt_error is not None and cfg.identity.jwt_reject_invalid:
             refuse(decide.INVALID_TOKEN)
         model = decide.model_of(facts, cfg.model_by)
+        tenancy = tenant_denial(cfg.tenancy, cfg.region, identity.tenant, model, facts.uri)
+        if tenancy is not None:
+            refuse(decide.Denial(tenancy.status, tenancy.rule_class, tenancy.message, dict(tenancy.headers)))
         tier, tier_denial = decide.choose_tier(cfg, identity)
         if tier_denial is not None:
             refuse(tier_denial)
@@ -119,7 +144,11 @@ class TierQuota:
                 raw = kong.request.get_raw_body(cfg.tokens.max_body_bytes)
                 body = raw.encode() if isinstance(raw, str) else raw
             tokens = estimate(body, facts.size, cfg.tokens)
-        plan = decide.build_plan(cfg, identity, tier, model, tokens)
+        plan = decide.build_plan(
+            cfg, identity, tier, model, tokens,
+            exchange_stale=self._exchange is not None and self._exchange.degraded,
+            lane=self._lanes(cfg.region.lanes) if cfg.region.lanes > 1 else None,
+        )
 
         headers: dict[str, str] = {}
         decision, info = self._decide(plan, identity, facts)

@@ -12,6 +12,8 @@ from kong_plugins.identity import IDENTITY_RECORD
 from kong_plugins.marks import DECISION_MARK_FIELD
 from kong_plugins.storage.config import STORAGE_RECORD
 
+from .tenancy import SCOPE_FIELD, TENANCY_FIELDS
+
 NAME_PATTERN = "^[%w][%w_.:@-]*$"
 
 #: Quota fields of a limit, with the rule they become.
@@ -32,6 +34,7 @@ LIMIT_RECORD = s.Record([
                                  description="Whose requests share the counters: consumer (falls back to a "
                                              "verified JWT subject, then the client IP), credential, tenant "
                                              "or ip."), required=True),
+    SCOPE_FIELD,
     s.Field("per_second", _count("Requests per second, enforced with GCRA (no bursts at window edges).")),
     s.Field("per_minute", _count("Requests per minute, enforced with GCRA (no bursts at window edges).")),
     s.Field("per_hour", _count("Requests per hour, enforced with GCRA (a rolling hour).")),
@@ -120,6 +123,7 @@ SCHEMA = s.Record([
     s.Field("global_limits", s.Array(GLOBAL_LIMIT_RECORD, default=[],
                                      description="Flood limits per model, regardless of caller."),
             required=True),
+    *TENANCY_FIELDS,
     s.Field("identity", IDENTITY_RECORD, required=True),
     s.Field("tokens", TOKENS_RECORD, required=True),
     s.Field("storage", STORAGE_RECORD, required=True),

@@ -47,7 +47,7 @@ def test_a_valid_token_gives_tier_tenant_and_subject() -> None:
     identity = resolve(res, rs256(CLAIMS))
     assert identity.jwt_error is None
     assert (identity.tier, identity.tenant) == ("gold", "acme")
-    assert identity.subject_for("consumer") == ("jwt", "https://idp|u-7")
+    assert identity.subject_for("consumer") == ("jwt", "11:https://idp|u-7")
     assert not identity.anonymous
 
 
