@@ -23,6 +23,7 @@ from .gateway import (
     Gateway,
     chat_body,
     is_internal,
+    poll,
     send_all,
 )
 
@@ -74,14 +75,51 @@ def test_image_analysis_premium_quota_is_30_a_minute(proxy: httpx.Client, gatewa
     assert statuses[-1] == 429
 
 
-def test_a_request_that_could_exceed_the_daily_token_quota_is_refused_for_free_only(
+def test_a_request_that_could_exceed_the_daily_token_quota_is_refused_before_the_model(
         proxy: httpx.Client, gateway: Gateway, fresh_counters: Callable[[], None]) -> None:
     # The reservation is prompt + max_tokens: asking for more than free's daily budget can never fit.
     body = chat_body(max_tokens=FREE_TOKENS_PER_DAY + 1_000)
-    assert_429(proxy.post(TEXTGEN, json=body, headers={"apikey": gateway.key_of(FREE)}))
-    assert proxy.post(TEXTGEN, json=body, headers={"apikey": gateway.key_of(PREMIUM)}).status_code == 200
-    # a small request of free still fits: the refused reservation was not charged
+    r = proxy.post(TEXTGEN, json=body, headers={"apikey": gateway.key_of(FREE)})
+    assert_429(r)
+    assert r.json().get("denied_by") == "tier_tokens", r.text
+    # the refused reservation was not charged: a small request of free still fits
     assert proxy.post(TEXTGEN, json=chat_body(), headers={"apikey": gateway.key_of(FREE)}).status_code == 200
+
+
+def test_tokens_are_reserved_before_the_call_and_settled_with_the_models_usage(
+        proxy: httpx.Client, gateway: Gateway, fresh_counters: Callable[[], None]) -> None:
+    key = gateway.key_of(FREE)
+    big = 8_000
+    first = proxy.post(TEXTGEN, json=chat_body(max_tokens=big), headers={"apikey": key})
+    assert first.status_code == 200, first.text
+    assert int(first.headers["X-RateLimit-Limit-Tokens-Day"]) == FREE_TOKENS_PER_DAY
+    assert int(first.headers["X-RateLimit-Remaining-Tokens-Day"]) <= FREE_TOKENS_PER_DAY - big
+    used = first.json()["usage"]["total_tokens"]
+    assert used < big and int(first.headers["X-Usage-Total-Tokens"]) == used
+
+    def settled() -> int | None:
+        # the log phase replaces the reservation by the usage the model reported, after the response
+        r = proxy.post(TEXTGEN, json=chat_body(max_tokens=1), headers={"apikey": key})
+        assert r.status_code == 200, r.text
+        remaining = int(r.headers["X-RateLimit-Remaining-Tokens-Day"])
+        return remaining if remaining > FREE_TOKENS_PER_DAY - big else None
+
+    remaining = poll(settled, timeout=6, interval=1.0)  # at most 7 of free's 10 requests a minute
+    assert remaining is not None, "the reservation was never settled with the model's usage"
+    assert remaining >= FREE_TOKENS_PER_DAY - used - 200  # a few small requests' tokens on top
+
+
+def test_concurrent_reservations_cannot_overspend_the_daily_tokens(
+        proxy: httpx.Client, gateway: Gateway, fresh_counters: Callable[[], None]) -> None:
+    key = gateway.key_of(FREE)
+    each = 8_000  # under the inspector's max_tokens cap; three at once exceed 20,000
+    responses = send_all(proxy, [{"method": "POST", "url": TEXTGEN, "json": chat_body(max_tokens=each),
+                                  "headers": {"apikey": key}} for _ in range(6)], workers=6)
+    statuses = [r.status_code for r in responses]
+    assert set(statuses) <= {200, 429}, statuses
+    refused = [r for r in responses if r.status_code == 429]
+    assert refused and all(r.json().get("denied_by") == "tier_tokens" for r in refused), statuses
+    assert statuses.count(200) <= FREE_TOKENS_PER_DAY // each + 3, statuses  # + the ones settled meanwhile
 
 
 def test_classifier_flood_limit_holds_whoever_calls(proxy: httpx.Client, gateway: Gateway, seen_address: str,
