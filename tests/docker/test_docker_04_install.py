@@ -111,3 +111,29 @@ def test_every_dependency_has_a_wheel_for_the_images_python(arch: str, tmp_path:
         argv += ["--platform", platform]
     done = subprocess.run([*argv, *deps], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_the_entrypoint_renders_kong_yml_with_the_venv_then_hands_over_to_kong(
+        installed: tuple[Dockerfile, Path], tmp_path: Path) -> None:
+    """docker/kong-ai-entrypoint.sh as the image runs it, Kong's own entrypoint replaced by echo."""
+    from .helpers import require_kong_yml
+
+    _, venv = installed
+    (venv / "share").mkdir(exist_ok=True)
+    shutil.copy2(REPO / "docker" / "render_storage.py", venv / "share" / "render_storage.py")
+    script = tmp_path / "entrypoint.sh"
+    script.write_text((REPO / "docker" / "kong-ai-entrypoint.sh").read_text().replace("/docker-entrypoint.sh", "echo"))
+    target = tmp_path / "rendered" / "kong.yml"
+    env = {"PATH": os.environ["PATH"], "KONG_AI_VENV": str(venv), "KONG_AI_DECLARATIVE_SOURCE": str(require_kong_yml()),
+           "KONG_DECLARATIVE_CONFIG": str(target), "KONG_AI_STORAGE": '{"strategy": "redis", "host": "redis"}'}
+    done = subprocess.run(["sh", str(script), "kong", "docker-start"], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "kong docker-start"
+    assert "strategy: redis" in target.read_text()
+    # without KONG_AI_STORAGE nothing is rendered: Kong loads KONG_DECLARATIVE_CONFIG as given
+    target.unlink()
+    env.pop("KONG_AI_STORAGE")
+    done = subprocess.run(["sh", str(script), "kong", "docker-start"], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and not target.exists()
