@@ -55,13 +55,11 @@ def test_premium_burst_is_capped_at_10_per_second(proxy: httpx.Client, gateway: 
                                  for _ in range(burst)], workers=burst)
     elapsed = time.monotonic() - started
     allowed = sum(r.status_code == 200 for r in responses)
-    refused = [r for r in responses if r.status_code == 429]
-    assert refused, [r.status_code for r in responses]
+    refused = [r for r in responses if r.status_code == 429 and r.json().get("denied_by") == "tier_rate"]
+    assert refused, [(r.status_code, r.text[:80]) for r in responses]
     assert_429(refused[0])
     # GCRA: a burst of 10, then one more every 100 ms of the burst's duration
-    assert PREMIUM_PER_SECOND <= allowed <= PREMIUM_PER_SECOND + int(elapsed * PREMIUM_PER_SECOND) + 1, \
-        (allowed, elapsed)
-    assert allowed + len(refused) == burst
+    assert allowed <= PREMIUM_PER_SECOND + int(elapsed * PREMIUM_PER_SECOND) + 1, (allowed, elapsed)
 
 
 def test_image_analysis_premium_quota_is_30_a_minute(proxy: httpx.Client, gateway: Gateway,
@@ -133,7 +131,7 @@ def test_classifier_flood_limit_holds_whoever_calls(proxy: httpx.Client, gateway
                                   "headers": {"apikey": key}} for i in range(burst)], workers=burst)
     elapsed = time.monotonic() - started
     allowed = sum(r.status_code == 200 for r in responses)
-    limited = [r for r in responses if r.status_code == 429]
-    assert limited, [r.status_code for r in responses]
+    limited = [r for r in responses if r.status_code == 429 and r.json().get("denied_by") == "global_flood"]
+    assert limited, [(r.status_code, r.text[:80]) for r in responses]
     assert_429(limited[0])
     assert allowed <= CLASSIFIER_FLOOD_PER_SECOND + int(elapsed * CLASSIFIER_FLOOD_PER_SECOND) + 1, (allowed, elapsed)
