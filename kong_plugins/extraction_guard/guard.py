@@ -2,8 +2,12 @@
 
 Access (on the request path, at most 2 storage round trips):
 
-1. one ``mget`` of ``[revoked credential, verdict of the client, verdict of its group]`` -- the
-   revocation denylist is evaluated first, then blocks, then throttles, then flags;
+1. one ``mget`` of ``[verdict of the client, verdict of its group, cross-tenant block of its IP,
+   revoked credential]`` -- the revocation denylist is evaluated first, then blocks, then
+   throttles, then flags. Every key but the cross-tenant IP block is namespaced by the caller's
+   tenant (and shares the tenant's hash tag: one Cluster slot), so one tenant's traffic can never
+   block, throttle or read the state of another tenant's clients -- not even behind a shared NAT
+   address, whose group score is kept per tenant;
 2. only for a throttled client, one limiter call (a tighter GCRA limit, atomic on every backend).
 
 Policy mitigations (``logit_bias`` + ``logprobs``, ``top_logprobs`` and ``logit_bias`` caps,
@@ -11,7 +15,9 @@ instance caps) are checked on the already-read body, without storage.
 
 Log (after the response, no added latency): one ``mget`` of the client and group states, the
 detector, one ``set`` per state and, when a level is reached or renewed, one ``set`` of the
-verdict (TTL'd, so every node honours it and forgets it at the same time). Concurrent updates of
+verdict (TTL'd, so every node honours it and forgets it at the same time). Blocks and revocations
+go through the :class:`~kong_plugins.region.Denylist` instead: the same key plus an audit event
+(who, why, when), which the region's sync worker replicates to every other region. Concurrent updates of
 one client's state on two nodes are last-writer-wins: a lost update costs one request's evidence,
 never a false decision, which is why the guard does not pay for a compare-and-set script here.
 
@@ -22,12 +28,13 @@ Verdict times are request times (Kong's start time), so a replay of logged traff
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
-from kong_plugins.storage import Limiter, RateRule, Storage, make_key
+from kong_plugins.region.denylist import Denylist, global_verdict_key, revoked_key, state_key, throttle_key, verdict_key
+from kong_plugins.storage import Limiter, RateRule, Storage
 
 from .config import LEVELS, GuardConfig
 from .detector import ALLOW, BLOCK, FLAG, REVOKE, THROTTLE, Assessment, Detector, Observation
@@ -44,6 +51,10 @@ class Identity:
     client: str
     group: str | None = None
     credential: str | None = None
+    #: The caller's tenant (verified identity only); every key of the client lives in its namespace.
+    tenant: str = "default"
+    #: The client IP Kong resolved, checked against the cross-tenant IP denylist.
+    ip: str | None = None
 
 
 @dataclass(frozen=True)
@@ -87,10 +98,11 @@ class Decision:
     key: str
     assessment: Assessment
     t: float
+    tenant: str = "default"
 
     def record(self) -> dict[str, Any]:
-        rec: dict[str, Any] = {"event": "ai-extraction-guard.decision", "subject": self.subject,
-                               "client": self.key, "t": self.t}
+        rec: dict[str, Any] = {"event": "ai-extraction-guard.decision", "tenant": self.tenant,
+                               "subject": self.subject, "client": self.key, "t": self.t}
         rec.update(self.assessment.explanation())
         return rec
 
@@ -99,49 +111,55 @@ class ExtractionGuard:
     """Access check and log-phase learning for one plugin instance."""
 
     def __init__(self, cfg: GuardConfig, storage: Storage, detector: Detector | None = None,
-                 on_decision: Callable[[Decision], None] | None = None) -> None:
+                 on_decision: Callable[[Decision], None] | None = None, denylist: Denylist | None = None) -> None:
         self.cfg = cfg
         self.storage = storage
         self.limiter = Limiter(storage)
         self.detector = detector or Detector(cfg)
         self.on_decision = on_decision
+        self.denylist = denylist or Denylist(storage, region=None)
 
     # -- keys -------------------------------------------------------------------------------------
 
     @staticmethod
-    def revoked_key(credential: str) -> str:
-        return make_key(NS, "revoked", credential)
+    def revoked_key(credential: str, tenant: str = "default") -> str:
+        return revoked_key(tenant, credential)
 
     @staticmethod
-    def verdict_key(subject: str) -> str:
-        return make_key(NS, "verdict", subject)
+    def verdict_key(subject: str, tenant: str = "default") -> str:
+        return verdict_key(tenant, subject)
 
     @staticmethod
-    def state_key(subject: str) -> str:
-        return make_key(NS, "state", subject)
+    def state_key(subject: str, tenant: str = "default") -> str:
+        return state_key(tenant, subject)
 
     # -- access -------------------------------------------------------------------------------
 
     def check_access(self, ident: Identity, now: float, body: bytes | None) -> AccessOutcome:
         """Decide the request before it is proxied; raises ``StorageError`` if storage fails."""
-        keys = [self.verdict_key(ident.client)]
+        keys = [self.verdict_key(ident.client, ident.tenant)]
         if ident.group:
-            keys.append(self.verdict_key(ident.group))
+            keys.append(self.verdict_key(ident.group, ident.tenant))
+        if ident.ip:
+            keys.append(global_verdict_key(f"ip:{ident.ip}"))
+        revoked_at: int | None = None
         if ident.credential:
-            keys.append(self.revoked_key(ident.credential))
+            revoked_at = len(keys)
+            keys.append(self.revoked_key(ident.credential, ident.tenant))
         values = self.storage.mget(keys, now=now)
-        outcome = self._from_verdicts(ident, now, values)
+        outcome = self._from_verdicts(ident, now, values, revoked_at)
         if outcome.status is None and body is not None:
             outcome = self._mitigate(body, outcome)
         if self.cfg.shadow and outcome.status is not None:
             return AccessOutcome(action="allow", shadow_action=outcome.action, level=outcome.level)
         return outcome
 
-    def _from_verdicts(self, ident: Identity, now: float, values: list[str | None]) -> AccessOutcome:
-        if ident.credential and values[-1]:
+    def _from_verdicts(self, ident: Identity, now: float, values: list[str | None],
+                       revoked_at: int | None = None) -> AccessOutcome:
+        if revoked_at is not None and values[revoked_at]:
             return AccessOutcome("revoke", 401, "credential revoked", level="revoke")
         best: Verdict | None = None
-        for raw in values[: 2 if ident.group else 1]:
+        for raw in values[:revoked_at]:
             v = Verdict.decode(raw)
             if v is not None and v.until > now and (best is None or v.level > best.level):
                 best = v
@@ -151,9 +169,12 @@ class ExtractionGuard:
             retry = max(1, int(best.until - now))
             return AccessOutcome("block", 403, "access suspended", {"Retry-After": str(retry)},
                                 level=LEVELS[best.level])
-        flag_headers = {self.cfg.flag_header: f"{LEVELS[best.level]}; score={best.score:.2f}"}
+        # The tenant travels percent-encoded: a verified claim may still hold characters (CR, LF)
+        # that must never reach a header.
+        flag_headers = {self.cfg.flag_header: f"{LEVELS[best.level]}; score={best.score:.2f}; "
+                                              f"tenant={quote(ident.tenant, safe='')}"}
         if best.level == THROTTLE:
-            rule = RateRule(name="extraction-throttle", key=make_key(NS, "throttle", ident.client),
+            rule = RateRule(name="extraction-throttle", key=throttle_key(ident.tenant, ident.client),
                             limit=self.cfg.throttle_limit, period=self.cfg.throttle_window_s)
             decision = self.limiter.check_and_consume([rule], now=now)
             if not decision.allowed:
@@ -183,7 +204,7 @@ class ExtractionGuard:
         subjects = [("client", ident.client)]
         if ident.group:
             subjects.append(("group", ident.group))
-        raw = self.storage.mget([self.state_key(s) for _, s in subjects], now=obs.t)
+        raw = self.storage.mget([self.state_key(s, ident.tenant) for _, s in subjects], now=obs.t)
         decisions: list[Decision] = []
         client_score = 0.0
         for (kind, subject), blob in zip(subjects, raw, strict=True):
@@ -193,11 +214,12 @@ class ExtractionGuard:
                                                    learn=not is_group and client_score < self.cfg.thresholds.flag)
             if not is_group:
                 client_score = st.extraction
-            self.storage.set(self.state_key(subject), _encode_state(st), ttl=self.cfg.state_ttl_s, now=obs.t)
+            self.storage.set(self.state_key(subject, ident.tenant), _encode_state(st), ttl=self.cfg.state_ttl_s,
+                             now=obs.t)
             if assessment.publish:
                 self._publish(subject, ident, assessment, obs.t)
             if assessment.escalated and assessment.level > ALLOW:
-                decision = Decision(kind, subject, assessment, obs.t)
+                decision = Decision(kind, subject, assessment, obs.t, ident.tenant)
                 decisions.append(decision)
                 if self.on_decision is not None:
                     self.on_decision(decision)
@@ -208,13 +230,27 @@ class ExtractionGuard:
         if ttl <= 0:
             return
         level = a.level
-        if level == REVOKE and ident.credential:
-            self.storage.set(self.revoked_key(ident.credential), json.dumps({"t": now, "client": subject}),
-                             ttl=ttl, now=now)
-        elif level == REVOKE:
-            level = BLOCK
-        self.storage.set(self.verdict_key(subject), Verdict(level, a.until, a.extraction).encode(),
+        if level >= BLOCK:
+            # Through the denylist: the same keys, plus an audit event the sync worker replicates
+            # to every region (who: this plugin in this region; why: the strongest signals).
+            who = f"ai-extraction-guard@{self.denylist.region or 'local'}"
+            why = _why(a)
+            if level == REVOKE and ident.credential:
+                self.denylist.revoke(ident.credential, tenant=ident.tenant, ttl=ttl, who=who, why=why,
+                                     client=subject, now=now)
+            elif level == REVOKE:
+                level = BLOCK
+            self.denylist.block(subject, tenant=ident.tenant, ttl=ttl, who=who, why=why, level=level,
+                                score=a.extraction, now=now)
+            return
+        self.storage.set(self.verdict_key(subject, ident.tenant), Verdict(level, a.until, a.extraction).encode(),
                          ttl=ttl, now=now)
+
+
+def _why(a: Assessment) -> str:
+    top = sorted(a.totals.items(), key=lambda kv: -kv[1])[:3]
+    signals = ", ".join(f"{name}={value:.2f}" for name, value in top) or "score"
+    return f"{LEVELS[a.level]} at extraction score {a.extraction:.2f} ({signals})"
 
 
 def _encode_state(st: ClientState) -> str:

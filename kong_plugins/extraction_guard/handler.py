@@ -28,12 +28,21 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from typing import Any
+import time
+from typing import Any, cast
 
 from kong_plugins.errors import StorageError
-from kong_plugins.identity import RequestFacts, parse_facts
+from kong_plugins.identity import (
+    IdentityResolver,
+    RequestFacts,
+    TlsPDK,
+    parse_client_certificate,
+    parse_facts,
+    parse_identity_config,
+)
 from kong_plugins.marks import mark_key, mark_value
 from kong_plugins.pdk import Kong
+from kong_plugins.region import Denylist, parse_region_config
 from kong_plugins.runtime import PDKError
 from kong_plugins.storage.config import build_storage
 
@@ -49,11 +58,15 @@ TAP_KEY = "ai_extraction_guard.tap"
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
-def identify(facts: RequestFacts, cfg: GuardConfig) -> Identity:
-    """The scored client, its group and its credential, from Kong's own data only."""
+def identify(facts: RequestFacts, cfg: GuardConfig, tenant: str = "default") -> Identity:
+    """The scored client, its group and its credential, from Kong's own data only.
+
+    ``tenant`` is the one :class:`~kong_plugins.identity.IdentityResolver` resolved from verified
+    sources (consumer tag, credential, verified JWT claim or mTLS subject); every key of the
+    client and of its group lives in that tenant's namespace.
+    """
     ip = facts.client_ip or "unknown"
     consumer = facts.consumer
-    tenant = (consumer.custom_id or consumer.username or consumer.id) if consumer else None
     client: str
     if cfg.client_by == "credential" and facts.credential_id:
         client = f"credential:{facts.credential_id}"
@@ -70,7 +83,8 @@ def identify(facts: RequestFacts, cfg: GuardConfig) -> Identity:
         group = f"net:{_prefix(ip)}"
     elif cfg.group_by == "tenant" and tenant and not client.startswith("tenant:"):
         group = f"tenant:{tenant}"
-    return Identity(client=client, group=group, credential=facts.credential_id)
+    return Identity(client=client, group=group, credential=facts.credential_id, tenant=tenant,
+                    ip=facts.client_ip or None)
 
 
 def _prefix(ip: str) -> str:
@@ -97,13 +111,28 @@ class Plugin:
         self.failure_mode = self.cfg.failure_mode
         self.storage = build_storage(validated["storage"], path="storage")
         self.sink: WebhookSink | None = shared_sink(self.cfg.webhook) if self.cfg.webhook else None
-        self.guard = ExtractionGuard(self.cfg, self.storage, Detector(self.cfg))
+        self.identity = IdentityResolver(parse_identity_config(validated["identity"]), time.time)
+        region = parse_region_config(validated["region"], "region")
+        self.guard = ExtractionGuard(self.cfg, self.storage, Detector(self.cfg),
+                                     denylist=Denylist(self.storage, region=region.name))
         #: Read by the runtime too: it marks ``failed_open`` when a handler raises in open mode.
         self.decision_mark_key = mark_key("ai-extraction-guard") if self.cfg.decision_mark else None
 
+    def _tenant(self, kong: Kong, facts: RequestFacts) -> str:
+        """The caller's tenant; costs a PDK call only with JWT or mTLS identity configured."""
+        token = None
+        header = self.identity.needs_authorization_header
+        if header is not None:
+            token = kong.request.get_header(header)
+        certificate = None
+        if self.identity.needs_certificate(facts):
+            tls = cast(TlsPDK, cast(Any, kong.client).tls)
+            certificate = parse_client_certificate(tls.get_full_client_certificate_chain())
+        return self.identity.resolve(facts, token, certificate).tenant
+
     def access(self, kong: Kong) -> None:
         facts = parse_facts(kong.log.serialize())
-        ident = identify(facts, self.cfg)
+        ident = identify(facts, self.cfg, self._tenant(kong, facts))
         body = self._body(kong, facts)
         try:
             outcome = self.guard.check_access(ident, facts.started_at, body)
@@ -168,7 +197,7 @@ class Plugin:
                                 response_size=int(response_size) if isinstance(response_size, int) else 0,
                                 tap=tap if isinstance(tap, dict) else None)
         try:
-            decisions = self.guard.learn(identify(facts, self.cfg), obs)
+            decisions = self.guard.learn(identify(facts, self.cfg, self._tenant(kong, facts)), obs)
         except StorageError as exc:
             kong.log.err(f"ai-extraction-guard: storage failed in log phase ({type(exc).__name__})")
             return

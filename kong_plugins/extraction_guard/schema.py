@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from kong_plugins import schema as s
+from kong_plugins.identity import IDENTITY_RECORD
 from kong_plugins.marks import DECISION_MARK_FIELD
+from kong_plugins.region.config import REGION_RECORD
 from kong_plugins.storage.config import STORAGE_RECORD
 
 _THRESHOLDS = s.Record([
@@ -112,5 +114,7 @@ SCHEMA = s.Record([
     s.Field("mitigations", _MITIGATIONS),
     s.Field("webhook", _WEBHOOK),
     s.Field("storage", STORAGE_RECORD, required=True),
+    s.Field("identity", IDENTITY_RECORD, required=True),
+    s.Field("region", REGION_RECORD, required=True),
     DECISION_MARK_FIELD,
 ])

@@ -172,7 +172,7 @@ def _audit_range_twin(state: MemoryState, keys: Sequence[str], args: Sequence[Sc
 def _apply_twin(state: MemoryState, keys: Sequence[str], args: Sequence[ScriptArg], now_us: int) -> int:
     if str(args[0]) == "del":
         return int(state.delete(keys[0]))
-    ttl_ms = int(float(args[2]) * 1000) - now_us // 1000
+    ttl_ms = int(args[2])
     if ttl_ms <= 0:
         return 0
     state.set(keys[0], str(args[1]), now_us + ttl_ms * 1000)

@@ -37,7 +37,7 @@ import redis
 from redis.exceptions import RedisClusterException
 
 from kong_plugins.errors import StorageError
-from kong_plugins.storage import RedisStorage, Storage, make_key
+from kong_plugins.storage import RedisStorage, ScriptArg, Storage, make_key
 
 from ._scripts import APPLY, AUDIT_RANGE, RECORD
 
@@ -218,9 +218,9 @@ class Denylist:
         _check_text("who", event.who, 200)
         _check_text("why", event.why, 2000)
         if event.action in ("block", "revoke"):
-            self.storage.run(APPLY, [event.key], ["set", event.value, repr(event.until)], now=event.at)
+            self.storage.run(APPLY, [event.key], ["set", event.value, _ttl_ms(event)], now=event.at)
         else:
-            self.storage.run(APPLY, [event.key], ["del", "", "0"], now=event.at)
+            self.storage.run(APPLY, [event.key], ["del", "", 0], now=event.at)
         stream_id = self.storage.run(RECORD, [AUDIT_KEY, ACTIVE_KEY],
                                      [self.audit_maxlen, event.entry_id, repr(event.until), *event.fields()],
                                      now=event.at)
@@ -258,6 +258,23 @@ class Denylist:
             kind, tenant, subject = json.loads(flat[i])
             out.append(ActiveEntry(str(kind), str(tenant), str(subject), float(flat[i + 1])))
         return out
+
+
+def _ttl_ms(event: DenylistEvent) -> int:
+    """The event's TTL as decided (``until - at``, both on the decider's request clock)."""
+    return round((event.until - event.at) * 1000)
+
+
+def _stream_ms(stream_id: str) -> int:
+    """When the origin region recorded the event (its Redis clock): a stream id is ``<ms>-<seq>``.
+
+    Replicated TTLs are shortened by the time since then, so a block lasts as long everywhere
+    whatever the request clock said (replays of old traffic included).
+    """
+    try:
+        return int(stream_id.split("-", 1)[0])
+    except ValueError:
+        return 0
 
 
 class DenylistReplicator:
@@ -301,8 +318,10 @@ class DenylistReplicator:
         if not events:
             return
         store = self.stores[peer]
-        keys = [([e.key], ["set", e.value, repr(e.until)] if e.action in ("block", "revoke") else ["del", "", "0"])
-                for e in events]
+        now_ms = round(self.clock() * 1000)
+        keys: list[tuple[Sequence[str], Sequence[ScriptArg]]] = [
+            ([e.key], ["set", e.value, _ttl_ms(e) - max(0, now_ms - _stream_ms(e.stream_id))]
+             if e.action in ("block", "revoke") else ["del", "", 0]) for e in events]
         store.run_many(APPLY, keys)
         store.run_many(RECORD, [([AUDIT_KEY, ACTIVE_KEY],
                                  [DEFAULT_AUDIT_MAXLEN, e.entry_id, repr(e.until), *e.fields()]) for e in events])

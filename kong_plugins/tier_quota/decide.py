@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import quote
 
 from kong_plugins.identity import Identity, RequestFacts
 from kong_plugins.storage import (
@@ -255,6 +256,7 @@ INVALID_TOKEN = Denial(401, "invalid_token", "Invalid or expired credentials")
 
 
 def upstream_headers(plan: Plan, identity: Identity) -> dict[str, str]:
-    headers = {"X-AI-Tier": plan.tier, "X-AI-Tenant": identity.tenant, "X-AI-Model": plan.model}
+    # Percent-encoded: a verified JWT claim may still carry CR/LF or other bytes no header may hold.
+    headers = {"X-AI-Tier": plan.tier, "X-AI-Tenant": quote(identity.tenant, safe=""), "X-AI-Model": plan.model}
     headers["X-AI-Token-Reservation"] = str(plan.tokens.reservation) if plan.tokens is not None else "0"
     return headers

@@ -65,7 +65,7 @@ def test_access_takes_one_round_trip_and_a_throttled_client_two() -> None:
     store.calls.clear()
     outcomes = [guard.check_access(ALICE, T0 + i, None) for i in range(3)]
     assert [o.action for o in outcomes] == ["flag", "flag", "throttle"]
-    assert outcomes[0].upstream_headers == {"X-Extraction-Risk": "throttle; score=6.00"}
+    assert outcomes[0].upstream_headers == {"X-Extraction-Risk": "throttle; score=6.00; tenant=default"}
     assert outcomes[2].status == 429 and int(outcomes[2].headers["Retry-After"]) >= 1
     assert store.calls == ["mget", "run"] * 3
 
