@@ -133,6 +133,10 @@ class RequestContext:
     errors: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     latencies: dict[str, float] = field(default_factory=dict)
+    #: The plugin whose handler ended the request (exit or Lua error); None when proxied.
+    decided_by: str | None = None
+    #: RPC seconds (send to answer) per plugin per phase, for latency reports.
+    rpc_seconds_by_plugin: dict[tuple[str, str], float] = field(default_factory=dict)
     #: The gateway's log sink (``kong.log.*`` of in-process plugins writes through it).
     emit: Callable[[RequestContext, str, str], None] = field(default=lambda ctx, level, message: None)
 

@@ -173,6 +173,16 @@ class StandInResponse:
         return dict(self._ctx.account.seconds_by_phase)
 
     @property
+    def rpc_seconds_by_plugin(self) -> dict[tuple[str, str], float]:
+        """RPC seconds per ``(plugin, phase)``; the access phase's share is what the client waited."""
+        return dict(self._ctx.rpc_seconds_by_plugin)
+
+    @property
+    def decided_by(self) -> str | None:
+        """The plugin that ended the request (``kong.response.exit``/``error`` or a Lua error)."""
+        return self._ctx.decided_by
+
+    @property
     def rpc_calls(self) -> int:
         return self._ctx.account.calls
 
@@ -607,6 +617,7 @@ class KongStandIn:
         ctx.phase = phase
         ctx.current_plugin = plugin.name
         ctx.current_plugin_id = str(conf["__plugin_id"])
+        rpc_before = ctx.account.seconds
         try:
             if plugin.stock is not None:
                 plugin.stock.access(ctx, conf, self.config, self.clock)
@@ -614,6 +625,8 @@ class KongStandIn:
                 plugin.external.handle_event(conf, phase, ctx)
             return True
         except DelayedResponse:
+            if phase != "log":
+                ctx.decided_by = plugin.name
             return False
         except LuaError as exc:
             self._emit(ctx, "err", str(exc))
@@ -622,9 +635,15 @@ class KongStandIn:
                 return False
             ctx.unexpected = True
             ctx.delayed_response = UNEXPECTED
+            ctx.decided_by = plugin.name
             return False
         finally:
             ctx.current_plugin = ""
+            if plugin.external is not None:
+                key = (plugin.name, phase)
+                spent = ctx.account.seconds - rpc_before
+                with ctx.lock:
+                    ctx.rpc_seconds_by_plugin[key] = ctx.rpc_seconds_by_plugin.get(key, 0.0) + spent
 
     def _upstream_request(self, ctx: RequestContext, route: Route, prefix: str) -> UpstreamRequest:
         service = ctx.service or {}
