@@ -350,6 +350,10 @@ class KongStandIn:
     def external_plugin(self, name: str) -> ExternalPlugin:
         return self._external[name]
 
+    def log_entry(self, response: StandInResponse) -> dict[str, Any]:
+        """What Kong's file-log writes for this request: ``kong.log.serialize()`` as of its log phase."""
+        return self._serialize(response._ctx)
+
     @property
     def plugin_order(self) -> list[str]:
         """Loaded plugin names in the order the access phase runs them."""
