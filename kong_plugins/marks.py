@@ -22,11 +22,12 @@ plugin itself is no longer a silent bypass.
 
 Cost, in PDK round trips on the allow path (each is one RPC, ~60 us here):
 
-- ai-tier-quota: **none**. Its one write, ``kong.response.set_headers`` (RateLimit headers), is
-  replaced by ``kong.ctx.shared.set`` of a mark carrying those headers as ``response_headers``;
-  the guard applies them (``kong.response.set_headers`` in Lua, no RPC). A consequence: when a
-  later plugin refuses the request, the guard does not run and the RateLimit headers are absent
-  from that refusal.
+- ai-tier-quota: **none** wherever it sets rate-limit headers (every route with a tier limit):
+  that write, ``kong.response.set_headers``, is replaced by ``kong.ctx.shared.set`` of a mark
+  carrying the headers as ``response_headers``; the guard applies them (``kong.response.set_headers``
+  in Lua, no RPC). One where it has no header to set (no limit applies to the caller, e.g. the
+  internal tier on kong.yml's docqa route). When a later plugin refuses the request the guard does
+  not run, so the RateLimit headers are absent from that refusal.
 - ai-extraction-guard: **none** when it reads a body (the mark carries the body it already hands
   to its log phase through ``kong.ctx.shared``), one when the request has no body to analyse.
 - ai-prompt-inspector: **one**. Its allow path makes only reads (Content-Type, body) and Kong has
