@@ -260,9 +260,11 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         return 1
     try:
         credentials = Credentials(parse_deck(deck))
-        with tempfile.TemporaryDirectory(prefix="kong-ai-replay-") as prefix, \
-                reference_gateway(prefix, deck=deck) as gw:
-            results = replay(gw, requests, credentials)
+        results: list[Replayed] = []
+        if requests:  # nothing replayable: no plugin server to start
+            with tempfile.TemporaryDirectory(prefix="kong-ai-replay-") as prefix, \
+                    reference_gateway(prefix, deck=deck) as gw:
+                results = replay(gw, requests, credentials)
     except (ConfigError, PluginServerError) as exc:
         print(f"kong-ai-replay: {exc}", file=stream)
         return 1
