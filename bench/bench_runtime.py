@@ -13,22 +13,27 @@ stand-in's own routing and PDK emulation are excluded. The machine is shared and
 are interleaved (every runtime measured in every round, in a shuffled order) and the report gives
 ratios. A runtime's overhead is its time minus the floor's.
 
-    python bench/bench_runtime.py                 # full run (~4-6 minutes)
+Concurrent clients are separate processes, as Kong's nginx workers are: each client process runs
+its own stand-in gateway attached to the same plugin server (its ``start_cmd`` is a placeholder;
+the server belongs to the first gateway, as it belongs to worker 0 in Kong) and sends requests one
+after another. Threads in one Python process would mostly measure the client's own GIL.
+
+    python bench/bench_runtime.py                 # full run (~6-8 minutes)
     python bench/bench_runtime.py --quick         # smoke run
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import random
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from kong_plugins.standin import KongStandIn, PluginServerSpec
 
@@ -37,6 +42,8 @@ HELLO = ROOT / "kong_plugins" / "demo" / "hello.py"
 FLOOR = ROOT / "bench" / "floor_server.py"
 KINDS = ("floor", "stock", "stock-g", "ours")
 SCRIPTS = (2, 4)
+#: A client gateway's "start_cmd": it must not start a second server on the shared socket.
+PLACEHOLDER_START = ["sleep", "infinity"]
 
 
 def deck() -> dict[str, object]:
@@ -83,19 +90,66 @@ def run_sequential(gw: KongStandIn, calls: int, n: int) -> list[float]:
     return out
 
 
-def run_concurrent(gw: KongStandIn, calls: int, n: int, clients: int) -> tuple[list[float], float]:
-    samples: list[float] = []
-    lock = threading.Lock()
+# -- client processes ------------------------------------------------------------------------------
 
-    def client(count: int) -> None:
-        local = run_sequential(gw, calls, count)
-        with lock:
-            samples.extend(local)
+_CLIENT_GATEWAYS: dict[str, KongStandIn] = {}
 
-    started = time.perf_counter()
-    with ThreadPoolExecutor(clients) as pool:
-        list(pool.map(client, [n // clients] * clients))
-    return samples, time.perf_counter() - started
+
+def _client_gateway(kind: str, socket: str, query_cmd: list[str]) -> KongStandIn:
+    gw = _CLIENT_GATEWAYS.get(kind)
+    if gw is None:
+        spec = PluginServerSpec("hello", PLACEHOLDER_START, query_cmd, socket)
+        gw = _CLIENT_GATEWAYS[kind] = KongStandIn.from_deck(deck(), servers=[spec])
+        gw.start()
+        for calls in SCRIPTS:  # this "worker"'s own instances, and hot code paths
+            run_sequential(gw, calls, 50)
+    return gw
+
+
+def _client_run(kind: str, socket: str, query_cmd: list[str], calls: int, n: int,
+                barrier: Any) -> tuple[list[float], float, float]:
+    gw = _client_gateway(kind, socket, query_cmd)
+    barrier.wait()
+    started = time.monotonic()  # CLOCK_MONOTONIC: comparable across processes
+    samples = run_sequential(gw, calls, n)
+    return samples, started, time.monotonic()
+
+
+def _client_close() -> None:
+    for gw in _CLIENT_GATEWAYS.values():
+        gw.close()
+    _CLIENT_GATEWAYS.clear()
+
+
+class Clients:
+    """``count`` client processes, each with its own stand-in gateway per runtime."""
+
+    def __init__(self, count: int, specs: dict[str, PluginServerSpec]) -> None:
+        self.count = count
+        self.specs = specs
+        ctx = multiprocessing.get_context("spawn")
+        self._manager = ctx.Manager()
+        self._barrier = self._manager.Barrier(count)
+        self._pool = ctx.Pool(count)
+
+    def run(self, kind: str, calls: int, total: int) -> tuple[list[float], float]:
+        """``total`` events split over the clients, all at once; (per-event samples, events/s)."""
+        spec = self.specs[kind]
+        per_client = max(1, total // self.count)
+        jobs = [self._pool.apply_async(_client_run, (kind, spec.socket, spec.query_cmd, calls, per_client,
+                                                     self._barrier)) for _ in range(self.count)]
+        results = [job.get(timeout=600) for job in jobs]
+        samples = [s for r in results for s in r[0]]
+        wall = max(r[2] for r in results) - min(r[1] for r in results)
+        return samples, len(samples) / wall
+
+    def close(self) -> None:
+        jobs = [self._pool.apply_async(_client_close) for _ in range(self.count * 4)]
+        for job in jobs:
+            job.get(timeout=60)
+        self._pool.close()
+        self._pool.join()
+        self._manager.shutdown()
 
 
 def pct(values: list[float], q: float) -> float:
@@ -107,21 +161,25 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=1000, help="events per runtime, script and round")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--rss-events", type=int, default=100_000)
+    parser.add_argument("--clients", type=int, default=8, help="concurrent client processes")
+    parser.add_argument("--rss-events", type=int, default=100_000, help="events after the RSS warm-up")
+    parser.add_argument("--rss-warmup", type=int, default=20_000, help="events before the first RSS reading")
     parser.add_argument("--quick", action="store_true", help="small smoke run")
     args = parser.parse_args()
     if args.quick:
-        args.events, args.rounds, args.rss_events = 200, 2, 5000
+        args.events, args.rounds, args.rss_events, args.rss_warmup = 200, 2, 5000, 2000
 
     work = Path(tempfile.mkdtemp(prefix="bench-runtime-"))
-    gateways = {kind: KongStandIn.from_deck(deck(), servers=[spec_for(kind, work / kind)]) for kind in KINDS}
+    specs = {kind: spec_for(kind, work / kind) for kind in KINDS}
+    gateways = {kind: KongStandIn.from_deck(deck(), servers=[specs[kind]]) for kind in KINDS}
     for gw in gateways.values():
         gw.start()
+    clients: Clients | None = None
     try:
         for gw in gateways.values():  # warm-up: instances started, code paths hot
             for calls in SCRIPTS:
                 run_sequential(gw, calls, 300)
+        clients = Clients(args.clients, specs)
 
         seq: dict[tuple[str, int], list[float]] = defaultdict(list)
         conc: dict[tuple[str, int], list[float]] = defaultdict(list)
@@ -133,12 +191,12 @@ def main() -> int:
             for kind in order:
                 for calls in SCRIPTS:
                     seq[kind, calls] += run_sequential(gateways[kind], calls, args.events)
-                    samples, wall = run_concurrent(gateways[kind], calls, args.events, args.clients)
+                    samples, rate = clients.run(kind, calls, args.events)
                     conc[kind, calls] += samples
-                    throughput[kind, calls].append(len(samples) / wall)
+                    throughput[kind, calls].append(rate)
 
         print(f"\nPlugin RPC time per event (stand-in's own work excluded); {args.rounds} interleaved rounds "
-              f"x {args.events} events per runtime and script; concurrent = {args.clients} clients\n")
+              f"x {args.events} events per runtime and script; concurrent = {args.clients} client processes\n")
         header = (f"{'runtime':8} {'script':10} {'seq p50':>9} {'seq p99':>9} {'overhead':>9} "
                   f"{'conc p50':>9} {'conc p99':>9} {'overhead':>9} {'events/s':>9}")
         print(header)
@@ -173,24 +231,28 @@ def main() -> int:
                       f"p99 ours {pct(data['ours', calls], .99) * 1e6:.0f}µ vs stock -g "
                       f"{pct(data['stock-g', calls], .99) * 1e6:.0f}µ")
 
-        print(f"\nServer RSS (KiB): after warm-up, and after {args.rss_events} more events "
-              f"({args.clients} clients, HE+4)")
+        checkpoints = 4
+        step = max(1, args.rss_events // checkpoints)
+        print(f"\nServer RSS (KiB): after a warm-up of {args.rss_warmup:,} events, then every {step:,} events "
+              f"up to {step * checkpoints:,} more ({args.clients} client processes, HE+4)")
         for kind in KINDS:
-            gw = gateways[kind]
-            pid = gw.server("hello").pid
+            pid = gateways[kind].server("hello").pid
             if pid is None:
                 print(f"  {kind:8} server not running")
                 continue
-            run_concurrent(gw, 4, min(10_000, args.rss_events), args.clients)
-            warm = rss_kib(pid)
-            run_concurrent(gw, 4, args.rss_events, args.clients)
-            after = rss_kib(pid)
-            print(f"  {kind:8} {warm:8d} -> {after:8d}  ({after - warm:+d} KiB)")
+            clients.run(kind, 4, args.rss_warmup)
+            series = [rss_kib(pid)]
+            for _ in range(checkpoints):
+                clients.run(kind, 4, step)
+                series.append(rss_kib(pid))
+            print(f"  {kind:8} " + " -> ".join(f"{v:6d}" for v in series)
+                  + f"   (since warm-up {series[-1] - series[0]:+d} KiB, last step {series[-1] - series[-2]:+d} KiB)")
     finally:
+        if clients is not None:
+            clients.close()
         for gw in gateways.values():
             gw.close()
     return 0
-
 
 
 if __name__ == "__main__":

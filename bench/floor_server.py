@@ -2,7 +2,8 @@
 
 It answers the same call script as ``kong_plugins/demo/hello.py`` straight from its socket loop:
 HandleEvent returns the first PDK call, each Step the next one, then ``"ret"``. One thread, one
-epoll loop, msgpack in and out -- what any Python plugin server must at least spend per round trip.
+epoll loop, one reused receive buffer per connection, msgpack in and out -- what any Python plugin
+server must at least spend per round trip.
 A runtime's overhead in ``bench_runtime.py`` is its time minus this server's.
 
 Run: ``python bench/floor_server.py SOCKET_PATH`` (``--dump`` prints the same info as hello.py).
@@ -80,16 +81,20 @@ def serve(path: str) -> None:
             if key.data is None:
                 conn, _ = listener.accept()
                 conn.setblocking(True)
-                selector.register(conn, selectors.EVENT_READ, msgpack.Unpacker(raw=False, strict_map_key=False))
+                buffer = bytearray(65536)
+                selector.register(conn, selectors.EVENT_READ,
+                                  (msgpack.Unpacker(raw=False, strict_map_key=False), buffer, memoryview(buffer)))
                 continue
             conn = key.fileobj  # type: ignore[assignment]
-            chunk = conn.recv(262144)
-            if not chunk:
+            unpacker, buffer, view = key.data
+            # recv_into a reused buffer: recv(n) with n above glibc's mmap threshold costs an mmap,
+            # mremap and munmap per message -- not part of any floor.
+            received = conn.recv_into(buffer)
+            if not received:
                 selector.unregister(conn)
                 conn.close()
                 continue
-            unpacker = key.data
-            unpacker.feed(chunk)
+            unpacker.feed(view[:received])
             for _, msgid, method, args in unpacker:
                 conn.sendall(packb([1, msgid, None, answer(method, args)]))
 

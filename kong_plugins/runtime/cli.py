@@ -13,11 +13,19 @@ from gevent import monkey
 
 monkey.patch_all()
 
+import sys  # noqa: E402
+
+# trio's event loop needs ``select.epoll``, which gevent's patching removes, so importing trio
+# raises AttributeError -- and httpcore (under httpx) imports trio whenever it is installed, only
+# catching ImportError. Marking trio absent makes httpx work in plugins; trio could not run on
+# top of gevent anyway.
+if "trio" not in sys.modules:
+    sys.modules["trio"] = None  # type: ignore[assignment]
+
 import argparse  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
-import sys  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 
 from kong_plugins import SUITE_PLUGINS, __version__  # noqa: E402

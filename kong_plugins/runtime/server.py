@@ -7,11 +7,12 @@ connections. An event is a phase of one request: ``plugin.HandleEvent`` starts i
 either ``"ret"`` (done) or a PDK call ``{Method, Args}``; Kong runs the call and sends the result
 back with ``plugin.Step*`` (``plugin.StepError`` when the Lua function returned ``nil, err``).
 
-How events run. Each event is a greenlet (:class:`EventGreenlet`). The connection greenlet that
-received HandleEvent (or a Step) *lends* itself to the event: it switches into the event greenlet
-and gets control back when the handler makes its next PDK call, returns, or raises. That switch is
-the whole hand-off, so a PDK round trip costs us one greenlet switch each way -- no queues, locks or
-thread wake-ups (the stock kong-pdk server hands every call across a Queue between two threads).
+How events run. Each event (:class:`Event`) runs on a worker greenlet (:class:`EventWorker`, taken
+from a pool: a new greenlet costs more than a whole round trip). The connection greenlet that
+received HandleEvent (or a Step) *lends* itself to the event: it switches into the worker and gets
+control back when the handler makes its next PDK call, returns, or raises. That switch is the whole
+hand-off, so a PDK round trip costs us one greenlet switch each way -- no queues, locks or thread
+wake-ups (the stock kong-pdk server hands every call across a Queue between two threads).
 Lending is safe because Kong sends nothing else on a connection until it has the answer. When a
 handler blocks on I/O (Redis, HTTP, ``time.sleep`` -- all cooperative under monkey patching), it
 switches to the gevent hub and every other event keeps running; the lender simply waits with it.
@@ -61,6 +62,9 @@ _RUNNING = 0
 _AWAITING_STEP = 1
 
 _FAIL_CLOSED_STATUS = 500
+
+#: Bytes read from a connection at once; Kong's requests are far smaller, big bodies take several reads.
+_RECV_BUFFER_BYTES = 65536
 
 
 class RPCError(Exception):
@@ -134,11 +138,13 @@ class EventWorker(greenlet):  # type: ignore[misc]
         server = self.server
         while True:
             self.event = event
-            output = server.run_handler(event)
+            answer = (_DONE, server.run_handler(event))
+            # An idle worker must not keep its last event (and the request data it holds) alive.
             self.event = None
+            del event
             if not server.recycle(self):
-                return (_DONE, output)
-            event = self.parent.switch((_DONE, output))
+                return answer
+            event = self.parent.switch(answer)
 
     def pdk_call(self, method: str, args: list[Any]) -> Any:
         event = self.event
@@ -417,21 +423,25 @@ class PluginServer:
             if now - e.since > (self.step_timeout if e.state == _AWAITING_STEP else self.handler_timeout)
         ]
         for event in expired:
-            if event.state == _AWAITING_STEP:
-                # Its lender connection moved on long ago: the unwound greenlet returns to the hub.
+            worker = event.worker
+            if worker is None:
                 self._end(event)
-                event.parent = _hub_greenlet()
-                hub_callback(event.throw, EventAbandoned())
+                continue
+            if event.state == _AWAITING_STEP:
+                # Its lender connection moved on long ago: the unwound worker returns to the hub.
+                self._end(event)
+                worker.parent = _hub_greenlet()
+                hub_callback(worker.throw, EventAbandoned())
             else:
                 # Still lent by a connection that waits for the answer: the handler's failure
                 # behaviour is sent on that connection when the timeout unwinds it.
                 event.since = now
-                hub_callback(event.throw, HandlerTimeout(f"no progress for {self.handler_timeout:g}s"))
+                hub_callback(worker.throw, HandlerTimeout(f"no progress for {self.handler_timeout:g}s"))
         return len(expired)
 
     # -- failures -----------------------------------------------------------------------------
 
-    def log_event_failure(self, event: EventGreenlet, what: str, exc: BaseException | None) -> None:
+    def log_event_failure(self, event: Event, what: str, exc: BaseException | None) -> None:
         instance = event.instance
         action = (
             "request refused (failure_mode=closed)"
@@ -448,7 +458,7 @@ class PluginServer:
             "".join(traceback.format_exception(exc)).rstrip(),
         )
 
-    def failure_answer(self, event: EventGreenlet) -> tuple[str, list[Any]] | None:
+    def failure_answer(self, event: Event) -> tuple[str, list[Any]] | None:
         """What Kong is told after a handler failed: nothing (continue) or a JSON 500 exit.
 
         A plugin that marks its decisions (``kong_plugins.marks``) and fails open gets a
@@ -518,17 +528,21 @@ def serve_unix_socket(
         # once, instead of gevent's generic recv (a failing recv, an exception and a fresh wait
         # per message) -- this is most of what separates us from the bare floor server.
         raw = sock._sock
-        recv, send = raw.recv, raw.send
+        recv_into, send = raw.recv_into, raw.send
+        # One receive buffer per connection: recv(n) would allocate n bytes per message, and
+        # above glibc's mmap threshold (128 KiB) that is an mmap, mremap and munmap per round trip.
+        buffer = bytearray(_RECV_BUFFER_BYTES)
+        view = memoryview(buffer)
         hub = gevent.get_hub()
         readable = hub.loop.io(raw.fileno(), 1)
         first = True
         try:
             while True:
                 hub.wait(readable)
-                chunk = recv(262144)
-                if not chunk:
+                received = recv_into(buffer)
+                if not received:
                     return
-                unpacker.feed(chunk)
+                unpacker.feed(view[:received])
                 for message in unpacker:
                     reply = packer.pack(server.dispatch(message))
                     if first:
@@ -581,4 +595,4 @@ def serve_unix_socket(
             os.unlink(socket_path)
 
 
-__all__ = ["EventGreenlet", "Instance", "PluginServer", "RPCError", "serve_unix_socket"]
+__all__ = ["Event", "EventWorker", "Instance", "PluginServer", "RPCError", "serve_unix_socket"]
