@@ -227,7 +227,8 @@ _ROLES = {
     "system": "system", "developer": "system", "user": "user", "human": "user", "assistant": "assistant",
     "model": "assistant", "ai": "assistant", "tool": "tool", "function": "tool", "ipython": "tool",
 }
-_ANTHROPIC_BLOCKS = frozenset({"tool_use", "tool_result", "document", "thinking", "redacted_thinking"})
+_ANTHROPIC_BLOCKS = frozenset({"tool_use", "tool_result", "document", "search_result", "thinking",
+                               "redacted_thinking"})
 
 
 def detect_format(body: Any, path_hint: str = "") -> str:
@@ -285,6 +286,9 @@ def _content_texts(content: Any, where: str, role: str) -> Iterator[Segment]:
                     yield Segment("document", source["data"], f"{here}.source.data")
                 elif isinstance(source, dict) and source.get("type") == "content":
                     yield from _content_texts(source.get("content"), f"{here}.source.content", "document")
+            elif kind == "search_result":
+                # Retrieved content the caller hands the model (RAG): a document, like document blocks.
+                yield from _content_texts(block.get("content"), f"{here}.content", "document")
             elif kind == "tool_use" and isinstance(block.get("input"), dict):
                 yield from _string_leaves(block["input"], f"{here}.input", "assistant", 256)
             elif isinstance(block.get("output"), str):

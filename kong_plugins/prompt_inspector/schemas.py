@@ -74,6 +74,21 @@ BUILTIN_SCHEMAS: dict[str, dict[str, Any]] = {
             "max_tokens": _TOKENS,
         },
     },
+    # Generic bodies are also where custom formats land (text_paths), so nothing is required: the
+    # schema only pins the types of the fields texts and token limits are read from.
+    "generic": {
+        "type": ["object", "array", "string"],
+        "properties": {
+            "model": {"type": "string"},
+            "prompt": {"type": ["string", "array", "object"]},
+            "input": {"type": ["string", "array", "object"]},
+            "inputs": {"type": ["string", "array", "object"]},
+            "documents": {"type": ["string", "array", "object"]},
+            "parameters": {"type": "object", "properties": {"max_new_tokens": _TOKENS, "max_tokens": _TOKENS}},
+            "max_new_tokens": _TOKENS, "max_tokens": _TOKENS,
+        },
+    },
+    "torchserve": {"type": "object", "required": ["data"]},
     "tf_serving": {
         "type": "object",
         "anyOf": [{"required": ["instances"]}, {"required": ["inputs"]}],

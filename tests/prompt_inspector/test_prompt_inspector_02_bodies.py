@@ -61,6 +61,17 @@ def test_anthropic_messages_system_tool_results_and_documents() -> None:
     assert texts == [("system", "sys"), ("tool", "result"), ("document", "doc body"), ("user", "question")]
 
 
+def test_anthropic_search_results_are_documents() -> None:
+    body = {"model": "claude", "max_tokens": 10, "messages": [{"role": "user", "content": [
+        {"type": "search_result", "source": "https://kb.example/1", "title": "KB",
+         "content": [{"type": "text", "text": "retrieved passage"}]},
+        {"type": "text", "text": "what does the KB say?"},
+    ]}]}
+    fmt, texts = _roles(body)
+    assert fmt == "anthropic_messages"
+    assert texts == [("document", "retrieved passage"), ("user", "what does the KB say?")]
+
+
 def test_openai_responses_and_completions() -> None:
     fmt, texts = _roles({"model": "m", "instructions": "sys", "input": [
         {"role": "user", "content": [{"type": "input_text", "text": "q"}]},

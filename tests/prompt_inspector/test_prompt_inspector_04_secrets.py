@@ -34,3 +34,37 @@ def test_digit_runs_that_fail_luhn_are_not_cards() -> None:
 
 def test_only_requested_kinds_are_reported() -> None:
     assert find_secrets(["jane@example.com AKIAIOSFODNN7EXAMPLE"], kinds=["email"]) == ["email"]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda n: "4111 " * (n // 5),  # digit groups that never complete a card number's shape
+        lambda n: "1" * n,  # one endless digit run
+        lambda n: "a." * (n // 2),  # email local part without an @
+        lambda n: "a@b" * (n // 3),  # many @ signs, no domain suffix
+        lambda n: "aws secret " * (n // 11),  # the AWS secret key prefix over and over
+        lambda n: "AKIA" * (n // 4),  # key prefixes without the 16 characters behind them
+        lambda n: "-----BEGIN " * (n // 11),
+        lambda n: "sk-" * (n // 3),
+    ],
+    ids=["card-groups", "digit-run", "email-dots", "email-ats", "aws-secret", "akia", "pem", "sk"],
+)
+def test_secret_patterns_stay_linear_on_input_built_against_them(build: object) -> None:
+    import time
+
+    assert callable(build)
+
+    def cost(n: int) -> float:
+        text = build(n)
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            find_secrets([text])
+            best = min(best, time.perf_counter() - start)
+        return best
+
+    small, large = cost(20_000), cost(160_000)
+    # 8x the input; quadratic matching would take ~64x. Generous for a shared machine.
+    assert large < 30 * max(small, 2e-3)
