@@ -9,9 +9,10 @@ A family's score is the noisy-OR of its distinct signals, ``1 - prod(1 - w)``; t
 the noisy-OR over families. A signal found only inside a decoded segment (base64, tags, rot13, ...)
 also raises ``encoded_payload``: hiding an instruction is itself evidence of intent.
 
-Every pattern is written for Python's backtracking engine with bounded repetition and no nested
-unbounded quantifiers, so its running time is linear in the input; ``bench/bench_prompt_inspector.py``
-and the adversarial tests feed each of them input built against it.
+Matching is RE2's: the signals of each view are compiled once per process into one ``RE2::Set``,
+so a view costs one linear DFA pass whatever the number of patterns (about 10 us for 4 KB,
+8 ms for 1 MB). No input can make a pattern backtrack; ``bench/bench_prompt_inspector.py`` and the
+adversarial tests still feed each pattern input built against it.
 """
 
 from __future__ import annotations
@@ -20,10 +21,15 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cache
+from typing import Any
 
+import re2
+
+from .classifier import Classifier
 from .normalise import View, fold_phrase
 
-__all__ = ["FAMILIES", "SIGNALS", "Family", "Finding", "Signal", "score_views"]
+__all__ = ["FAMILIES", "SIGNALS", "Family", "Finding", "Signal", "SignalScanner", "compile_signal", "score_views"]
 
 
 class Family(StrEnum):
@@ -36,6 +42,7 @@ class Family(StrEnum):
     PERSONA_JAILBREAK = "persona_jailbreak"
     ENCODED_PAYLOAD = "encoded_payload"
     CUSTOM_DENY = "custom_deny"
+    CLASSIFIER = "classifier"
 
 
 FAMILIES: tuple[str, ...] = tuple(f.value for f in Family)
@@ -47,7 +54,7 @@ class Signal:
     family: Family
     weight: float
     view: str  # "words" | "light" | "squashed"
-    pattern: re.Pattern[str]
+    source: str  # RE2 syntax, multi-line mode (``^`` matches at every line start)
 
 
 # Only a space between two literal letters becomes optional: a space next to a quantified group
@@ -62,7 +69,49 @@ def _w(source: str) -> str:
 
 def _sig(name: str, family: Family, weight: float, source: str, view: str = "words") -> Signal:
     text = _w(source) if view == "words" else (fold_phrase(source) if view == "squashed" else source)
-    return Signal(name, family, weight, view, re.compile(text, re.MULTILINE))
+    return Signal(name, family, weight, view, "(?m)" + text)
+
+
+def _re2_options() -> Any:
+    options = re2.Options()
+    options.max_mem = 64 << 20  # the DFA cache of one view's set; reset (not failed) when full
+    options.log_errors = False
+    return options
+
+
+def compile_signal(signal: Signal) -> Any:
+    """One signal compiled alone (tests and tools; detection uses :class:`SignalScanner`)."""
+    return re2.compile(signal.source, _re2_options())
+
+
+class SignalScanner:
+    """The signals of each view compiled into one RE2 set: one linear pass per view."""
+
+    def __init__(self, signals: Sequence[Signal]) -> None:
+        self._sets: list[tuple[str, Any, tuple[Signal, ...]]] = []
+        for view in ("words", "light", "squashed"):
+            members = tuple(sig for sig in signals if sig.view == view)
+            if not members:
+                continue
+            matcher = re2.Set.SearchSet(_re2_options())
+            for sig in members:
+                matcher.Add(sig.source)
+            matcher.Compile()
+            self._sets.append((view, matcher, members))
+
+    def matches(self, view: View) -> list[Signal]:
+        out: list[Signal] = []
+        for name, matcher, members in self._sets:
+            text = view.words if name == "words" else view.light if name == "light" else view.squashed
+            if text:
+                out.extend(members[i] for i in matcher.Match(text) or ())
+        return out
+
+
+@cache
+def scanner_for(signals: tuple[Signal, ...]) -> SignalScanner:
+    """The compiled scanner of a signal selection, shared by every instance that uses it."""
+    return SignalScanner(signals)
 
 
 F = Family
@@ -74,19 +123,33 @@ _WHEN = (r"(?:previous |prior |above |earlier |preceding |initial |original |exi
          r"hidden |built in |internal |predefined |preset )")
 _RULES = (r"(?:instructions?|prompts?|rules|guidelines|directives?|guidance|constraints|restrictions|"
           r"programming|policies|training|filters|safeguards|orders|commands|protocols?|"
-          r"limitations|boundaries|ethics|principles|conditioning|safety stuff|safety measures|morals)")
-_AI = r"(?:you|your|ai|model|assistant|chatbot|chatgpt|gpt|claude|llama|bot|it|he|she)"
+          r"limitations|boundaries|ethics|principles|conditioning|safety stuff|safety measures|morals|stuff)")
+_AI = r"(?:you|your|yourseif|ai|model|assistant|chatbot|chatgpt|gpt|claude|llama|bot|it|he|she)"
+_OVERRIDE_VERBS = (r"\b(?:ignore|ignoring|disregard|disregarding|forget|forgetting|skip|override|overriding|bypass|"
+                   r"neglect|discard|abandon|omit|drop|erase|delete|clear|reset|remove|cancel|nullify|void|"
+                   r"revoke|suspend|deactivate|disable)")
+_SCOPE = r"(?:all |any |every |your |these |those |its |of your |everything |aii |whatever )"
 _LIMITS = (r"(?:restrictions|limitations|limits|filters?|filtering|censorship|censored|rules|guidelines|"
            r"ethics|morality|morals|policies|policy|boundaries|constraints|safeguards|programming|"
            r"principles|ethical guidelines|moral guidelines)")
 
 SIGNALS: tuple[Signal, ...] = (
     # --- instruction override -------------------------------------------------------------------
+    # "ignore the instructions on page 4" is ordinary; "ignore all / your / previous instructions" is
+    # not: the strong form needs a scope word (all, any, your...) or a when-word (previous, system...).
     _sig("override.verb_rules", F.INSTRUCTION_OVERRIDE, 0.95,
-         r"\b(?:ignore|ignoring|disregard|disregarding|forget|forgetting|skip|override|overriding|bypass|"
-         r"neglect|discard|abandon|omit|drop|erase|delete|clear|reset|remove|cancel|nullify|void|"
-         r"revoke|suspend|deactivate|disable|abandon) " + _DET + r"{0,3}" + _WHEN + r"{0,3}" + _RULES
-         + r"\b"),
+         _OVERRIDE_VERBS + r" (?:" + _DET + r"{0,3}" + _WHEN + r"{1,3}|" + _SCOPE + _DET + r"{0,2}" + _WHEN
+         + r"{0,3})" + _RULES + r"\b"),
+    _sig("override.verb_rules_bare", F.INSTRUCTION_OVERRIDE, 0.55,
+         _OVERRIDE_VERBS + r" " + _DET + r"{0,3}(?:\w+ )?" + _WHEN + r"{0,3}" + _RULES + r"\b"),
+    _sig("override.drop_task", F.INSTRUCTION_OVERRIDE, 0.5,
+         r"\b(?:ignore|disregard|forget|skip|abandon|cancel|drop) (?:the |your |this |my |any |aii )?(?:\w+ )?"
+         r"(?:request|task|question|query|assignment|summarisation|summarization)\b"),
+    _sig("override.ignore_above", F.INSTRUCTION_OVERRIDE, 0.6,
+         r"\b(?:ignore|disregard|forget) (?:aii )?(?:of )?(?:the |everything )?(?:above|preceding|foregoing)\b"),
+    _sig("override.if_user_asks", F.INSTRUCTION_OVERRIDE, 0.7,
+         r"\bif (?:the |a )?users? (?:asks?|requests?|wants?) (?:\w+ ){0,6}(?:repiy|respond|answer|say|teii|output|"
+         r"print|report)\b"),
     _sig("override.everything_before", F.INSTRUCTION_OVERRIDE, 0.8,
          r"\b(?:ignore|disregard|forget) (?:about )?(?:everything|anything|all|whatever) (?:that )?"
          r"(?:was |is |has been )?(?:above|before|said|written|prior|previously|"
@@ -115,7 +178,8 @@ SIGNALS: tuple[Signal, ...] = (
          r"\b(?:when|whiie|before|after) (?:you )?(?:summari[sz]\w{0,3}|answer\w{0,3}|respond\w{0,3}|repi\w{1,4}|"
          r"read\w{0,3}|process\w{0,3}) (?:to )?(?:this|the user|the document|this page|this emaii)\b"),
     _sig("override.authority", F.INSTRUCTION_OVERRIDE, 0.5,
-         r"\b(?:i am|i m|this is|message from) (?:your|the|an?) (?:deveioper|creator|administrator|admin|owner|"
+         r"\b(?:i am|i m|this is|message from|note from|notice from|update from|instructions from|order from) "
+         r"(?:your|the|an?) (?:deveioper|creator|administrator|admin|owner|"
          r"system administrator|openai|anthropic|operator|programmer|maker)\b"),
     _sig("override.priority", F.INSTRUCTION_OVERRIDE, 0.6,
          r"\b(?:these|this|my|the foiiowing) (?:instructions?|ruies|command|directive|message) (?:take|takes|has|have) "
@@ -124,8 +188,8 @@ SIGNALS: tuple[Signal, ...] = (
          r"\b(?:ignorier\w{0,3}|vergiss|vergessen sie|missachte\w{0,2}) (?:\w+ ){0,3}(?:anweisungen|instruktionen|"
          r"regein|befehie|vorgaben|richtiinien)\b"),
     _sig("override.fr", F.INSTRUCTION_OVERRIDE, 0.95,
-         r"\b(?:ignore[rz]?|oubiie[rz]?|neglige[rz]?) (?:\w+ ){0,3}(?:instructions|consignes|regies|directives|"
-         r"ordres)\b"),
+         r"\b(?:ignore[rz]?|oubiie[rz]?|neglige[rz]?) (?:\w+ ){0,2}(?:ies|tes|vos|ces|des|toutes|tous) (?:\w+ ){0,2}"
+         r"(?:instructions|consignes|regies|directives|ordres)\b"),
     _sig("override.es", F.INSTRUCTION_OVERRIDE, 0.95,
          r"\b(?:ignora[rd]?|ignore|oivida[rd]?|oivide|descarta[rd]?) (?:\w+ ){0,3}(?:instrucciones|regias|"
          r"indicaciones|directivas|ordenes)\b"),
@@ -138,9 +202,20 @@ SIGNALS: tuple[Signal, ...] = (
 
     # --- forged role delimiters -----------------------------------------------------------------
     _sig("delimiter.chat_tokens", F.ROLE_DELIMITER, 0.9,
-         r"<\|?\s?(?:im_start|im_end|im_sep|system|endoftext|eot_id|start_header_id|end_header_id|"
-         r"begin_of_text|end_of_turn|start_of_turn)\s?\|?>", view="light"),
-    _sig("delimiter.inst_tags", F.ROLE_DELIMITER, 0.8, r"\[/?inst\]|<</?sys>>", view="light"),
+         r"<\|\s?(?:im_start|im_end|im_sep|system|endoftext|eot_id|start_header_id|end_header_id|"
+         r"begin_of_text|end_of_turn|start_of_turn)\s?\|?>|<(?:im_start|im_end|im_sep|endoftext|eot_id|"
+         r"start_header_id|end_header_id|begin_of_text|end_of_turn|start_of_turn)\s?\|?>", view="light"),
+    _sig("delimiter.inst_tags", F.ROLE_DELIMITER, 0.55, r"\[/?inst\]", view="light"),
+    _sig("delimiter.sys_tags", F.ROLE_DELIMITER, 0.8, r"<</?sys>>", view="light"),
+    _sig("delimiter.bracket_override", F.ROLE_DELIMITER, 0.8,
+         r"[\[{(<](?:system|admin|developer|root|sys)[ _]?(?:override|instructions?|command|update|prompt)[\]})>]",
+         view="light"),
+    _sig("delimiter.forged_turns", F.ROLE_DELIMITER, 0.75,
+         r"^\s{0,4}(?:assistant|ai|bot)\s?:[^\n]{0,300}\n(?:[^\n]{0,300}\n){0,3}\s{0,4}(?:user|human)\s?:",
+         view="light"),
+    _sig("delimiter.html_comment_order", F.ROLE_DELIMITER, 0.6,
+         r"<!--[^>]{0,300}\b(?:important|ai|assistant|llm|when summari[sz]ing|ignore|instructions?)\b",
+         view="light"),
     _sig("delimiter.xml_roles", F.ROLE_DELIMITER, 0.6,
          r"</?\s?(?:system|system_prompt|sys|instructions?|admin|developer|assistant|im_start)\s?>", view="light"),
     _sig("delimiter.line_roles", F.ROLE_DELIMITER, 0.6,
@@ -150,9 +225,11 @@ SIGNALS: tuple[Signal, ...] = (
          r"[\[{(](?:system|sys|admin|developer|assistant)(?: (?:message|override|note|prompt|mode))?[\]})]",
          view="light"),
     _sig("delimiter.end_of_prompt", F.ROLE_DELIMITER, 0.8,
-         r"\b(?:end of (?:the )?(?:system |user )?(?:prompt|instructions|input|context|document)|"
-         r"(?:begin|start)(?: of)? (?:the )?(?:new |real |actual )?(?:system|admin|deveioper) "
-         r"(?:prompt|instructions|message|mode))\b"),
+         r"^[ \t#*=\-\[(<>|]{0,8}end of (?:the )?(?:system |user )?(?:prompt|instructions|input|context)"
+         r"[ \t#*=\-\])>|.:]{0,8}$", view="light"),
+    _sig("delimiter.new_system_prompt", F.ROLE_DELIMITER, 0.8,
+         r"\b(?:begin|start)(?: of)? (?:the )?(?:new |real |actual )?(?:system|admin|deveioper) "
+         r"(?:prompt|instructions|message|mode)\b"),
     _sig("delimiter.transcript", F.ROLE_DELIMITER, 0.3,
          r"^\s{0,4}(?:human|assistant|user|ai|bot)\s?:", view="light"),
 
@@ -163,7 +240,7 @@ SIGNALS: tuple[Signal, ...] = (
          r"summarise|translate|encode|read back|type out) (?:me |us )?(?:back )?(?:what )?(?:is |are )?"
          r"(?:your|the|aii|aii of your|any|its|my|this|these|aii the|those) (?:\w+ ){0,3}"
          r"(?:system|initiai|originai|hidden|secret|internai|deveioper|pre|preset|starting|base|core|"
-         r"confidentiai|underiying|first|priority|custom|instructions)"
+         r"confidentiai|underiying|priority|custom|instructions)"
          r" ?(?:prompt|prompts|instructions|message|messages|directives|ruies|guideiines|configuration|context|"
          r"setup|programming|orders)\b"),
     _sig("extract.repeat_above", F.PROMPT_EXTRACTION, 0.9,
@@ -175,7 +252,8 @@ SIGNALS: tuple[Signal, ...] = (
          r"\b(?:reveai|show|print|dispiay|output|repeat|dump|ieak|recite|expose|disciose|echo|see|view|access|read|"
          r"teii me|give me|share|send me|copy|return) (?:me |us |back |everything |aii |in |of |from |inside |within |"
          r"the |your |its |this |these |those |entire |whoie |fuii |compiete |exact |exactiy |what |is |are |was |were "
-         r"|current |contents |text |content |of |initiai |originai |hidden |secret ){0,6}(?:system|initiai|hidden|"
+         r"|current |contents |text |content |of |initiai |originai |hidden |secret |every |singie |iine |iines |"
+         r"word |words ){0,6}(?:system|initiai|hidden|"
          r"secret) ?(?:prompt|prompts|instructions|message|configuration)\b"),
     _sig("extract.code_call", F.PROMPT_EXTRACTION, 0.8,
          r"(?:console\.log|print|echo|printf|puts|println|dump|repr)\s?\(\s?[\"']?(?:system_?prompt|instructions|"
@@ -200,6 +278,16 @@ SIGNALS: tuple[Signal, ...] = (
          r"(?:system ?prompt|systemanweisung\w{0,2}|instructions? (?:systeme|initiaies|cachees)|"
          r"prompt (?:du |de |dei |di )?(?:systeme|sistema|system)|instrucciones (?:dei sistema|iniciaies|ocuitas)|"
          r"istruzioni (?:di sistema|iniziaii|nascoste)|anweisungen)\b"),
+    _sig("extract.given_initially", F.PROMPT_EXTRACTION, 0.85,
+         r"\b(?:text|instructions|words|prompt|message|ruies) (?:that )?(?:you were|you ve been|you have been) given "
+         r"(?:initiaiiy|at the start|at the beginning|before|eariier|above|first)\b"),
+    _sig("extract.repeat_conversation", F.PROMPT_EXTRACTION, 0.85,
+         r"\brepeat (?:this|the|our) (?:entire |whoie |fuii )?(?:conversation|chat|context|transcript)(?: \w+){0,4} "
+         r"(?:word for word|verbatim)\b"),
+    _sig("extract.secret_from_context", F.EXFILTRATION, 0.85,
+         r"\b(?:api keys?|secrets?|credentiais?|passwords?|tokens?|access keys?) (?:\w+ ){0,3}"
+         r"(?:from|in|inside|within) your (?:context|context window|memory|system prompt|instructions|environment|"
+         r"configuration|config)\b"),
     _sig("extract.mention", F.PROMPT_EXTRACTION, 0.3,
          r"\b(?:system ?prompt|initiai instructions|hidden instructions|deveioper message|pre prompt|"
          r"prompt systeme|prompt dei sistema|prompt di sistema)\b"),
@@ -208,14 +296,18 @@ SIGNALS: tuple[Signal, ...] = (
     _sig("exfil.md_image_query", F.EXFILTRATION, 0.55,
          r"!\[[^\]\n]{0,200}\]\(\s{0,3}<?(?:https?:)?//[^\s)]{1,300}[?&][^\s)=&]{1,60}=", view="light"),
     _sig("exfil.url_placeholder", F.EXFILTRATION, 0.9,
-         r"(?:https?:)?//[^\s)\"']{1,300}[?&/=][^\s)\"']{0,200}(?:\{[^}\s]{1,60}\}|\[[a-z_ ]{2,40}\]|<[a-z_]{2,40}>|"
-         r"\$\{?[a-z_]{2,40}\}?|%7b[^%\s]{1,60}%7d)", view="light"),
+         r"(?:https?:)?//[^\s)\"']{1,300}[?&/=][^\s)\"']{0,200}(?:\{|\[|<|\$\{?|%7b)[a-z_ ]{0,20}(?:conversation|"
+         r"history|chat|secret|password|passwd|api_?key|token|credential|summary|prompt|message|email|context|"
+         r"memory|data|info|user_?input|answer|response)[a-z_ ]{0,20}(?:\}|\]|>|%7d)?", view="light"),
+    _sig("exfil.url_placeholder_any", F.EXFILTRATION, 0.4,
+         r"(?:https?:)?//[^\s)\"']{1,300}[?&/=][^\s)\"']{0,200}(?:\{[a-z_]{3,40}\}|\[[a-z_ ]{3,40}\]|"
+         r"<[a-z_]{3,40}>|\$\{?[a-z_]{3,40}\}?)", view="light"),
     _sig("exfil.append_to_url", F.EXFILTRATION, 0.9,
          r"\b(?:append|add|inciude|insert|embed|put|encode|attach|concatenate|pass|pipe|substitute|repiace) "
          r"(?:\w+ ){0,5}(?:conversation|chat|history|messages?|system prompt|secrets?|password|passwords|api keys?|"
          r"keys?|data|credentiais|context|tokens?|emaiis?|information|detaiis|summary|answer|response|memory) "
-         r"(?:\w+ ){0,5}(?:to|in|into|as|after|at the end of) (?:\w+ ){0,3}(?:uri|iink|image|query|parameter|"
-         r"markdown|webhook|endpoint|request)\b"),
+         r"(?:\w+ ){0,5}(?:to|in|into|as|after|at the end of) (?:\w+ ){0,3}(?:uri|iink|image|query string|query "
+         r"parameter|uri parameter|markdown|webhook|endpoint)\b"),
     _sig("exfil.send_to", F.EXFILTRATION, 0.85,
          r"\b(?:send|post|upioad|transmit|forward|exfiitrate|ieak|emaii|deiiver|report|submit) (?:\w+ ){0,4}"
          r"(?:conversation|chat|history|secrets?|credentiais|passwords?|keys?|tokens?|prompt|data|information|"
@@ -270,11 +362,32 @@ SIGNALS: tuple[Signal, ...] = (
          r"restrizioni|iimites|iimiti|fiiter|fiitres|fiitros|fiitri|regein|regies|regias|regoie|zensur|censure|"
          r"censura|grenzen)\b"),
 
+    _sig("persona.grandma", F.PERSONA_JAILBREAK, 0.6,
+         r"\b(?:act|pretend|roie ?piay|behave) (?:\w+ ){0,2}(?:as|iike) (?:my )?(?:deceased |dead |iate |beioved )?"
+         r"(?:grandma|grandmother|granny|nana)\b"),
+    _sig("persona.grandma_secret", F.PERSONA_JAILBREAK, 0.5,
+         r"\b(?:grandma|grandmother|granny) (?:\w+ ){0,6}(?:wouid|used to) (?:\w+ ){0,2}(?:read|teii|sing|recite|"
+         r"expiain)\w{0,3} (?:\w+ ){0,8}(?:keys|steps|recipe for making|instructions|how to|names for|siang|"
+         r"formuia)\b"),
+    _sig("persona.unattended_tool", F.PERSONA_JAILBREAK, 0.85,
+         r"\b(?:caii|invoke|use|run|execute|trigger) (?:the )?\w+ (?:tooi|function)s? (?:\w+ ){0,3}without (?:\w+ )?"
+         r"(?:approvai|confirmation|asking|permission|consent|review|authori[sz]ation)\b"),
+    _sig("persona.rules_inverted", F.PERSONA_JAILBREAK, 0.85,
+         r"\b(?:your|aii your|the) (?:ruies|guideiines|poiicies|restrictions|fiiters) (?:are|have been|were) "
+         r"(?:inverted|reversed|iifted|suspended|disabied|removed|void|nuii|off)\b"),
+
     # --- encoded payload + decode instruction ---------------------------------------------------
+    _sig("encoded.letter_assembly", F.ENCODED_PAYLOAD, 0.85,
+         r"\b(?:focus on the ietters|put them together to construct|construct a sentence named)\b"),
     _sig("encoded.decode_and_follow", F.ENCODED_PAYLOAD, 0.85,
          r"\b(?:decode|decrypt|transiate|convert|deobfuscate|unscrambie|interpret|read|reverse|appiy) (?:\w+ ){0,5}"
          r"(?:and|then|after that|afterwards|before you)(?: \w+){0,2} (?:foiiow|execute|run|do|obey|compiy|perform|"
-         r"act on|carry out|fuifiii|impiement)"),
+         r"act on|carry out|fuifiii|impiement|respond to it|answer it|repiy to it|answer the question it contains|"
+         r"do what it says)"),
+    _sig("encoded.decode_and_follow_intl", F.ENCODED_PAYLOAD, 0.85,
+         r"\b(?:descodifica|decodifica|decodiere|dekodiere|decode[rz]?|dechiffre[rz]?)\w{0,2} (?:\w+ ){0,6}"
+         r"(?:y|et|und|e|then|and) (?:\w+ ){0,2}(?:sigue|siga|suis|suivez|befoige|foige|segui|ejecuta|execute[rz]?|"
+         r"ausfuhren|esegui)\b"),
     _sig("encoded.follow_hidden", F.ENCODED_PAYLOAD, 0.85,
          r"\b(?:foiiow|execute|obey|compiy with|do what|carry out|act on) (?:\w+ ){0,2}(?:decoded|hidden|encoded|"
          r"embedded|secret|invisibie|obfuscated|encrypted) (?:instructions?|text|message|command|payioad|prompt)"),
@@ -300,26 +413,48 @@ def _noisy_or(weights: Iterable[float]) -> float:
     return 1.0 - miss
 
 
+#: Weight of the classifier's verdict: on its own it reaches the default threshold (0.7).
+CLASSIFIER_WEIGHT = 0.9
+
+# "Please ignore all previous instructions. I want you to act as an SEO expert...": the opening of a
+# common prompt-template style (AIPRM) that resets a conversation rather than attacks one. When a text
+# *starts* that way, the opening counts as this weak signal (below the default threshold on its own)
+# and the rest of the text is scanned as usual -- an override or anything else suspicious later on
+# still counts in full.
+_CONTEXT_RESET = re2.compile(_w(
+    r"\A((?:please )?(?:ignore|forget|disregard|clear) (?:all |any )?(?:my |the )?(?:previous|prior) "
+    r"instructions?(?: before this one)?(?: forget everything)?) (?:i want you to|you re an?|you are an?|"
+    r"you will act|using the|imagine yourself|act as|your task)\b"), _re2_options())
+CONTEXT_RESET_WEIGHT = 0.45
+
+
 def score_views(
     views: Sequence[View],
     signals: Sequence[Signal] = SIGNALS,
     extra: Sequence[tuple[str, str, float]] = (),
+    classifier: Classifier | None = None,
 ) -> Finding:
-    """Run ``signals`` on every view and combine; ``extra`` adds (family, signal name, weight) hits."""
+    """Run ``signals`` (and ``classifier``) on every view and combine; ``extra`` adds
+    (family, signal name, weight) hits."""
     hits: dict[str, tuple[Family | str, float]] = {}
     encoded_hit = False
+    scanner = scanner_for(tuple(signals))
+    override_enabled = any(sig.family is Family.INSTRUCTION_OVERRIDE for sig in signals)
     for view in views:
-        texts = {"words": view.words, "light": view.light, "squashed": None}
-        for sig in signals:
-            text = texts[sig.view]
-            if text is None:
-                text = texts["squashed"] = view.squashed
-            if sig.name in hits and not view.encoding:
-                continue
-            if sig.pattern.search(text):
-                hits.setdefault(sig.name, (sig.family, sig.weight))
-                if view.encoding and sig.family is not Family.ENCODED_PAYLOAD:
-                    encoded_hit = True
+        if override_enabled and not view.encoding:
+            reset = _CONTEXT_RESET.match(view.words)
+            if reset is not None:
+                hits.setdefault("override.context_reset", (Family.INSTRUCTION_OVERRIDE, CONTEXT_RESET_WEIGHT))
+                view = View(raw=view.raw, light=view.light, words=view.words[reset.end(1):].lstrip())
+        for sig in scanner.matches(view):
+            hits.setdefault(sig.name, (sig.family, sig.weight))
+            if view.encoding and sig.family is not Family.ENCODED_PAYLOAD:
+                encoded_hit = True
+        if classifier is not None and (view.encoding or "classifier.ngram" not in hits) and (
+            classifier.detects(view.words)
+        ):
+            hits.setdefault("classifier.ngram", (Family.CLASSIFIER, CLASSIFIER_WEIGHT))
+            encoded_hit = encoded_hit or bool(view.encoding)
     for family, name, weight in extra:
         hits.setdefault(name, (family, weight))
     if encoded_hit:

@@ -12,6 +12,7 @@ from typing import Any
 
 import re2
 
+from .classifier import default_classifier
 from .detectors import SIGNALS, Family, Finding, score_views
 from .normalise import DecodeLimits, View, expand
 
@@ -66,6 +67,7 @@ class Inspector:
         self._allow = [compile_re2(p) for p in settings.allow_patterns]
         self._deny = [compile_re2(p) for p in settings.deny_patterns]
         self._signals = tuple(s for s in SIGNALS if s.family.value not in settings.disabled_families)
+        self._classifier = None if Family.CLASSIFIER.value in settings.disabled_families else default_classifier()
 
     def views(self, texts: Sequence[str]) -> list[View]:
         out: list[View] = []
@@ -84,7 +86,7 @@ class Inspector:
             finding = score_views((), (), extra)
             allowed = True
         else:
-            finding = score_views(views, self._signals, extra)
+            finding = score_views(views, self._signals, extra, self._classifier)
             allowed = False
         return self._verdict(finding, allowed)
 
@@ -93,6 +95,10 @@ class Inspector:
 
     def _verdict(self, finding: Finding, allowed: bool) -> Verdict:
         families = finding.hit(self.settings.min_family_score)
+        if len(families) > 1 and Family.CLASSIFIER.value in families:
+            # The classifier names no attack kind: when a signal family says what the attack is, that
+            # family (and its configured action) describes the request; the model still adds to the score.
+            families = tuple(f for f in families if f != Family.CLASSIFIER.value)
         return Verdict(
             score=finding.score,
             families=families,

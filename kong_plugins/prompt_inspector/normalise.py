@@ -14,6 +14,10 @@ or percent-encoding. Every one of those is undone here, into *views* the detecto
 
 Hidden or encoded segments become extra :class:`View` objects, decoded at most ``max_depth`` levels
 deep and within a byte budget, so the work stays linear in the input whatever it contains.
+
+Speed: the passes over a whole text are C loops (``str.translate``, ``bytes.translate``,
+``bytes.split``) or RE2 searches over UTF-8 bytes (linear, DFA-driven); Python-level work is per
+match, never per character. A 1 MB ASCII prompt is normalised in a few milliseconds.
 """
 
 from __future__ import annotations
@@ -24,10 +28,14 @@ import codecs
 import html
 import json
 import re
+import sys
 import unicodedata
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 from urllib.parse import unquote
+
+import re2
 
 __all__ = [
     "DecodeLimits",
@@ -69,20 +77,40 @@ _FOLD_TABLE: dict[int, str | None] = {**_HOMOGLYPHS, **_DELETE}
 
 _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s",
                        "l": "i", "|": "i"})
-_NON_ALNUM_RE = re.compile(r"[^0-9a-z]+")
+
+
+def _bytes_re2(pattern: bytes) -> Any:
+    """An RE2 program over bytes, every byte one character (Latin-1): UTF-8 text and stray bytes
+    alike are scanned in one linear pass."""
+    options = re2.Options()
+    options.encoding = re2.Options.Encoding.LATIN1
+    options.max_mem = 8 << 20
+    options.log_errors = False
+    return re2.compile(pattern, options)
+
+
 # Three or more single letters joined by one repeated separator ("i g n o r e", "p.r.e.v.i.o.u.s");
-# a different separator (or two) ends the run, so "i.g.n.o.r.e p.r.e.v" keeps its word break. Each
-# repetition consumes one letter and one separator: matching is linear.
-_SPACED_RE = re.compile(r"\b[a-z0-9]([ .*_~+/\\-])(?:[a-z0-9]\1){1,}[a-z0-9]\b")
-_SEPARATOR_RE = re.compile(r"[ .*_~+/\\-]")
+# a different separator (or two) ends the run, so "i.g.n.o.r.e p.r.e.v" keeps its word break. One
+# branch per separator replaces a backreference (which RE2 does not have); a match is one letter
+# followed by (separator, letter) pairs, so the scan is linear.
+_SEPARATORS = b" .*_~+/\\-"
+_SPACED_RE = _bytes_re2(b"|".join(
+    rb"\b[a-z0-9](?:" + re2.escape(bytes([sep])) + rb"[a-z0-9]){2,}\b" for sep in _SEPARATORS))
+_SPACED_SPACE_RE = _bytes_re2(rb"\b[a-z0-9](?: [a-z0-9]){2,}\b")
+# Every byte that is not [0-9a-z] becomes a space (a multi-byte UTF-8 character becomes several,
+# collapsed afterwards): the ``words`` alphabet.
+_TO_WORDS = bytes(b if (0x30 <= b <= 0x39 or 0x61 <= b <= 0x7A) else 0x20 for b in range(256))
+# Every combining mark, deleted after NFKD (diacritic stripping as one C-level translate).
+_COMBINING: dict[int, None] = {
+    cp: None for cp in range(sys.maxunicode + 1) if unicodedata.combining(chr(cp))
+}
 
 
 def _strip_marks(text: str) -> str:
     decomposed = unicodedata.normalize("NFKD", text)
     if decomposed.isascii():
         return decomposed
-    kept = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
-    return unicodedata.normalize("NFKC", kept)
+    return unicodedata.normalize("NFKC", decomposed.translate(_COMBINING))
 
 
 def light_view(text: str) -> str:
@@ -100,8 +128,19 @@ def light_view(text: str) -> str:
     return out
 
 
-def _despace(match: re.Match[str]) -> str:
-    return _SEPARATOR_RE.sub("", match.group(0))
+def _despace(data: bytes, regex: Any) -> bytes:
+    """``data`` with the separators inside every spaced-letter run removed."""
+    pieces: list[bytes] = []
+    last = 0
+    for match in regex.finditer(data):
+        start, end = match.span()
+        pieces.append(data[last:start])
+        pieces.append(data[start:end].translate(None, _SEPARATORS))
+        last = end
+    if not pieces:
+        return data
+    pieces.append(data[last:])
+    return b"".join(pieces)
 
 
 def words_view(light: str) -> str:
@@ -109,8 +148,11 @@ def words_view(light: str) -> str:
     # Spaced letters are joined before punctuation collapses: a run uses exactly one separator
     # between letters, so a double space ("i g n o r e  a l l") still separates the words.
     # Joined again after punctuation became spaces ("0:0:0"), so that the result is a fixpoint.
-    out = _NON_ALNUM_RE.sub(" ", _SPACED_RE.sub(_despace, light.translate(_LEET))).strip()
-    return _SPACED_RE.sub(_despace, out) if " " in out else out
+    data = _despace(light.translate(_LEET).encode("utf-8", "replace"), _SPACED_RE)
+    out = b" ".join(data.translate(_TO_WORDS).split())
+    if b" " in out:
+        out = _despace(out, _SPACED_SPACE_RE)
+    return out.decode("ascii")
 
 
 def normalise(text: str) -> str:
@@ -156,13 +198,33 @@ class View:
         return self.words.replace(" ", "")
 
 
-_B64_RE = re.compile(r"[A-Za-z0-9+/_-]{16,}={0,2}")
-_HEX_RE = re.compile(r"(?:\\x|0x)?[0-9a-fA-F]{2}(?:[ :,]?(?:\\x|0x)?[0-9a-fA-F]{2}){7,}")
+# Candidate searches run with RE2 over the UTF-8 bytes of the text (the alphabets are ASCII).
+_B64_RE = _bytes_re2(rb"[A-Za-z0-9+/_-]{16,}={0,2}")
+_HEX_RE = _bytes_re2(rb"(?:\\x|0x)?[0-9a-fA-F]{2}(?:[ :,]?(?:\\x|0x)?[0-9a-fA-F]{2}){7,}")
 # Three percent-escapes close together: enough to be worth unquoting, rare in prose.
-_PCT_RE = re.compile(r"%[0-9a-fA-F]{2}(?:[^%]{0,40}%[0-9a-fA-F]{2}){2}")
-_ENTITY_RE = re.compile(r"&#(?:x[0-9a-fA-F]{1,6}|[0-9]{1,7});")
-_ROT13_HINT_RE = re.compile(r"rot[ _-]?13|caesar|cipher|decod|decrypt|rotat|shift(?:ed)? by")
-_HEX_STRIP_RE = re.compile(r"\\x|0x|[ :,]")
+_PCT_RE = _bytes_re2(rb"%[0-9a-fA-F]{2}(?:[^%]{0,40}%[0-9a-fA-F]{2}){2}")
+_ENTITY_RE = _bytes_re2(rb"&#(?:x[0-9a-fA-F]{1,6}|[0-9]{1,7});")
+_PCT_ANY_RE = _bytes_re2(rb"%[0-9a-fA-F]{2}")
+# What gets decoded: the stretch from the first escape to the last, with this much context either
+# side (a phrase may be only partly encoded), so a long text with one encoded link adds a short view.
+_ESCAPE_CONTEXT = 256
+
+
+def _escaped_stretch(data: bytes, regex: Any) -> str:
+    first = last = -1
+    for match in regex.finditer(data):
+        if first < 0:
+            first = match.start()
+        last = match.end()
+    start, end = max(0, first - _ESCAPE_CONTEXT), min(len(data), last + _ESCAPE_CONTEXT)
+    return data[start:end].decode("utf-8", "replace")
+_ROT13_HINT_RE = _bytes_re2(rb"rot[ _-]?13|caesar|cipher|decod|decrypt|rotat|shift(?:ed)? by")
+# Unicode tag characters U+E0020..U+E007E mirror printable ASCII; variation selectors VS1-16 and
+# VS17-256 carry one byte each ("emoji smuggling").
+_TAGS_RE = re.compile("[\U000e0020-\U000e007e]+")
+_TAG_TABLE = {cp: cp - 0xE0000 for cp in range(0xE0020, 0xE007F)}
+_SELECTORS_RE = re.compile("[\ufe00-\ufe0f\U000e0100-\U000e01ef]+")
+_SELECTOR_TABLE = {**{0xFE00 + i: i for i in range(16)}, **{0xE0100 + i: 16 + i for i in range(240)}}
 
 
 def _printable_ratio(text: str) -> float:
@@ -188,22 +250,16 @@ def _as_text(data: bytes) -> str | None:
 
 def _decode_tags(text: str) -> str | None:
     """Unicode tag characters (U+E0020..U+E007E) mirror ASCII invisibly: "ASCII smuggling"."""
-    chars = [chr(ord(ch) - 0xE0000) for ch in text if 0xE0020 <= ord(ch) <= 0xE007E]
-    return "".join(chars) if len(chars) >= 4 else None
+    chars = "".join(_TAGS_RE.findall(text)).translate(_TAG_TABLE)
+    return chars if len(chars) >= 4 else None
 
 
 def _decode_variation_selectors(text: str) -> str | None:
     """Bytes hidden in variation selectors after a visible character (VS1-16 = 0-15, VS17-256 = 16-255)."""
-    data = bytearray()
-    for ch in text:
-        cp = ord(ch)
-        if 0xFE00 <= cp <= 0xFE0F:
-            data.append(cp - 0xFE00)
-        elif 0xE0100 <= cp <= 0xE01EF:
-            data.append(cp - 0xE0100 + 16)
-    if len(data) < 4:
+    hidden = "".join(_SELECTORS_RE.findall(text))
+    if len(hidden) < 4:
         return None
-    return _as_text(bytes(data))
+    return _as_text(hidden.translate(_SELECTOR_TABLE).encode("latin-1"))
 
 
 def _decode_base64(candidate: str) -> str | None:
@@ -219,17 +275,17 @@ def _decode_base64(candidate: str) -> str | None:
     return _as_text(data)
 
 
-def _decode_hex(candidate: str) -> str | None:
-    digits = _HEX_STRIP_RE.sub("", candidate)
+def _decode_hex(candidate: bytes) -> str | None:
+    digits = candidate.replace(b"\\x", b"").replace(b"0x", b"").translate(None, b" :,")
     if len(digits) % 2:
         digits = digits[:-1]
     try:
-        return _as_text(bytes.fromhex(digits))
+        return _as_text(bytes.fromhex(digits.decode("ascii")))
     except ValueError:
         return None
 
 
-def _decodings(raw: str, light: str, limits: DecodeLimits) -> list[tuple[str, str]]:
+def _decodings(raw: str, light: str, chain: str, limits: DecodeLimits) -> list[tuple[str, str]]:
     """(encoding name, decoded text) for every hidden or encoded segment found in ``raw``."""
     found: list[tuple[str, str]] = []
     if not raw.isascii():
@@ -239,31 +295,33 @@ def _decodings(raw: str, light: str, limits: DecodeLimits) -> list[tuple[str, st
         selectors = _decode_variation_selectors(raw)
         if selectors:
             found.append(("variation-selectors", selectors))
+    data = raw.encode("utf-8", "surrogatepass")
     cap = limits.max_decoded_chars
-    for match in _B64_RE.finditer(raw):
+    for match in _B64_RE.finditer(data):
         candidate = match.group(0)
         if len(candidate) > cap:
             continue
         # Long runs of one character class (hex digests, plain words) are not worth decoding.
         if candidate.isalpha() and (candidate.islower() or candidate.isupper()):
             continue
-        decoded = _decode_base64(candidate)
+        decoded = _decode_base64(candidate.decode("ascii"))
         if decoded:
             found.append(("base64", decoded))
         if len(found) >= limits.max_segments:
             return found
-    for match in _HEX_RE.finditer(raw):
+    for match in _HEX_RE.finditer(data):
         if len(match.group(0)) <= cap:
             decoded = _decode_hex(match.group(0))
             if decoded:
                 found.append(("hex", decoded))
         if len(found) >= limits.max_segments:
             return found
-    if "%" in raw and _PCT_RE.search(raw):
-        found.append(("url", unquote(raw, errors="replace")))
-    if "&#" in raw and _ENTITY_RE.search(raw):
-        found.append(("html-entities", html.unescape(raw)))
-    if _ROT13_HINT_RE.search(light):
+    if b"%" in data and _PCT_RE.search(data):
+        found.append(("url", unquote(_escaped_stretch(data, _PCT_ANY_RE), errors="replace")))
+    if b"&#" in data and _ENTITY_RE.search(data):
+        found.append(("html-entities", html.unescape(_escaped_stretch(data, _ENTITY_RE))))
+    # rot13 twice is the identity: a rot13 view is never rotated back.
+    if not chain.endswith("rot13") and _ROT13_HINT_RE.search(light.encode("utf-8", "surrogatepass")):
         found.append(("rot13", codecs.encode(raw, "rot13")))
     return found[: limits.max_segments]
 
@@ -288,7 +346,7 @@ def expand(text: str, limits: DecodeLimits = DecodeLimits()) -> list[View]:
     for _depth in range(limits.max_depth):
         next_frontier: list[tuple[str, str, str]] = []
         for raw, light, chain in frontier:
-            for name, decoded in _decodings(raw, light, limits):
+            for name, decoded in _decodings(raw, light, chain, limits):
                 if segments >= limits.max_segments or budget <= 0:
                     return views
                 decoded = decoded[:budget]

@@ -5,8 +5,12 @@ Usage (corpus packages: see :mod:`.corpora`)::
     python -m kong_plugins.prompt_inspector.training.evaluate [--sharegpt 20000] [--show-fp 20]
 
 Every text goes through the same :class:`~kong_plugins.prompt_inspector.engine.Inspector` the plugin
-uses, with the default configuration. Obfuscated rows apply each transform of :mod:`.obfuscate`
-to attacks short enough for evasion tools to be practical (<= 600 characters).
+uses, with the default configuration (signals + shipped classifier). Obfuscated rows apply each
+transform of :mod:`.obfuscate` to attacks short enough for evasion tools to be practical
+(<= 600 characters).
+
+Only *tuning* false positives and misses are ever printed (``--show-fp``): reading held-out
+mistakes would turn held-out data into tuning data.
 """
 
 from __future__ import annotations
@@ -16,8 +20,8 @@ import random
 import time
 from collections import defaultdict
 
-from ..engine import Inspector, default_inspector
-from .corpora import Sample, load
+from ..engine import DetectionSettings, Inspector, default_inspector
+from .corpora import EVAL_SHAREGPT, Hygiene, Sample, load
 from .obfuscate import TRANSFORMS
 
 
@@ -38,10 +42,9 @@ def evaluate(inspector: Inspector, samples: list[Sample], show_fp: int, seed: in
         row = rows[sample.group]
         row[0] += int(verdict.detected)
         row[1] += 1
-        if sample.label == 0 and verdict.detected:
-            fps.append((verdict.score, sample.group, ",".join(verdict.signals)))
-            fps[-1] = (verdict.score, sample.group + " :: " + ",".join(verdict.signals), sample.text)
-        # Held-out misses are never printed: reading them would turn held-out data into tuning data.
+        # Held-out mistakes are never printed: reading them would turn held-out data into tuning data.
+        if sample.label == 0 and verdict.detected and sample.split == "tune":
+            fps.append((verdict.score, sample.group + " :: " + ",".join(verdict.signals), sample.text))
         if sample.label == 1 and not verdict.detected and sample.split == "tune":
             misses.append((sample.group, sample.text))
         if sample.label == 1 and len(sample.text) <= 600:
@@ -57,12 +60,18 @@ def evaluate(inspector: Inspector, samples: list[Sample], show_fp: int, seed: in
     for group in sorted(rows):
         hits, n = rows[group]
         print(f"{group:<48} {_rate(hits, n)}")
+    print()
+    print(f"{'summary':<48} {'detected':>22}")
     for split in ("tune", "heldout"):
-        atk = [s for s in samples if s.split == split and s.label == 1]
-        ben = [s for s in samples if s.split == split and s.label == 0]
-        a_hits = sum(rows[g][0] for g in {s.group for s in atk})
-        b_hits = sum(rows[g][0] for g in {s.group for s in ben})
-        print(f"{split:>8}: attacks TPR {_rate(a_hits, len(atk))}   benign FPR {_rate(b_hits, len(ben))}")
+        plain = [g for g in rows if g.startswith(f"{split}/") and "obfuscated:" not in g
+                 and any(s.group == g and s.label == 1 for s in samples)]
+        benign = {s.group for s in samples if s.split == split and s.label == 0}
+        obfuscated = [g for g in rows if g.startswith(f"{split}/obfuscated:")]
+        for label, groups in (("attacks, as written (TPR)", plain), ("attacks, obfuscated (TPR)", obfuscated),
+                              ("benign incl. hard negatives (FPR)", sorted(benign))):
+            hits = sum(rows[g][0] for g in groups)
+            n = sum(rows[g][1] for g in groups)
+            print(f"{split + ': ' + label:<48} {_rate(hits, n)}")
     print(f"scanned {scanned} texts in {elapsed:.1f}s ({1e6 * elapsed / max(scanned, 1):.0f} us/text)")
     for score, group, text in sorted(fps, reverse=True)[:show_fp]:
         print(f"FP {score:.3f} {group}: {text[:200]!r}")
@@ -73,11 +82,18 @@ def evaluate(inspector: Inspector, samples: list[Sample], show_fp: int, seed: in
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sharegpt", type=int, default=20_000, help="benign ShareGPT prompts to load")
+    parser.add_argument("--sharegpt", type=int, default=EVAL_SHAREGPT, help="benign ShareGPT prompts to load")
     parser.add_argument("--show-fp", type=int, default=0, help="print this many false positives and misses")
     parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--no-classifier", action="store_true", help="signals only (to see what the model adds)")
     args = parser.parse_args()
-    evaluate(default_inspector(), load(args.sharegpt), args.show_fp, args.seed)
+    hygiene = Hygiene()
+    samples = load(args.sharegpt, hygiene)
+    print(f"hygiene: {hygiene.heldout_attacks_copied_from_tune} held-out attacks dropped as near-copies of tuning "
+          f"attacks; {hygiene.benign_copies_of_attacks} 'benign' prompts dropped as pasted known attacks")
+    inspector = Inspector(DetectionSettings(disabled_families=frozenset({"classifier"}))) if args.no_classifier \
+        else default_inspector()
+    evaluate(inspector, samples, args.show_fp, args.seed)
 
 
 if __name__ == "__main__":
