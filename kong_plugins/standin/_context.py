@@ -8,6 +8,7 @@ snapshot of it as ``plugin.lua`` saves one for its log timer.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -133,6 +134,9 @@ class RequestContext:
     errors: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     latencies: dict[str, float] = field(default_factory=dict)
+    #: perf_counter() when the stand-in began the request: latencies are measured from it, so an
+    #: injected ``start_time`` (replays, tests) keeps ``started_at + latencies.request`` consistent.
+    received_perf: float = field(default_factory=time.perf_counter)
     #: The plugin whose handler ended the request (exit or Lua error); None when proxied.
     decided_by: str | None = None
     #: RPC seconds (send to answer) per plugin per phase, for latency reports.

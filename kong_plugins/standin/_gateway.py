@@ -472,7 +472,9 @@ class KongStandIn:
         upstream_uri = ""
         if ctx.upstream_path is not None and ctx.proxied:
             upstream_uri = ctx.upstream_path + (f"?{ctx.upstream_query}" if ctx.upstream_query else "")
-        now = self.clock()
+        # ngx.now() - ngx.req.start_time() in Kong: elapsed since the request began, whatever
+        # start time it was given.
+        elapsed_ms = (time.perf_counter() - ctx.received_perf) * 1000
         data: dict[str, Any] = {
             "request": {
                 "id": ctx.request_id,
@@ -492,7 +494,7 @@ class KongStandIn:
             "latencies": {
                 "kong": round(ctx.latencies.get("kong", 0.0)),
                 "proxy": round(ctx.latencies["proxy"]) if "proxy" in ctx.latencies else -1,
-                "request": round((now - ctx.start_time) * 1000),
+                "request": round(elapsed_ms),
                 "receive": 0,
             },
             "route": ctx.route,
