@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 from .runner import Scale, run_simulation
@@ -15,7 +16,7 @@ def main() -> None:
     args = parser.parse_args()
     scale = Scale.small() if args.small else Scale.full()
     if args.seed is not None:
-        scale = Scale(**{**scale.__dict__, "seed": args.seed})
+        scale = dataclasses.replace(scale, seed=args.seed)
     start = time.perf_counter()
     report = run_simulation(scale)
     elapsed = time.perf_counter() - start

@@ -229,9 +229,10 @@ def attack_logit_bias_sweep(rng: np.random.Generator, budget: int = 400) -> Clie
 
 
 _TOPICS = [f"{a} {b}" for a in _WORDS[10:50] for b in _WORDS[50:90]]
+DISTILLATION_BUDGET = 1500
 
 
-def attack_mass_distillation(rng: np.random.Generator, budget: int = 1500) -> ClientGen:
+def attack_mass_distillation(rng: np.random.Generator, budget: int = DISTILLATION_BUDGET) -> ClientGen:
     """Template-driven prompting for a distillation corpus: many topics, long answers, fast."""
     for i in range(budget):
         topic = _TOPICS[int(rng.integers(len(_TOPICS)))]

@@ -40,12 +40,28 @@ class TabularVictim:
     def route(self) -> str:
         return f"/v1/models/{self.name}:predict"
 
+    def proba(self, X: np.ndarray) -> np.ndarray:
+        """``predict_proba`` of the fitted pipeline, computed directly from its parameters.
+
+        The same arithmetic as scikit-learn (standardise, linear scores, logistic or softmax) without
+        its per-call validation, which costs ~0.5 ms and would dominate a 200k-request simulation.
+        """
+        scaler, lr = self.model[0], self.model[-1]
+        z = ((np.atleast_2d(X) - scaler.mean_) / scaler.scale_) @ lr.coef_.T + lr.intercept_
+        if z.shape[1] == 1:  # binary: sklearn's predict_proba is [1 - sigmoid(z), sigmoid(z)]
+            p1 = 1.0 / (1.0 + np.exp(-z))
+            return np.hstack([1.0 - p1, p1])
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        result: np.ndarray = e / e.sum(axis=1, keepdims=True)
+        return result
+
     def predict(self, rows: list[list[float]]) -> dict[str, Any]:
-        proba = self.model.predict_proba(np.asarray(rows, dtype=np.float64))
+        proba = self.proba(np.asarray(rows, dtype=np.float64))
         return {"predictions": [[round(float(p), 6) for p in row] for row in proba]}
 
     def labels(self, rows: np.ndarray) -> np.ndarray:
-        return np.asarray(self.model.predict(rows))
+        classes: np.ndarray = self.model.classes_
+        return np.asarray(classes[self.proba(rows).argmax(axis=1)])
 
 
 VOCAB = 4096

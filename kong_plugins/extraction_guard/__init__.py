@@ -9,6 +9,15 @@ Where things are decided:
 - ``alerts.py``    -- the SOAR webhook; ``schema.py`` / ``config.py`` -- configuration.
 """
 
+import os
+
+# The guard's matrices are tiny (at most 64 x 64 per route); OpenBLAS's default thread pool only adds
+# contention with Kong's workers -- measured here: one 64-d eigendecomposition took 100 ms with the
+# pool on a busy 2-core host and 1.2 ms single-threaded. Must precede numpy's first import; an
+# operator's own setting wins.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 from .handler import Plugin
 from .schema import SCHEMA
 

@@ -22,67 +22,137 @@ from .config import FeatureStats
 MAX_ROUTES = 256
 #: Rows kept per route for the covariance; bounded memory (1024 x d float64).
 RESERVOIR = 1024
+STEADY_REFRESH = 4096
+
+
+def axis_max(dim: int) -> int:
+    """Coordinates a finite-difference step may change: one, or a few on wide inputs (d // 16)."""
+    return max(1, dim // 16)
 _EWMA = 0.01
+
+
+#: Coverage cells: the sign pattern of a standardised input against 8 fixed random hyperplanes.
+CELLS = 256
+#: Distinct rows compared pairwise at a refresh (nearest-neighbour spacing, axis-neighbour rate).
+_PAIR_SAMPLE = 256
 
 
 @dataclass
 class FeatureModel:
-    """Mean, whitening matrix, ranges and the typical off-manifold distance of a route's inputs."""
+    """What benign inputs of one route look like, with every threshold calibrated on held-out rows.
+
+    ``distance`` is the Mahalanobis-type distance in units of its held-out 99th percentile and
+    ``far`` the distance beyond which a row is off-manifold: 1.5x the furthest held-out benign row
+    (real data has heavy tails -- breast-cancer rows reach 4x the 99th percentile), at least 2;
+    ``ood_limit`` the largest excursion beyond the learned per-feature range a benign held-out row
+    made (x1.5, at least half a range); ``nn_spacing`` the 1st percentile of the distance between a
+    benign row and its nearest *distinct* benign neighbour; ``axis_rate`` the chance that a benign
+    row differs from one of ``ring`` other benign rows in only a few coordinates (what a coarse,
+    low-dimensional dataset does naturally and what finite differencing does on purpose);
+    ``cells`` the benign occupancy of the coverage cells and ``unseen_cell_rate`` the Good-Turing
+    estimate of how often a benign row lands in a cell no learned row occupied.
+    """
 
     dim: int
     mean: np.ndarray
     whiten: np.ndarray
     lo: np.ndarray
     hi: np.ndarray
-    span_floor: float
+    unit: np.ndarray
     m_ref: float
     std: np.ndarray
     #: Per-feature value grid (10**-k) every benign value sat on, NaN where none with k <= 6 did.
     grid: np.ndarray | None = None
+    far: float = 2.0
+    ood_limit: float = 0.5
+    nn_spacing: float = 0.0
+    axis_rate: float = 1.0
+    cells: np.ndarray | None = None
+    unseen_cell_rate: float = 1.0
 
     @classmethod
-    def from_rows(cls, rows: np.ndarray) -> FeatureModel:
-        mean = rows.mean(axis=0)
-        cov = np.atleast_2d(np.cov(rows, rowvar=False))
-        var = np.diag(cov).copy()
-        # A feature that never varies in benign traffic would otherwise get infinite weight; the
-        # floor keeps a single odd pixel from dominating while a real change across many still shows.
-        floor = max(0.05 * float(np.median(var)), 1e-9)
-        cov = cov + np.eye(rows.shape[1]) * floor
-        vals, vecs = np.linalg.eigh(cov)
-        vals = np.maximum(vals, floor)
-        whiten = (vecs / np.sqrt(vals)).T
-        z = (rows - mean) @ whiten.T
-        m: np.ndarray = (z * z).mean(axis=1)
+    def from_rows(cls, rows: np.ndarray, axis_max: int = 1, ring: int = 16) -> FeatureModel:
+        mean, whiten, std = _fit(rows)
         lo, hi = rows.min(axis=0), rows.max(axis=0)
-        span_floor = 0.1 * float(np.median(hi - lo)) or 1e-6
-        return cls(dim=rows.shape[1], mean=mean, whiten=whiten, lo=lo, hi=hi, span_floor=span_floor,
-                   m_ref=max(float(np.quantile(m, 0.99)), 1e-6), std=np.sqrt(var + floor),
-                   grid=_learn_grid(rows))
+        unit = _unit(lo, hi)
+        # Two-fold cross-fit: thresholds are set on rows the fitted half never saw, so a small or
+        # high-dimensional sample (200 rows of 64 pixels) yields a conservative model rather than
+        # an overfitted one whose own rows look typical and every new benign row looks odd.
+        half_a, half_b = rows[0::2], rows[1::2]
+        held_m: list[np.ndarray] = []
+        held_ood: list[np.ndarray] = []
+        for fit_rows, test_rows in ((half_a, half_b), (half_b, half_a)):
+            if len(fit_rows) < 2 or len(test_rows) < 1:
+                continue
+            m_fit, w_fit, _ = _fit(fit_rows)
+            z = (test_rows - m_fit) @ w_fit.T
+            held_m.append((z * z).mean(axis=1))
+            f_lo, f_hi = fit_rows.min(axis=0), fit_rows.max(axis=0)
+            held_ood.append(_excursion(test_rows, f_lo, f_hi, _unit(f_lo, f_hi)))
+        m_held = np.concatenate(held_m) if held_m else np.ones(1)
+        m_ref = max(float(np.quantile(m_held, 0.99)), 1e-6)
+        ood_held = float(np.concatenate(held_ood).max()) if held_ood else 0.0
+        model = cls(dim=rows.shape[1], mean=mean, whiten=whiten, lo=lo, hi=hi, unit=unit,
+                    m_ref=m_ref, std=std, grid=_learn_grid(rows),
+                    far=max(2.0, 1.5 * float(m_held.max()) / m_ref), ood_limit=max(0.5, 1.5 * ood_held))
+        model._learn_spacing(rows, axis_max, ring)
+        model._learn_cells(rows)
+        return model
 
     @classmethod
     def from_stats(cls, stats: FeatureStats) -> FeatureModel:
         std = np.asarray(stats.std, dtype=np.float64)
         lo, hi = np.asarray(stats.minimum), np.asarray(stats.maximum)
         # Diagonal whitening: with independent standardised features m has mean 1; the 99th
-        # percentile of a chi-square/d for d >= 4 stays below ~3.3.
+        # percentile of a chi-square/d for d >= 4 stays below ~3.3. The operator's min/max are the
+        # true domain, so half a range beyond it is already out of domain. Without benign rows the
+        # spacing, axis-neighbour rate and cell occupancy are unknown: those signals wait for
+        # learned rows (axis_rate 0 keeps the finite-difference signal on -- it needs no data).
         return cls(dim=len(std), mean=np.asarray(stats.mean), whiten=np.diag(1.0 / std), lo=lo, hi=hi,
-                   span_floor=0.1 * float(np.median(hi - lo)) or 1e-6, m_ref=3.3, std=std)
+                   unit=_unit(lo, hi), m_ref=3.3, std=std, axis_rate=0.0)
+
+    def _learn_spacing(self, rows: np.ndarray, axis_max: int, ring: int) -> None:
+        distinct = np.unique(rows, axis=0)
+        if len(distinct) < 8:
+            return
+        sample = distinct[np.linspace(0, len(distinct) - 1, min(len(distinct), _PAIR_SAMPLE)).astype(int)]
+        z = sample / self.std
+        sq = (z * z).sum(axis=1)
+        d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (z @ z.T), 0.0) / self.dim
+        np.fill_diagonal(d2, np.inf)
+        self.nn_spacing = float(np.quantile(np.sqrt(d2.min(axis=1)), 0.01))
+        changed = np.abs(sample[:, None, :] - sample[None, :, :]) > 1e-6 * (np.abs(sample[None, :, :]) + 1.0)
+        nz = changed.sum(axis=2)
+        np.fill_diagonal(nz, 0)
+        pairs = len(sample) * (len(sample) - 1)
+        p_pair = float(((nz >= 1) & (nz <= axis_max)).sum()) / pairs
+        self.axis_rate = 1.0 - (1.0 - p_pair) ** ring
+
+    def _learn_cells(self, rows: np.ndarray) -> None:
+        counts = np.bincount(self.cell(rows), minlength=CELLS)
+        self.cells = counts
+        # Good-Turing: the mass of cells not yet seen is about the share of cells seen exactly once.
+        self.unseen_cell_rate = float((counts == 1).sum()) / max(1, len(rows))
+
+    def cell(self, rows: np.ndarray) -> np.ndarray:
+        """Coverage cell of each row: sign pattern against fixed hyperplanes (identical on every node)."""
+        bits = ((np.atleast_2d(rows) - self.mean) / self.std) @ planes(self.dim) > 0
+        result: np.ndarray = np.packbits(bits, axis=1)[:, 0]
+        return result
 
     def distance(self, rows: np.ndarray) -> np.ndarray:
-        """Mean squared whitened distance per row, in units of the route's 99th percentile."""
+        """Mean squared whitened distance per row, in units of the route's held-out 99th percentile."""
         z = (rows - self.mean) @ self.whiten.T
         result: np.ndarray = (z * z).mean(axis=1) / self.m_ref
         return result
 
     def out_of_domain(self, rows: np.ndarray) -> np.ndarray:
-        span = self.span()
-        outside = (rows < self.lo - 0.5 * span) | (rows > self.hi + 0.5 * span)
-        return np.asarray(outside.any(axis=1))
+        """Rows reaching further beyond the learned ranges than any benign held-out row did."""
+        result: np.ndarray = _excursion(rows, self.lo, self.hi, self.unit) > self.ood_limit
+        return result
 
     def span(self) -> np.ndarray:
-        result: np.ndarray = np.maximum(self.hi - self.lo, self.span_floor)
-        return result
+        return self.unit
 
     def off_grid(self, rows: np.ndarray) -> np.ndarray:
         """Rows with a value between the grid points benign traffic always used (e.g. 0.1 steps)."""
@@ -92,6 +162,46 @@ class FeatureModel:
         err = np.abs(scaled - np.round(scaled))
         result: np.ndarray = np.nan_to_num(err > 1e-6 * np.maximum(1.0, np.abs(scaled)), nan=0.0).any(axis=1)
         return result
+
+
+_PLANES_CACHE: dict[int, np.ndarray] = {}
+
+
+def planes(dim: int) -> np.ndarray:
+    """Fixed random hyperplanes (seeded: identical on every node and across restarts)."""
+    found = _PLANES_CACHE.get(dim)
+    if found is None:
+        found = _PLANES_CACHE[dim] = np.random.default_rng(0x5EED + dim).standard_normal((dim, 8))
+    return found
+
+
+def _fit(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, whitening matrix and regularised per-feature scale of a set of rows."""
+    mean = rows.mean(axis=0)
+    cov = np.atleast_2d(np.cov(rows, rowvar=False)) if len(rows) > 1 else np.zeros((rows.shape[1],) * 2)
+    var = np.diag(cov).copy()
+    # A feature that never varies in benign traffic would otherwise get infinite weight; the
+    # floor keeps a single odd pixel from dominating while a real change across many still shows.
+    floor = max(0.05 * float(np.median(var)), 1e-9)
+    cov = cov + np.eye(rows.shape[1]) * floor
+    vals, vecs = np.linalg.eigh(cov)
+    vals = np.maximum(vals, floor)
+    whiten = (vecs / np.sqrt(vals)).T
+    return mean, whiten, np.sqrt(var + floor)
+
+
+def _unit(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Per-feature range, floored at a tenth of the median range (a constant feature has none)."""
+    span = hi - lo
+    result: np.ndarray = np.maximum(span, 0.1 * float(np.median(span)) or 1e-6)
+    return result
+
+
+def _excursion(rows: np.ndarray, lo: np.ndarray, hi: np.ndarray, unit: np.ndarray) -> np.ndarray:
+    """How far each row reaches beyond [lo, hi], in ranges of the feature reaching furthest."""
+    beyond = np.maximum(lo - rows, rows - hi)
+    result: np.ndarray = np.maximum(beyond / unit, 0.0).max(axis=1)
+    return result
 
 
 def _learn_grid(rows: np.ndarray) -> np.ndarray | None:
@@ -117,11 +227,17 @@ def _learn_grid(rows: np.ndarray) -> np.ndarray | None:
 
 
 class FeatureBaseline:
-    """Learns a ``FeatureModel`` from a reservoir of benign rows, refreshed every 256 new rows."""
+    """Learns a ``FeatureModel`` from the last ``RESERVOIR`` benign rows.
 
-    def __init__(self, dim: int, min_samples: int, stats: FeatureStats | None) -> None:
+    Refreshed every 256 new rows until the window is full, then every ``STEADY_REFRESH`` rows: a
+    refresh costs a few milliseconds (three eigendecompositions, one pairwise pass), which spread
+    over that many rows is about a microsecond each.
+    """
+
+    def __init__(self, dim: int, min_samples: int, stats: FeatureStats | None, ring: int = 16) -> None:
         self.dim = dim
         self.min_samples = min_samples
+        self.ring = ring
         self.configured = FeatureModel.from_stats(stats) if stats and len(stats.mean) == dim else None
         self.model: FeatureModel | None = self.configured
         self._rows = np.zeros((RESERVOIR, dim))
@@ -138,8 +254,15 @@ class FeatureBaseline:
             self._n += 1
             self._since_refresh += 1
         ready = self._n >= self.min_samples
-        if ready and (self.model is self.configured or self._since_refresh >= 256):
-            self.model = FeatureModel.from_rows(self._rows[: min(self._n, RESERVOIR)])
+        every = 256 if self._n < RESERVOIR + 256 else STEADY_REFRESH
+        if ready and (self.model is self.configured or self._since_refresh >= every):
+            learned = FeatureModel.from_rows(self._rows[: min(self._n, RESERVOIR)],
+                                             axis_max=axis_max(self.dim), ring=self.ring)
+            if self.configured is not None:
+                # The operator's ranges are the true domain; learned rows refine the rest.
+                learned.lo, learned.hi, learned.unit = self.configured.lo, self.configured.hi, self.configured.unit
+                learned.ood_limit = self.configured.ood_limit
+            self.model = learned
             self._since_refresh = 0
 
 
@@ -164,9 +287,10 @@ class _Ewm:
 class RouteBaseline:
     """Request-level norms of one route: per-client rate, payload size, low margins, output volume."""
 
-    def __init__(self, min_samples: int, stats: FeatureStats | None) -> None:
+    def __init__(self, min_samples: int, stats: FeatureStats | None, ring: int = 16) -> None:
         self.min_samples = min_samples
         self.stats = stats
+        self.ring = ring
         self.rate = _Ewm()
         self.log_size = _Ewm()
         self.low_margin = _Ewm()
@@ -181,23 +305,25 @@ class RouteBaseline:
         if fb is None:
             if len(self.features) >= 4:
                 self.features.pop(next(iter(self.features)))
-            fb = self.features[dim] = FeatureBaseline(dim, self.min_samples, self.stats)
+            fb = self.features[dim] = FeatureBaseline(dim, self.min_samples, self.stats, self.ring)
         return fb
 
 
 class Baselines:
     """Route id -> ``RouteBaseline``, least recently used evicted beyond ``MAX_ROUTES``."""
 
-    def __init__(self, min_samples: int, stats: FeatureStats | None, max_routes: int = MAX_ROUTES) -> None:
+    def __init__(self, min_samples: int, stats: FeatureStats | None, max_routes: int = MAX_ROUTES,
+                 ring: int = 16) -> None:
         self.min_samples = min_samples
         self.stats = stats
         self.max_routes = max_routes
+        self.ring = ring
         self._routes: OrderedDict[str, RouteBaseline] = OrderedDict()
 
     def get(self, route: str) -> RouteBaseline:
         rb = self._routes.get(route)
         if rb is None:
-            rb = self._routes[route] = RouteBaseline(self.min_samples, self.stats)
+            rb = self._routes[route] = RouteBaseline(self.min_samples, self.stats, self.ring)
             while len(self._routes) > self.max_routes:
                 self._routes.popitem(last=False)
         else:

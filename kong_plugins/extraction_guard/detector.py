@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .baseline import Baselines, FeatureModel, RouteBaseline
+from .baseline import Baselines, FeatureModel, RouteBaseline, axis_max
 from .config import LEVELS, GuardConfig
 from .payloads import LLMRequest
 from .sketches import hamming
@@ -61,6 +61,17 @@ W_RATE = 1.0
 W_BURST = 0.5
 W_PAYLOAD = 1.5
 W_OUTPUT_VOLUME = 1.0
+
+
+#: The ln-size spread of a route is floored at ln 2 (see ``_volume``).
+PAYLOAD_LOG_SPREAD_FLOOR = math.log(2.0)
+W_RARE_REGION = 1.0
+RARE_REGION_MAX_UNSEEN = 0.01
+#: Finite-difference steps count only where a benign input has a one-coordinate neighbour among a
+#: client's recent inputs at most this often (measured per route; iris ~2.7%, wine/breast cancer/
+#: digits 0%). With fewer than ``AXIS_MIN_DIM`` features and no measurement yet, they wait.
+AXIS_RATE_MAX = 0.01
+AXIS_MIN_DIM = 8
 
 
 @dataclass(frozen=True)
@@ -131,15 +142,32 @@ class _Acc:
             self.abuse += weight
 
 
-_PLANES_CACHE: dict[int, np.ndarray] = {}
+def _mostly_equal(values: np.ndarray) -> bool:
+    """At least 80% of the values within 1% of their median."""
+    med = float(np.median(values))
+    return med > 0 and float(np.mean(np.abs(values - med) <= 0.01 * med)) >= 0.8
 
 
-def _planes(dim: int) -> np.ndarray:
-    """Fixed random hyperplanes (seeded: identical on every node) for the coverage buckets."""
-    planes = _PLANES_CACHE.get(dim)
-    if planes is None:
-        planes = _PLANES_CACHE[dim] = np.random.default_rng(0x5EED + dim).standard_normal((dim, 8))
-    return planes
+class _Shape:
+    """What the structure signals need to know about a route's inputs, computed once per request."""
+
+    __slots__ = ("axis_max", "axis_signal", "near_distance", "scale", "span")
+
+    def __init__(self, dim: int, model: FeatureModel | None, cfg: GuardConfig) -> None:
+        self.axis_max = axis_max(dim)
+        if model is None:
+            # Cold start: on wide inputs two natural rows differing in one coordinate are rare
+            # enough; on narrow ones (iris) wait for the route's measured rate.
+            self.axis_signal = dim >= AXIS_MIN_DIM
+            self.scale: np.ndarray | None = None
+            self.span: np.ndarray | None = None
+            self.near_distance = cfg.near_duplicate_distance
+        else:
+            self.axis_signal = model.axis_rate <= AXIS_RATE_MAX
+            self.scale, self.span = model.std, model.span()
+            # Half the spacing of the closest distinct benign inputs (1st percentile), never below
+            # the configured distance: closer than real inputs ever are to each other is jitter.
+            self.near_distance = max(cfg.near_duplicate_distance, 0.5 * model.nn_spacing)
 
 
 class Detector:
@@ -147,7 +175,8 @@ class Detector:
 
     def __init__(self, cfg: GuardConfig, baselines: Baselines | None = None) -> None:
         self.cfg = cfg
-        self.baselines = baselines or Baselines(cfg.baseline_min_samples, cfg.feature_stats)
+        self.baselines = baselines or Baselines(cfg.baseline_min_samples, cfg.feature_stats,
+                                                ring=cfg.recent_inputs)
 
     def observe(self, state: ClientState | None, obs: Observation, *, is_group: bool = False,
                 learn: bool = True) -> tuple[ClientState, Assessment]:
@@ -203,10 +232,15 @@ class Detector:
             acc.add("burst_vs_history", st.rate_short, W_BURST, "abuse")
         if obs.size > 0:
             ls = math.log(obs.size)
-            if route.ready and obs.size > 1024 and route.log_size.std > 0:
-                z = (ls - route.log_size.mean) / route.log_size.std
-                if z > cfg.payload_z:
-                    acc.add("payload_size", float(obs.size), W_PAYLOAD, "abuse")
+            # The spread is floored at ln 2: on a route where every body has the same size the
+            # measured spread is ~0 and any larger body (a batch of 8, a longer chat) would count.
+            # With payload_z = 4 the floor means at least 16x the route's typical size.
+            spread = max(route.log_size.std, PAYLOAD_LOG_SPREAD_FLOOR)
+            if route.ready and obs.size > 1024 and (ls - route.log_size.mean) / spread > cfg.payload_z and (
+                    st.n <= 1 or ls - st.size_mu > math.log(cfg.burst_factor)):
+                # ...and well above the client's own typical size: a client whose requests are all
+                # large (a batch job) is not having a payload anomaly on each of them.
+                acc.add("payload_size", float(obs.size), W_PAYLOAD, "abuse")
             st.size_mu += 0.05 * (ls - st.size_mu) if st.n > 1 else ls - st.size_mu
             if learn and st.extraction < cfg.thresholds.flag:
                 route.log_size.add(ls)
@@ -224,12 +258,12 @@ class Detector:
         model: FeatureModel | None = fb.model
         if model is not None:
             dist, ood, grid = model.distance(rows), model.out_of_domain(rows), model.off_grid(rows)
-            scale, span = model.std, model.span()
+            cells = model.cell(rows) if model.cells is not None else None
         margins = obs.margins
         if st.rows is not None and st.rows.shape[1] != d:
             # another route (or model) of the same client: structure is only compared within one
             st.rows, st.rows_n, st.last_diff = None, 0, None
-        axis_max = max(1, d // 16)
+        shape = _Shape(d, model, cfg)
         clean: list[int] = []
         for i in range(rows.shape[0]):
             x = rows[i].astype(np.float32)
@@ -245,40 +279,60 @@ class Detector:
                 # A retry carries no new information: it is neither evidence nor structure.
                 st.dup_ewma += 0.05 * ((1.0 if duplicate else 0.0) - st.dup_ewma)
                 if not duplicate:
-                    self._structure(st, x, recent, diff, absd, changed, nz, axis_max, acc,
-                                    scale if model is not None else None, span if model is not None else None)
+                    self._structure(st, x, recent, diff, absd, changed, nz, shape, acc)
+            off_model = False
             if model is not None and not duplicate:
                 r = float(dist[i])
-                if r > 2.0:
-                    acc.add("off_manifold", r, min(W_OFF_MANIFOLD_STRONG, 1.0 + 2.0 * math.log2(r / 2.0)))
+                # Graded: just past the furthest benign row is weak evidence, twice as far is strong.
+                far = r / model.far
+                w = min(W_OFF_MANIFOLD_STRONG, 2.0 * math.log2(far)) if far > 1.0 else 0.0
+                if w >= 0.25:
+                    acc.add("off_manifold", r, round(w, 3))
                 if ood[i]:
                     acc.add("out_of_domain", 1.0, W_OUT_OF_DOMAIN)
                 if grid[i]:
                     acc.add("off_grid", 1.0, W_OFF_GRID)
-                st.ood_ewma += 0.05 * ((1.0 if r > 2.0 or ood[i] or grid[i] else 0.0) - st.ood_ewma)
-                bucket = int(np.packbits(((x - model.mean) / model.std) @ _planes(d) > 0)[0])
-                st.coverage |= 1 << bucket
+                off_model = bool(far > 1.0 or ood[i] or grid[i])
+                st.ood_ewma += 0.05 * ((1.0 if off_model else 0.0) - st.ood_ewma)
+                if cells is not None:
+                    self._coverage(st, int(cells[i]), model, acc)
             if margins is not None and i < len(margins):
                 self._margin_evidence(st, float(margins[i]), route, acc, learn)
-            if len(acc.evidence) == before:
+            if not off_model:
+                # Structure (a step, a jitter) is about the sequence, not the row: the row itself is a
+                # fine example of benign input and the route baseline may learn it.
                 clean.append(i)
-            else:
+            row_weight = sum(e.weight for e in acc.evidence[before:] if e.score == "extraction")
+            if row_weight > W_ROW_MAX:
                 # One input, however odd, is at most a throttle: a client's single malformed request
                 # must not cost it a block; repeated ones do.
-                row_weight = sum(e.weight for e in acc.evidence[before:] if e.score == "extraction")
-                if row_weight > W_ROW_MAX:
-                    acc.extraction -= row_weight - W_ROW_MAX
+                acc.extraction -= row_weight - W_ROW_MAX
             if not duplicate:
                 st.push_row(x, cfg.recent_inputs)
         if learn and clean and st.extraction < cfg.thresholds.flag:
             fb.learn(rows[clean])
 
+    def _coverage(self, st: ClientState, cell: int, model: FeatureModel, acc: _Acc) -> None:
+        """Input-space coverage: entering a region of input space benign traffic never visits.
+
+        The client's coverage is a 256-bit sketch of the cells (sign patterns against fixed random
+        hyperplanes through the route's mean) its inputs landed in. Entering a cell that none of
+        the route's learned benign rows occupies is evidence, counted once per cell: an attacker
+        covering input space for a surrogate keeps entering new empty cells, a benign client
+        stays where the data is. Used only where benign traffic rarely strays (Good-Turing
+        estimate of the unseen-cell mass below ``RARE_REGION_MAX_UNSEEN``).
+        """
+        bit = 1 << cell
+        new = not st.coverage & bit
+        st.coverage |= bit
+        assert model.cells is not None
+        if new and model.cells[cell] == 0 and model.unseen_cell_rate < RARE_REGION_MAX_UNSEEN:
+            acc.add("new_rare_region", float(st.coverage.bit_count()), W_RARE_REGION)
+
     def _structure(self, st: ClientState, x: np.ndarray, recent: np.ndarray, diff: np.ndarray,
-                   absd: np.ndarray, changed: np.ndarray, nz: np.ndarray, axis_max: int, acc: _Acc,
-                   scale: np.ndarray | None, span: np.ndarray | None) -> None:
+                   absd: np.ndarray, changed: np.ndarray, nz: np.ndarray, shape: _Shape, acc: _Acc) -> None:
         """Systematic perturbations of recent inputs: axis steps, sign steps, line searches, jitter."""
-        cfg = self.cfg
-        axis = np.flatnonzero((nz >= 1) & (nz <= axis_max))
+        axis = np.flatnonzero((nz >= 1) & (nz <= shape.axis_max)) if shape.axis_signal else np.empty(0, int)
         if axis.size:
             # One coordinate away from an earlier input happens by chance on coarse data; several
             # different coordinates stepped from the *same* anchor is finite differencing.
@@ -293,27 +347,35 @@ class Detector:
             elif anchor != st.axis_anchor:
                 acc.add("axis_probe", 1.0, W_AXIS_FIRST)
                 st.axis_anchor, st.axis_coords = anchor, coords
-        elif span is not None:
-            wide = nz >= max(4, x.shape[0] // 4)
-            if wide.any():
-                rel = absd / span
-                mx = np.where(changed, rel, 0.0).max(axis=1)
-                mn = np.where(changed, rel, np.inf).min(axis=1)
-                step = wide & (mx <= mn * 1.01)
-                if step.any():
-                    acc.add("sign_step", float(mx[step][0]), W_SIGN_STEP)
-        if scale is not None:
-            rms = np.sqrt(((diff / scale) ** 2).mean(axis=1))
+        elif shape.span is not None:
+            # x + lambda * sign(gradient) (Papernot et al. 2017): many coordinates moved by one and
+            # the same amount, absolute or relative to each feature's range. Natural neighbours
+            # move each coordinate by its own amount. Equal *absolute* moves happen by chance on a
+            # few coarse features (iris: 8 of 9,015 row pairs), so they count on wide moves only;
+            # equal moves relative to unequal ranges did not occur in any of the four datasets.
+            wide = np.flatnonzero(nz >= max(4, x.shape[0] // 4))
+            for j in wide[:4]:
+                moved = absd[j][changed[j]]
+                if (int(nz[j]) >= AXIS_MIN_DIM and _mostly_equal(moved)) or _mostly_equal(
+                        moved / shape.span[changed[j]]):
+                    acc.add("sign_step", float(np.median(moved)), W_SIGN_STEP)
+                    break
+        if shape.scale is not None:
+            rms = np.sqrt(((diff / shape.scale) ** 2).mean(axis=1))
             near = float(rms.min())
-            hit = near < cfg.near_duplicate_distance
+            hit = near < shape.near_distance
             st.near_ewma += 0.1 * ((1.0 if hit else 0.0) - st.near_ewma)
             if hit and st.near_ewma > 0.25:
                 acc.add("near_duplicate", near, W_NEAR_DUPLICATE)
             last = st.last_row()
             if last is not None:
-                step_vec = (x - last) / scale
+                step_vec = (x - last) / shape.scale
                 prev = st.last_diff
-                if prev is not None and prev.shape == step_vec.shape:
+                # A line along one axis is an axis step; where those are natural (coarse,
+                # low-dimensional data) collinear one-coordinate steps are too.
+                moved = int(np.count_nonzero(np.abs(x - last) > 1e-6 * (np.abs(x) + 1.0)))
+                if prev is not None and prev.shape == step_vec.shape and (
+                        shape.axis_signal or moved > shape.axis_max):
                     n1 = float(np.linalg.norm(step_vec))
                     n2 = float(np.linalg.norm(prev))
                     if n1 > 0 and n2 > 0:
@@ -342,6 +404,7 @@ class Detector:
     def _llm(self, st: ClientState, req: LLMRequest, acc: _Acc) -> None:
         cfg = self.cfg
         repeated = req.prompt_hash in st.prompts
+        new_ids: list[int] = []
         if req.biased_ids:
             known = set(st.biased_ids)
             new_ids = [i for i in req.biased_ids if i not in known]
@@ -352,9 +415,11 @@ class Detector:
             if req.logprobs and new_ids and distinct > cfg.allowed_biased_tokens:
                 acc.add("logit_bias_sweep", float(distinct),
                         min(W_BIAS_SWEEP_MAX, W_BIAS_SWEEP_PER_ID * len(new_ids)))
-        if repeated and ((req.max_tokens is not None and req.max_tokens <= 1)
-                         or (req.logprobs and req.biased_ids)):
-            acc.add("repeated_prompt_probe", float(req.max_tokens or 0), W_REPEAT_PROBE)
+        # One prompt held fixed while the bias moves to tokens not biased before is the sweep's
+        # shape (Carlini et al. 2024) -- with logprobs, or max_tokens=1 to read the winning token.
+        # The same prompt re-sent with the same parameters is a retry or an evaluation re-run.
+        if repeated and new_ids and (req.logprobs or (req.max_tokens is not None and req.max_tokens <= 1)):
+            acc.add("repeated_prompt_probe", float(len(new_ids)), W_REPEAT_PROBE)
         template = (not repeated and req.prompt_simhash != 0 and any(
             hamming(req.prompt_simhash, s) <= cfg.template_hamming for s in st.simhashes))
         st.template_ewma += 0.05 * ((1.0 if template else 0.0) - st.template_ewma)
@@ -364,7 +429,6 @@ class Detector:
         if not repeated:
             st.prompts = ([*st.prompts, req.prompt_hash])[-PROMPT_RING:]
             st.simhashes = ([*st.simhashes, req.prompt_simhash])[-PROMPT_RING:]
-        st.coverage |= 1 << ((req.prompt_simhash >> 56) & 0xFF)
 
     # -- decision --------------------------------------------------------------------------------
 
