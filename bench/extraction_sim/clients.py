@@ -113,18 +113,25 @@ _EVAL_IDS = {"32": 5, "33": 5, "34": 5, "35": 5}
 
 
 def benign_eval_harness(rng: np.random.Generator) -> ClientGen:
+    """A benchmark run: logprobs of the answer letters, nudged by a small fixed logit_bias.
+
+    Half of the harnesses run the same question set twice (another model version, a seed check):
+    the same prompts again, max_tokens=1, logprobs -- but never a new biased token.
+    """
     subject = str(rng.choice(["algebra", "anatomy", "astronomy", "law", "virology"]))
-    for q in range(int(rng.integers(100, 300))):
+    questions = []
+    for _ in range(int(rng.integers(100, 300))):
         question = _sentence(rng, int(rng.integers(10, 25)))
         options = "\n".join(f"{c}. {_sentence(rng, 4)}" for c in "ABCD")
-        body = {"model": "stub", "max_tokens": 1, "logprobs": True, "top_logprobs": 5, "logit_bias": _EVAL_IDS,
-                "messages": [{"role": "user", "content":
-                              f"The following is a multiple choice question about {subject}.\n\n"
-                              f"{question}\n{options}\nAnswer:"}]}
-        status, _ = yield float(rng.exponential(0.3)) + _wait_if_throttled(0), body
-        if status == 403:
-            return
-        del q
+        questions.append(f"The following is a multiple choice question about {subject}.\n\n"
+                         f"{question}\n{options}\nAnswer:")
+    for _ in range(2 if rng.random() < 0.5 else 1):
+        for text in questions:
+            body = {"model": "stub", "max_tokens": 1, "logprobs": True, "top_logprobs": 5,
+                    "logit_bias": _EVAL_IDS, "messages": [{"role": "user", "content": text}]}
+            status, _ = yield float(rng.exponential(0.3)), body
+            if status == 403:
+                return
 
 
 # -- attacks (numeric) ---------------------------------------------------------------------------

@@ -40,6 +40,10 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
     return "sha256=" + mac.hexdigest()
 
 
+#: Failure reasons remembered for operators (the most recent ones): bounded like the queue.
+MAX_FAILURE_REASONS = 100
+
+
 @dataclass
 class SinkStats:
     delivered: int = 0
@@ -47,6 +51,11 @@ class SinkStats:
     dropped_full: int = 0
     dropped_failed: int = 0
     failures: list[str] = field(default_factory=list)
+
+    def failed(self, reason: str) -> None:
+        self.failures.append(reason)
+        if len(self.failures) > MAX_FAILURE_REASONS:
+            del self.failures[0]
 
 
 class WebhookSink:
@@ -118,7 +127,7 @@ class WebhookSink:
                 reason = f"HTTP {response.status_code}"
             except httpx.HTTPError as exc:
                 retryable, reason = True, type(exc).__name__
-            self.stats.failures.append(reason)
+            self.stats.failed(reason)
             if not retryable or attempt == self.hook.max_retries:
                 self.stats.dropped_failed += 1
                 return

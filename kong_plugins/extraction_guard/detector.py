@@ -107,6 +107,8 @@ class Assessment:
     totals: dict[str, float]
     publish: bool
     until: float
+    #: The client's behaviour profile (ratios and sketches) at this request: context for an analyst.
+    profile: dict[str, float] = field(default_factory=dict)
 
     @property
     def level_name(self) -> str:
@@ -125,6 +127,7 @@ class Assessment:
             "signals": [{"signal": e.signal, "value": round(e.value, 4), "weight": e.weight, "score": e.score}
                         for e in self.evidence],
             "totals": {k: round(v, 3) for k, v in sorted(self.totals.items(), key=lambda kv: -kv[1])[:6]},
+            "profile": self.profile,
         }
 
 
@@ -142,6 +145,18 @@ class _Acc:
             self.abuse += weight
 
 
+def _profile(st: ClientState) -> dict[str, float]:
+    """The duplicate/near-duplicate/off-model/boundary/template ratios (EWMAs over ~20 requests),
+    the coverage sketch's count, distinct biased tokens and volumes: no input or prompt content."""
+    return {
+        "requests": float(st.n), "rate_10s": round(st.rate_short, 2),
+        "duplicate_ratio": round(st.dup_ewma, 3), "near_duplicate_ratio": round(st.near_ewma, 3),
+        "off_model_ratio": round(st.ood_ewma, 3), "low_margin_ratio": round(st.low_margin_ewma, 3),
+        "template_ratio": round(st.template_ewma, 3), "regions_covered": float(st.coverage.bit_count()),
+        "biased_tokens": float(len(st.biased_ids)), "output_tokens_1h": round(st.out_tokens, 1),
+    }
+
+
 def _mostly_equal(values: np.ndarray) -> bool:
     """At least 80% of the values within 1% of their median."""
     med = float(np.median(values))
@@ -151,7 +166,7 @@ def _mostly_equal(values: np.ndarray) -> bool:
 class _Shape:
     """What the structure signals need to know about a route's inputs, computed once per request."""
 
-    __slots__ = ("axis_max", "axis_signal", "near_distance", "scale", "span")
+    __slots__ = ("axis_max", "axis_signal", "near_distance", "scale", "span", "whiten")
 
     def __init__(self, dim: int, model: FeatureModel | None, cfg: GuardConfig) -> None:
         self.axis_max = axis_max(dim)
@@ -161,10 +176,11 @@ class _Shape:
             self.axis_signal = dim >= AXIS_MIN_DIM
             self.scale: np.ndarray | None = None
             self.span: np.ndarray | None = None
+            self.whiten: np.ndarray | None = None
             self.near_distance = cfg.near_duplicate_distance
         else:
             self.axis_signal = model.axis_rate <= AXIS_RATE_MAX
-            self.scale, self.span = model.std, model.span()
+            self.scale, self.span, self.whiten = model.std, model.span(), model.whiten
             # Half the spacing of the closest distinct benign inputs (1st percentile), never below
             # the configured distance: closer than real inputs ever are to each other is jitter.
             self.near_distance = max(cfg.near_duplicate_distance, 0.5 * model.nn_spacing)
@@ -368,8 +384,10 @@ class Detector:
             if hit and st.near_ewma > 0.25:
                 acc.add("near_duplicate", near, W_NEAR_DUPLICATE)
             last = st.last_row()
-            if last is not None:
-                step_vec = (x - last) / shape.scale
+            if last is not None and shape.whiten is not None:
+                # Whitened, so that benign steps point anywhere: on correlated data (a few latent
+                # factors) raw steps are nearly collinear by chance -- 3% of the time in 2-d.
+                step_vec = shape.whiten @ (x - last).astype(np.float64)
                 prev = st.last_diff
                 # A line along one axis is an axis step; where those are natural (coarse,
                 # low-dimensional data) collinear one-coordinate steps are too.
@@ -465,4 +483,5 @@ class Detector:
                 st.blocks += 1
             st.level, st.level_until = level, until
         return Assessment(level=level, previous_level=current, extraction=ex, abuse=st.abuse,
-                          evidence=tuple(acc.evidence), totals=dict(st.contrib), publish=publish, until=until)
+                          evidence=tuple(acc.evidence), totals=dict(st.contrib), publish=publish, until=until,
+                          profile=_profile(st) if level > ALLOW else {})

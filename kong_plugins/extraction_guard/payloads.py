@@ -41,11 +41,19 @@ def parse_json(body: bytes | None) -> Any:
         return None
 
 
+#: Features of one input the guard profiles at most. Wider inputs (a 28x28 image has 784) are
+#: profiled on an evenly spaced, fixed subset of their features: per-client state (a ring of recent
+#: inputs) and per-route baselines (1024 benign rows and a covariance) stay bounded whatever a
+#: client sends -- a 64 KB body of "0," would otherwise be 32,000 features and 128 KB per input.
+MAX_FEATURES = 256
+
+
 def predict_rows(doc: Any, max_rows: int) -> np.ndarray | None:
     """Rows of a TF-Serving ``:predict`` body (row or columnar-free ``inputs`` form) as float64.
 
-    Each instance is flattened (an 8x8 image becomes 64 features). Returns ``None`` when the body
-    is not a numeric predict call or rows have different widths.
+    Each instance is flattened (an 8x8 image becomes 64 features), wider ones reduced to
+    ``MAX_FEATURES`` columns. Returns ``None`` when the body is not a numeric predict call or
+    rows have different widths.
     """
     if not isinstance(doc, dict):
         return None
@@ -68,6 +76,8 @@ def predict_rows(doc: Any, max_rows: int) -> np.ndarray | None:
     arr = arr.reshape(arr.shape[0], -1)
     if arr.shape[1] == 0 or not np.isfinite(arr).all():
         return None
+    if arr.shape[1] > MAX_FEATURES:
+        arr = arr[:, np.linspace(0, arr.shape[1] - 1, MAX_FEATURES).astype(np.intp)]
     return arr
 
 

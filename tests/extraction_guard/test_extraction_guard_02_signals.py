@@ -12,7 +12,13 @@ from hypothesis import strategies as st
 
 from kong_plugins.extraction_guard.config import FeatureStats, GuardConfig
 from kong_plugins.extraction_guard.detector import BLOCK, FLAG, REVOKE, Detector, Observation
-from kong_plugins.extraction_guard.payloads import llm_request, parse_json, predict_rows, response_margins
+from kong_plugins.extraction_guard.payloads import (
+    MAX_FEATURES,
+    llm_request,
+    parse_json,
+    predict_rows,
+    response_margins,
+)
 from kong_plugins.extraction_guard.sketches import hamming, simhash64
 from kong_plugins.extraction_guard.state import ClientState
 
@@ -201,3 +207,127 @@ def test_parsers_never_raise_on_arbitrary_json(doc: object) -> None:
     response_margins(doc, 8)
     predict_rows({"instances": doc}, 8)
     llm_request({"messages": doc, "logit_bias": doc, "max_tokens": doc})
+
+
+# -- calibration against benign data: what keeps benign clients at zero -----------------------------
+
+def _warm_rows(det: Detector, rows: np.ndarray, route: str = ROUTE, t0: float = T0) -> None:
+    for i, r in enumerate(rows):
+        det.observe(None, Observation(t0 + i, route, 100, rows=r[None, :]))
+
+
+def test_heavy_tailed_benign_rows_do_not_accumulate_but_random_points_do() -> None:
+    """A client sending only the tail of a skewed distribution is not an attacker (breast-cancer-like)."""
+    rng = np.random.default_rng(21)
+    data = np.round(np.exp(rng.normal(0, 1, size=(3000, 12)) @ rng.normal(0, 0.4, size=(12, 12))), 2)
+    det = Detector(GuardConfig())
+    _warm_rows(det, data[:1500])
+    norm = np.abs(np.log(data[1500:])).sum(axis=1)
+    tail = data[1500:][np.argsort(norm)[-120:]]  # the most extreme 8% of fresh benign rows
+    st_, levels = _run(det, tail, t0=T0 + 5000)
+    assert max(levels) < BLOCK, st_.contrib
+    pts = np.round(rng.uniform(data.min(axis=0), data.max(axis=0), size=(4, 12)), 2)  # on the grid
+    _, levels = _run(det, pts, t0=T0 + 9000)
+    assert max(levels) >= BLOCK
+
+
+def test_one_coordinate_neighbours_on_coarse_narrow_data_are_not_finite_differencing() -> None:
+    """Iris-like data (4 features on a 0.1 grid): natural rows often differ in one coordinate."""
+    rng = np.random.default_rng(5)
+    base = np.round(rng.normal([5.0, 3.4, 1.5, 0.2], [0.3, 0.3, 0.2, 0.1], size=(60, 4)), 1)
+    det = Detector(GuardConfig())
+    _warm_rows(det, base[rng.integers(len(base), size=1300)])
+    model = det.baselines.get(ROUTE).feature_baseline(4).model
+    assert model is not None and model.axis_rate > 0.01  # measured: the signal stands down here
+    sorted_rows = base[np.lexsort(base.T[::-1])]  # a label/value-sorted batch job
+    st_, levels = _run(det, np.vstack([sorted_rows, sorted_rows]), t0=T0 + 5000)
+    assert max(levels) == 0 and "axis_probe" not in st_.contrib and "line_search" not in st_.contrib
+
+
+def test_jitter_below_the_spacing_of_real_inputs_is_near_duplicate_probing() -> None:
+    det = Detector(GuardConfig(near_duplicate_distance=0.001))
+    _warm(det)
+    model = det.baselines.get(ROUTE).feature_baseline(TRAIN.shape[1]).model
+    assert model is not None and model.nn_spacing > 0.05
+    rng = np.random.default_rng(12)
+    # jitter of 5% of a standard deviation, rounded onto the data grid's finer decimals: only the
+    # learned spacing (not the configured 0.001) can call these near-duplicates
+    rows = np.round(TRAIN[3] + rng.normal(0, 0.05, size=(30, TRAIN.shape[1])) * TRAIN.std(axis=0), 2)
+    st_, levels = _run(det, rows, t0=T0 + 5000)
+    assert st_.contrib.get("near_duplicate", 0) > 0 and max(levels) >= FLAG
+
+
+def test_entering_input_regions_no_benign_row_visits_is_coverage_evidence_once_per_region() -> None:
+    rng = np.random.default_rng(32)
+    # correlated features (two latent factors): benign rows occupy a few cells of input space
+    latent = rng.normal(size=(2000, 2)) @ (3.0 * rng.normal(size=(2, 8)))
+    data = np.round(5.0 + latent + rng.normal(0, 0.05, (2000, 8)), 1)
+    det = Detector(GuardConfig())
+    _warm_rows(det, data[:1500])
+    model = det.baselines.get(ROUTE).feature_baseline(8).model
+    assert model is not None and model.cells is not None and model.unseen_cell_rate < 0.01
+    cand = np.round(rng.uniform(data.min(axis=0), data.max(axis=0), size=(4000, 8)), 1)
+    cells = model.cell(cand)
+    empty = model.cells[cells] == 0
+    _, first = np.unique(np.where(empty, cells, -1), return_index=True)
+    probes = cand[[i for i in np.sort(first) if empty[i]][:4]]
+    st_, _ = _run(det, probes, t0=T0 + 5000)
+    assert st_.contrib.get("new_rare_region", 0) == pytest.approx(4, rel=0.01)
+    st_, _ = _run(det, probes[:2], t0=T0 + 5010, state=st_)  # the same regions again: counted once
+    assert st_.contrib.get("new_rare_region", 0) == pytest.approx(4, rel=0.01)
+    benign_st, levels = _run(det, data[1500:1800], t0=T0 + 9000)
+    # the Good-Turing estimate said <1%: one benign row in 300 may enter an empty cell, once
+    assert max(levels) == 0 and benign_st.contrib.get("new_rare_region", 0) <= 1.0
+    assert "line_search" not in benign_st.contrib  # steps are compared whitened
+
+
+def test_payload_anomaly_is_many_times_the_route_and_the_clients_own_size() -> None:
+    det = Detector(GuardConfig(baseline_min_samples=50))
+    for i in range(300):
+        det.observe(None, Observation(T0 + i, "chat", 2000 + (i % 7) * 10))
+    batch_st: ClientState | None = None
+    for i in range(30):  # a client whose every request is 8x the route's size: a batch job
+        batch_st, a = det.observe(batch_st, Observation(T0 + 1000 + i, "chat", 16000))
+    assert batch_st is not None and batch_st.abuse == 0.0
+    st_: ClientState | None = None
+    for i in range(10):
+        st_, a = det.observe(st_, Observation(T0 + 2000 + i, "chat", 2000))
+    st_, a = det.observe(st_, Observation(T0 + 2011, "chat", 200_000))  # 100x: stuffing
+    assert [e.signal for e in a.evidence] == ["payload_size"] and a.evidence[0].score == "abuse"
+
+
+def test_an_evaluation_re_run_with_the_same_small_bias_is_not_a_sweep() -> None:
+    det = Detector(GuardConfig())
+    st_: ClientState | None = None
+    prompts = [f"Question {i} about topic {i * 7}: A, B, C or D?" for i in range(12)]
+    for k, p in enumerate(prompts * 5):  # the same 12 questions, five passes, max_tokens=1
+        st_, a = det.observe(st_, replace(_llm(p, {"32": 5, "33": 5, "34": 5, "35": 5}), t=T0 + k))
+        assert a.level == 0 and not a.evidence
+
+
+def test_sign_steps_count_relative_to_unequal_ranges_on_narrow_inputs() -> None:
+    stats = FeatureStats(mean=(5.8, 3.0, 3.8, 1.2), std=(0.8, 0.4, 1.8, 0.8), minimum=(4.3, 2.0, 1.0, 0.1),
+                         maximum=(7.9, 4.4, 6.9, 2.5))
+    det = Detector(GuardConfig(feature_stats=stats))
+    x0 = np.array([5.1, 3.5, 1.4, 0.2])
+    span = np.asarray(stats.maximum) - np.asarray(stats.minimum)
+    steps = [x0, x0 + 0.1 * span, x0 + 0.1 * span * np.array([1, -1, 1, -1]), x0 - 0.1 * span]
+    st_, _ = _run(det, np.asarray(steps))
+    assert st_.contrib.get("sign_step", 0) >= 6
+    det2 = Detector(GuardConfig(feature_stats=stats))
+    st2, _ = _run(det2, np.asarray([x0, x0 + 0.1, x0 - 0.1, x0 + 0.2]))  # equal absolute moves: natural
+    assert "sign_step" not in st2.contrib
+
+
+def test_inputs_wider_than_the_cap_are_profiled_on_a_fixed_subset_and_state_stays_bounded() -> None:
+    wide = {"instances": [[float(i % 17) for i in range(30_000)]]}
+    rows = predict_rows(wide, 8)
+    assert rows is not None and rows.shape == (1, MAX_FEATURES)
+    det = Detector(GuardConfig())
+    rng = np.random.default_rng(0)
+    st_: ClientState | None = None
+    for i in range(40):
+        doc = {"instances": rng.integers(0, 16, size=(8, 30_000)).tolist()}
+        r = predict_rows(doc, 8)
+        st_, _ = det.observe(st_, Observation(T0 + i, "wide", 100, rows=r))
+    assert st_ is not None and len(st_.to_bytes()) < GuardConfig().recent_inputs * MAX_FEATURES * 4 + 2048

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -141,6 +142,9 @@ def test_learning_blocks_an_attacker_and_every_node_sees_it_through_the_shared_s
     assert ("client", "block") in levels
     record = decisions[-1].record()
     assert record["event"] == "ai-extraction-guard.decision" and "off_grid" in record["totals"]
+    # the analyst's context: the client's ratios and sketches, never its inputs
+    assert record["profile"]["requests"] >= 3 and record["profile"]["off_model_ratio"] > 0
+    assert "instances" not in json.dumps(record)
 
 
 def test_learning_round_trips_per_request() -> None:

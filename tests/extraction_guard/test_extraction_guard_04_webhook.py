@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from kong_plugins.extraction_guard.alerts import WebhookSink
+from kong_plugins.extraction_guard.alerts import MAX_FAILURE_REASONS, WebhookSink
 from kong_plugins.extraction_guard.config import Webhook
 from kong_plugins.testing.redis_servers import free_port
 
@@ -142,4 +142,18 @@ def test_a_slow_receiver_times_out_and_a_full_queue_drops_new_events(receiver: R
         assert "ReadTimeout" in sink.stats.failures
     finally:
         receiver.release.set()
+        sink.close()
+
+
+def test_a_receiver_that_stays_down_costs_bounded_memory(receiver: Receiver) -> None:
+    """Failures are counted, and only the most recent reasons are kept, however long the outage."""
+    sink = _sink(receiver.port, max_retries=0, queue_size=1000)  # receiver never started: refused
+    try:
+        for i in range(MAX_FAILURE_REASONS + 50):
+            assert sink.submit({"n": i})
+        assert sink.flush(timeout=30)
+        assert sink.stats.dropped_failed == MAX_FAILURE_REASONS + 50
+        assert len(sink.stats.failures) == MAX_FAILURE_REASONS
+        assert set(sink.stats.failures) == {"ConnectError"}
+    finally:
         sink.close()
