@@ -380,9 +380,13 @@ def _check_twin(state: MemoryState, keys: Sequence[str], args: Sequence[ScriptAr
 
 
 def _adjust_twin(state: MemoryState, keys: Sequence[str], args: Sequence[ScriptArg], now: int) -> int:
+    released = 0
     for i, key in enumerate(keys):
         b = i * 5
         kind, limit, param = int(args[b]), int(args[b + 1]), int(args[b + 2])
+        if kind == _CONCURRENCY:
+            released += _release_twin(state, [key], [args[b + 4]], now)
+            continue
         delta, reserved = int(args[b + 3]), int(args[b + 4])
         if delta == 0:
             continue
@@ -407,7 +411,7 @@ def _adjust_twin(state: MemoryState, keys: Sequence[str], args: Sequence[ScriptA
                 used = max(0, used + delta)
                 expires = now + (math.ceil(((current + 1) * param - now) / 1000) + 1000) * 1000
                 state.set(key, (current, used), expires)
-    return 1
+    return released
 
 
 def _release_twin(state: MemoryState, keys: Sequence[str], args: Sequence[ScriptArg], now: int) -> int:
@@ -540,6 +544,35 @@ class Limiter:
                 changed = [r for r in reservation.rules if isinstance(r, GlobalRule) and deltas.get(r.name)]
                 if changed:
                     self._on_global_usage(changed)
+
+    def settle(
+        self, reservation: Reservation, deltas: Mapping[str, int], now: float | None = None
+    ) -> int:
+        """:meth:`adjust` and :meth:`release` in one storage round trip (one script): what a
+        request's log phase does. Returns how many leases were still held."""
+        by_name = {rule.name: (i, rule) for i, rule in enumerate(reservation.rules)}
+        for name in deltas:
+            if name not in by_name:
+                raise ValueError(f"no rule named {name!r} in this reservation")
+            if isinstance(by_name[name][1], ConcurrencyRule):
+                raise ValueError(f"rule {name!r} counts requests in flight: it is released, not adjusted")
+        keys: list[str] = []
+        args: list[ScriptArg] = []
+        for i, rule in enumerate(reservation.rules):
+            if isinstance(rule, ConcurrencyRule):
+                keys.append(rule.key)
+                args.extend((*rule.wire[:3], 0, reservation.lease_id))
+            elif deltas.get(rule.name):
+                keys.append(rule.key)
+                args.extend((*rule.wire[:3], int(deltas[rule.name]), reservation.windows[i]))
+        if not keys:
+            return 0
+        released = int(self.storage.run(ADJUST, keys, args, now))
+        if self._on_global_usage is not None:
+            changed = [r for r in reservation.rules if isinstance(r, GlobalRule) and deltas.get(r.name)]
+            if changed:
+                self._on_global_usage(changed)
+        return released
 
     def release(self, reservation: Reservation, now: float | None = None) -> int:
         """End the reservation's concurrency leases; how many were still held."""

@@ -16,7 +16,8 @@ limits; otherwise it returns at once)
 =====================================  ===========================================================
 
 Redis round trips: exactly one in access (the limiter's script decides every rule); in the log
-phase one to settle tokens and one to release concurrency leases, both off the request path.
+phase, for requests with token or concurrency limits, one more that settles the tokens and releases
+the lease together, off the request path.
 """
 
 from __future__ import annotations
@@ -212,13 +213,14 @@ class TierQuota:
         if entry is None:
             return
         now = facts.ended_at or None
+        deltas: dict[str, int] = {}
+        if entry.token_rules:
+            usage = self._usage(facts, entry)
+            if usage is not None and usage != entry.reserved_tokens:
+                deltas = dict.fromkeys(entry.token_rules, usage - entry.reserved_tokens)
         try:
-            if entry.token_rules:
-                usage = self._usage(facts, entry)
-                if usage is not None and usage != entry.reserved_tokens:
-                    delta = usage - entry.reserved_tokens
-                    self.limiter.adjust(entry.reservation, {name: delta for name in entry.token_rules}, now=now)
-            self.limiter.release(entry.reservation, now=now)
+            # Refund or extra charge and the lease release in one Redis round trip.
+            self.limiter.settle(entry.reservation, deltas, now=now)
         except StorageError as exc:
             # Leases expire on their own after concurrency_lease_seconds; a lost refund only
             # makes the quota stricter for a while.

@@ -1,22 +1,30 @@
--- adjust: settle reserved costs once the real cost is known (refund < 0, extra charge > 0).
--- KEYS[i] is rule i's key; five ARGV per rule: kind, limit, param, delta, reserved window.
+-- adjust: settle reserved costs once the real cost is known (refund < 0, extra charge > 0), and
+-- end concurrency leases, so that a request is settled in one round trip.
+-- KEYS[i] is rule i's key; five ARGV per rule: kind, limit, param, delta, reserved window (for a
+-- concurrency rule, kind 3, the fifth is the lease id to release). Returns the leases released.
 -- Rate rules: the level moves by delta (never below an empty bucket; extra charges may exceed
 -- the limit, so later requests wait until the debt drains). Calendar rules: the reservation's
 -- window is adjusted while it is current; once it has passed, refunds lapse and extra charges
 -- go to the current window. Global rules (kinds 4 and 5): an extra charge goes to the current
 -- bucket; a refund comes off the reservation's bucket while it is still in the window (never
--- below zero). Concurrency rules have nothing to settle.
+-- below zero). Concurrency rules: the lease is removed (expired leases are dropped on the way).
 
 local GLOBAL_BUCKETS = 20
 
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
 
+local released = 0
 for i = 1, #KEYS do
     local b = (i - 1) * 5 + 1
-    local kind, limit, param, delta, reserved = tonumber(ARGV[b]), tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
+    local kind, limit, param, delta = tonumber(ARGV[b]), tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
     local key = KEYS[i]
-    if kind == 1 and delta ~= 0 then
+    local reserved = nil
+    if kind ~= 3 then reserved = tonumber(ARGV[b + 4]) end
+    if kind == 3 then
+        redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+        released = released + redis.call('ZREM', key, ARGV[b + 4])
+    elseif kind == 1 and delta ~= 0 then
         local level, last = 0, now
         local value = redis.call('GET', key)
         if value then
@@ -73,4 +81,4 @@ for i = 1, #KEYS do
         end
     end
 end
-return 1
+return released
