@@ -188,6 +188,15 @@ def parse_json(raw: bytes, limits: PayloadLimits) -> Any:
     return body
 
 
+_SCALARS = frozenset({int, float, bool, type(None)})
+
+
+def _scalars_only(items: list[Any]) -> bool:
+    """Whether a list holds only numbers, booleans and nulls (tensors): ``map(type)`` and ``set``
+    run in C, so a 100,000-element vector is checked without a Python loop over it."""
+    return set(map(type, items)) <= _SCALARS
+
+
 def _check_structure(body: Any, limits: PayloadLimits) -> None:
     keys = 0
     stack: list[tuple[Any, str]] = [(body, "$")]
@@ -210,6 +219,8 @@ def _check_structure(body: Any, limits: PayloadLimits) -> None:
             if len(node) > limits.max_array_length:
                 raise PayloadError(413, "array_too_long",
                                    f"array exceeds {limits.max_array_length} elements", where)
+            if _scalars_only(node):
+                continue
             for i, value in enumerate(node):
                 if isinstance(value, dict | list):
                     stack.append((value, f"{where}[{i}]"))
@@ -305,7 +316,7 @@ def _string_leaves(node: Any, where: str, role: str, limit: int) -> Iterator[Seg
             yield Segment(role, item, here)
         elif isinstance(item, dict):
             stack.extend((v, f"{here}.{k}") for k, v in reversed(list(item.items())))
-        elif isinstance(item, list):
+        elif isinstance(item, list) and not _scalars_only(item):
             stack.extend((v, f"{here}[{i}]") for i, v in reversed(list(enumerate(item))))
 
 

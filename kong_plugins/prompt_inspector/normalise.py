@@ -97,6 +97,8 @@ _SEPARATORS = b" .*_~+/\\-"
 _SPACED_RE = _bytes_re2(b"|".join(
     rb"\b[a-z0-9](?:" + re2.escape(bytes([sep])) + rb"[a-z0-9]){2,}\b" for sep in _SEPARATORS))
 _SPACED_SPACE_RE = _bytes_re2(rb"\b[a-z0-9](?: [a-z0-9]){2,}\b")
+# Runs of spaces left where punctuation was (Python's re: a C-level replacement, no callback).
+_SPACE_RUN_RE = re.compile(rb"  +")
 # Every byte that is not [0-9a-z] becomes a space (a multi-byte UTF-8 character becomes several,
 # collapsed afterwards): the ``words`` alphabet.
 _TO_WORDS = bytes(b if (0x30 <= b <= 0x39 or 0x61 <= b <= 0x7A) else 0x20 for b in range(256))
@@ -149,7 +151,7 @@ def words_view(light: str) -> str:
     # between letters, so a double space ("i g n o r e  a l l") still separates the words.
     # Joined again after punctuation became spaces ("0:0:0"), so that the result is a fixpoint.
     data = _despace(light.translate(_LEET).encode("utf-8", "replace"), _SPACED_RE)
-    out = b" ".join(data.translate(_TO_WORDS).split())
+    out = _SPACE_RUN_RE.sub(b" ", data.translate(_TO_WORDS)).strip(b" ")
     if b" " in out:
         out = _despace(out, _SPACED_SPACE_RE)
     return out.decode("ascii")
@@ -205,19 +207,25 @@ _HEX_RE = _bytes_re2(rb"(?:\\x|0x)?[0-9a-fA-F]{2}(?:[ :,]?(?:\\x|0x)?[0-9a-fA-F]
 _PCT_RE = _bytes_re2(rb"%[0-9a-fA-F]{2}(?:[^%]{0,40}%[0-9a-fA-F]{2}){2}")
 _ENTITY_RE = _bytes_re2(rb"&#(?:x[0-9a-fA-F]{1,6}|[0-9]{1,7});")
 _PCT_ANY_RE = _bytes_re2(rb"%[0-9a-fA-F]{2}")
+_PCT_ANY_REVERSED_RE = _bytes_re2(rb"[0-9a-fA-F]{2}%")
+_ENTITY_REVERSED_RE = _bytes_re2(rb";(?:[0-9a-fA-F]{1,6}x|[0-9]{1,7})#&")
 # What gets decoded: the stretch from the first escape to the last, with this much context either
 # side (a phrase may be only partly encoded), so a long text with one encoded link adds a short view.
 _ESCAPE_CONTEXT = 256
 
 
-def _escaped_stretch(data: bytes, regex: Any) -> str:
-    first = last = -1
-    for match in regex.finditer(data):
-        if first < 0:
-            first = match.start()
-        last = match.end()
-    start, end = max(0, first - _ESCAPE_CONTEXT), min(len(data), last + _ESCAPE_CONTEXT)
+def _escaped_stretch(data: bytes, regex: Any, reversed_regex: Any) -> str:
+    """From the first escape to the last, with context; the last is found by searching the
+    reversed bytes for the reversed escape, so no Python loop runs per escape."""
+    first = regex.search(data)
+    last = reversed_regex.search(data[::-1])
+    if first is None or last is None:
+        return ""
+    start = max(0, first.start() - _ESCAPE_CONTEXT)
+    end = min(len(data), len(data) - last.start() + _ESCAPE_CONTEXT)
     return data[start:end].decode("utf-8", "replace")
+
+
 _ROT13_HINT_RE = _bytes_re2(rb"rot[ _-]?13|caesar|cipher|decod|decrypt|rotat|shift(?:ed)? by")
 # Unicode tag characters U+E0020..U+E007E mirror printable ASCII; variation selectors VS1-16 and
 # VS17-256 carry one byte each ("emoji smuggling").
@@ -317,9 +325,9 @@ def _decodings(raw: str, light: str, chain: str, limits: DecodeLimits) -> list[t
         if len(found) >= limits.max_segments:
             return found
     if b"%" in data and _PCT_RE.search(data):
-        found.append(("url", unquote(_escaped_stretch(data, _PCT_ANY_RE), errors="replace")))
+        found.append(("url", unquote(_escaped_stretch(data, _PCT_ANY_RE, _PCT_ANY_REVERSED_RE), errors="replace")))
     if b"&#" in data and _ENTITY_RE.search(data):
-        found.append(("html-entities", html.unescape(_escaped_stretch(data, _ENTITY_RE))))
+        found.append(("html-entities", html.unescape(_escaped_stretch(data, _ENTITY_RE, _ENTITY_REVERSED_RE))))
     # rot13 twice is the identity: a rot13 view is never rotated back.
     if not chain.endswith("rot13") and _ROT13_HINT_RE.search(light.encode("utf-8", "surrogatepass")):
         found.append(("rot13", codecs.encode(raw, "rot13")))

@@ -48,7 +48,7 @@ def _words(text: str) -> str:
     return expand(text[:_MAX_CHARS])[0].words
 
 
-def _windows(words: str, rng: random.Random, limit: int) -> list[npt.NDArray[np.int64]]:
+def _windows(words: str, rng: random.Random, limit: int) -> list[npt.NDArray[np.uint32]]:
     """Up to ``limit`` windows of a text as bucket arrays (the first, then random ones)."""
     buckets = ngram_buckets(words)
     positions = buckets.shape[1]
@@ -64,7 +64,7 @@ def _windows(words: str, rng: random.Random, limit: int) -> list[npt.NDArray[np.
 class _Batch:
     """Instances as one flat index array: logits with ``reduceat``, gradients with ``bincount``."""
 
-    def __init__(self, instances: list[npt.NDArray[np.int64]]) -> None:
+    def __init__(self, instances: list[npt.NDArray[np.uint32]]) -> None:
         sizes = np.array([inst.size for inst in instances], dtype=np.int64)
         self.index = np.concatenate([inst.ravel() for inst in instances]).astype(np.int32)
         self.starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
@@ -118,7 +118,7 @@ def train(benign_count: int, target_fpr: float, epochs: int, seed: int) -> tuple
     train_benign = hard_negatives() + list(_agent_injection_bench(0)) + [t for t in extra if not _calibration(t)]
     calibration = first_turns + [t for t in extra if _calibration(t)]
 
-    pos: list[npt.NDArray[np.int64]] = []
+    pos: list[npt.NDArray[np.uint32]] = []
     owner: list[int] = []
     for i, words in enumerate(attack_words):
         wins = _windows(words, rng, 64)
