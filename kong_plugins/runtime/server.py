@@ -41,7 +41,6 @@ import os
 import secrets
 import time
 import traceback
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,6 +61,9 @@ _RUNNING = 0
 _AWAITING_STEP = 1
 
 _FAIL_CLOSED_STATUS = 500
+
+#: sun_path holds 108 bytes on Linux, the terminating NUL included.
+_MAX_UNIX_PATH_BYTES = 107
 
 #: Bytes read from a connection at once; Kong's requests are far smaller, big bodies take several reads.
 _RECV_BUFFER_BYTES = 65536
@@ -179,7 +181,7 @@ class PluginServer:
         self._idle_workers: list[EventWorker] = []
         # Kong may still send a Step for an event we ended on exit (a phase where Lua returned):
         # answering "ret" ends its bridge loop quietly instead of logging "no event".
-        self._recently_closed: OrderedDict[int, None] = OrderedDict()
+        self._recently_closed: dict[int, None] = {}
         self.last_start_instance = 0.0
         self.last_close_instance = 0.0
         self.methods: dict[str, Callable[..., Any]] = {
@@ -318,6 +320,10 @@ class PluginServer:
         return self._advance(event, None)
 
     def step(self, request: dict[str, Any]) -> dict[str, Any]:
+        # The most frequent RPC of all: the common case without a helper call.
+        event = self.events.get(request.get("EventId"))  # type: ignore[arg-type]
+        if event is not None and event.state == _AWAITING_STEP:
+            return self._advance(event, (request.get("Data"), None))
         event = self._waiting_event(request)
         if event is None:
             return {"EventId": request.get("EventId"), "Data": "ret"}
@@ -407,9 +413,10 @@ class PluginServer:
         event.closed = True
         event.worker = None
         self.events.pop(event.event_id, None)
-        self._recently_closed[event.event_id] = None
-        if len(self._recently_closed) > 4096:
-            self._recently_closed.popitem(last=False)
+        recently_closed = self._recently_closed
+        recently_closed[event.event_id] = None
+        if len(recently_closed) > 4096:
+            del recently_closed[next(iter(recently_closed))]  # the oldest: dicts keep insertion order
 
     def reap(self, hub_callback: Callable[[Callable[..., Any], Any], None]) -> int:
         """Unwind events Kong abandoned or whose handler hangs; returns how many were unwound.
@@ -510,11 +517,19 @@ def serve_unix_socket(
     from gevent import socket as gsocket
     from gevent.server import StreamServer
 
-    if os.path.exists(socket_path):
-        os.unlink(socket_path)
+    # Bind and listen under a temporary name, then rename: the socket path appears only once it
+    # accepts connections (a client that sees the file never gets "connection refused").
+    binding = f"{socket_path}.{os.getpid()}"
+    if len(os.fsencode(binding)) > _MAX_UNIX_PATH_BYTES:
+        binding = socket_path  # no room for a temporary name: bind in place
+    for stale in {binding, socket_path}:
+        if os.path.exists(stale):
+            os.unlink(stale)
     listener = gsocket.socket(gsocket.AF_UNIX, gsocket.SOCK_STREAM)
-    listener.bind(socket_path)
+    listener.bind(binding)
     listener.listen(listen_queue_size)
+    if binding != socket_path:
+        os.rename(binding, socket_path)
     pid_notice = msgpack.packb([2, "serverPid", os.getpid()])
     packer = msgpack.Packer(unicode_errors="surrogateescape")
 

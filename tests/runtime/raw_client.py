@@ -30,7 +30,11 @@ class RawConnection:
     def __init__(self, path: str, timeout: float = 10.0) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
-        self.sock.connect(path)
+        try:
+            self.sock.connect(path)
+        except OSError:
+            self.sock.close()
+            raise
         self.unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
         self.notifications: list[Any] = []
 
