@@ -231,6 +231,18 @@ def main() -> int:
                       f"p99 ours {pct(data['ours', calls], .99) * 1e6:.0f}µ vs stock -g "
                       f"{pct(data['stock-g', calls], .99) * 1e6:.0f}µ")
 
+        print(f"\nConcurrent cost per event from throughput ({args.clients} client processes on this machine's "
+              "cores: the wall time each event takes of the whole, 1 / events/s; overhead = minus the floor's):")
+        for calls in SCRIPTS:
+            per_event = {k: 1 / statistics.median(throughput[k, calls]) for k in KINDS}
+            over = {k: per_event[k] - per_event["floor"] for k in KINDS}
+
+            def share(other: str, over: dict[str, float] = over) -> str:
+                return f"{over['ours'] / over[other]:.2f}" if over[other] > 0 else "n/a"
+
+            print(f"  HE+{calls}: " + ", ".join(f"{k} {per_event[k] * 1e6:.0f}µ" for k in KINDS)
+                  + f"; our overhead = {share('stock-g')} of stock -g's, {share('stock')} of stock default's")
+
         checkpoints = 4
         step = max(1, args.rss_events // checkpoints)
         print(f"\nServer RSS (KiB): after a warm-up of {args.rss_warmup:,} events, then every {step:,} events "
