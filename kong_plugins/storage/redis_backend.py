@@ -226,17 +226,23 @@ class RedisStorage(Storage):
             prepared.append((full, args))
 
         def pipelined(client: RedisClient) -> list[Any]:
-            # SCRIPT LOAD first (every primary, on a Cluster): EVALSHA inside a pipeline cannot
-            # fall back to EVAL per command the way run() does.
-            client.script_load(script.lua)
+            # EVALSHA in one pipeline (a Cluster client splits it per node; its pipelines refuse the
+            # evalsha method, not the raw command). A node without the script answers NOSCRIPT for
+            # its calls only: those are run again one by one with run()'s EVAL fallback.
             pipe = client.pipeline(transaction=False)
             for full, args in prepared:
                 pipe.execute_command("EVALSHA", script.sha, len(full), *full, *args)
-            replies = pipe.execute(raise_on_error=False)
-            for reply in replies:
-                if isinstance(reply, Exception):
+            replies = list(pipe.execute(raise_on_error=False))
+            for i, reply in enumerate(replies):
+                if isinstance(reply, NoScriptError):
+                    full, args = prepared[i]
+                    try:
+                        replies[i] = client.evalsha(script.sha, len(full), *full, *args)
+                    except NoScriptError:
+                        replies[i] = client.eval(script.lua, len(full), *full, *args)
+                elif isinstance(reply, Exception):
                     raise reply
-            return list(replies)
+            return replies
 
         return self._call(f"pipelined script {script.name}", pipelined)
 

@@ -164,3 +164,24 @@ def test_flood_counters_are_consumed_but_never_shown_to_callers() -> None:
     flooded = run(p, FakeKong(serialize(consumer=consumer("c1", tenant="acme"), service="shared-embed")))
     assert flooded.status == 429 and flooded.body["denied_by"] == "global_flood"
     assert flooded.headers.get("X-RateLimit-Remaining-Minute") == "48"
+
+
+class CountingStorage(MemoryStorage):
+    def __init__(self) -> None:
+        super().__init__(clock=lambda: T0)
+        self.calls = 0
+
+    def run(self, script: Any, keys: Any, args: Any, now: float | None = None) -> Any:
+        self.calls += 1
+        return super().run(script, keys, args, now)
+
+
+def test_a_decision_with_global_and_strict_limits_is_one_storage_round_trip() -> None:
+    storage = CountingStorage()
+    cfg = config(tiers=[{"name": "std", "models": ["*"], "limits": [
+        {"per_minute": 60, "per_day": 1000, "limit_by": "tenant", "scope": "global-approximate"},
+        {"per_second": 5}]}], storage=REDIS, tenants=[])
+    p = TierQuota(cfg, storage=storage, clock=lambda: T0)
+    for _ in range(3):
+        assert run(p, FakeKong(serialize(consumer=consumer("c1", tenant="acme"), service="chat"))) is None
+    assert storage.calls == 3
