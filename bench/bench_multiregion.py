@@ -23,7 +23,9 @@ What it prints, from one run:
    Redis), global vs strict, interleaved;
 4. outages: apac's Redis stopped under load (fail-open answers; per-day global usage and a block
    recorded elsewhere must reach it when it returns), then every sync worker stopped (the plugins'
-   ``share`` fallback; a block and usage recorded meanwhile must reach everyone after restart).
+   ``share`` fallback; a block and usage recorded meanwhile must reach everyone after restart);
+5. hot keys on the eu Cluster: one tenant's global decisions (as ai-tier-quota builds them) with
+   ``region.lanes`` 1 and 4; the share of decision scripts served by the busiest of the 3 masters.
 """
 
 from __future__ import annotations
@@ -62,6 +64,46 @@ def script_latency(sim: MultiRegionSim, rounds: int) -> dict[str, dict[str, dict
                 limiter.check_and_consume([rule])
                 samples[label].append(time.perf_counter() - t0)
         out[name] = {label: summary(values) for label, values in samples.items()}
+    return out
+
+
+def hot_key_spread(sim: MultiRegionSim, decisions: int) -> dict[int, dict[str, Any]]:
+    """Decision scripts per eu master for one hot tenant, lanes 1 vs 4 (eu's worker paused)."""
+    from kong_plugins.identity import Identity
+    from kong_plugins.testing.redis_servers import RedisClusterServers
+    from kong_plugins.tier_quota import decide
+    from kong_plugins.tier_quota.config import parse_config
+
+    cluster = sim.servers["eu"]
+    assert isinstance(cluster, RedisClusterServers)
+    storage = sim.regions["eu"].storage()
+    limiter = Limiter(storage)
+    ident = Identity(tier="std", tier_source="consumer_tag", tenant="hot-tenant", consumer_id="c", credential_id=None,
+                     client_ip="10.0.0.1")
+    out: dict[int, dict[str, Any]] = {}
+    sim.stop_worker("eu")
+    try:
+        for lanes in (1, 4):
+            cfg = parse_config({
+                "default_tier": "std", "storage": sim.regions["eu"].storage_config,
+                "region": {"name": "eu", "regions": list(REGIONS), "lanes": lanes},
+                "tiers": [{"name": "std", "models": ["*"], "limits": [
+                    {"per_minute": 10**9, "limit_by": "tenant", "scope": "global-approximate"}]}]})
+            for process in cluster.processes:
+                with process.client() as client:
+                    client.config_resetstat()
+            for i in range(decisions):
+                plan = decide.build_plan(cfg, ident, cfg.tiers["std"], "chat", None,
+                                         lane=i % lanes if lanes > 1 else None)
+                limiter.check_and_consume(plan.rules)
+            calls = []
+            for process in cluster.processes:
+                with process.client() as client:
+                    stats = client.info("commandstats")
+                calls.append(sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("evalsha", "eval")))
+            out[lanes] = {"per_master": calls, "busiest_share": max(calls) / max(1, sum(calls))}
+    finally:
+        sim.start_worker("eu")
     return out
 
 
@@ -144,6 +186,13 @@ def main() -> int:
               f"block reached others during outage: {ex['block_reached_during'] or 'no'}; after restart "
               f"block everywhere {ex['block_everywhere']} in {ms(ex['block_delivered_after_restart_s'])}, "
               f"usage converged {ex['usage_converged']} in {ms(ex['usage_converged_after_s'])}")
+
+        spread = hot_key_spread(sim, 3000)
+        figures["hot_keys"] = spread
+        print("\n5. Hot keys on the eu Cluster (one tenant, 3000 global decisions)")
+        for lanes, row in spread.items():
+            print(f"   lanes {lanes}: decision scripts per master {row['per_master']}, busiest master "
+                  f"{row['busiest_share']:.0%}")
     print(f"\ntotal {time.time() - started:.1f} s")
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2, default=str))

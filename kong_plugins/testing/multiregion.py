@@ -306,7 +306,9 @@ class MultiRegionSim:
         errors = sum(1 for _, _, s in stamps if s not in (200, 429))
         staleness = self.staleness_s()
         rate = rate_per_region if pattern == "steady" else rate_per_region * burst_every / max(staleness, 1e-3)
-        bound = over_admission_bound(self.limit, len(regions) * self.lanes, staleness, rate)
+        # sources: every key a region may count the rule under (the un-laned key and each lane)
+        keys_per_region = self.lanes + 1 if self.lanes > 1 else 1
+        bound = over_admission_bound(self.limit, len(regions) * keys_per_region, staleness, rate)
         per_window = [sum(1 for t in admitted_times if start + k <= t < start + k + 1) for k in range(int(seconds))]
         return DriveResult(pattern, seconds, offered, admitted, errors, max_in_window(admitted_times, 1.0),
                            self.limit, bound, staleness, per_window)
