@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import statistics
 import sys
 import tempfile
@@ -104,6 +105,15 @@ def send(gw: KongStandIn, path: str) -> Any:
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def process_cpu(pid: int | None) -> float:
+    """User + system CPU seconds of a process (``/proc/<pid>/stat``)."""
+    if pid is None:
+        return 0.0
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def redis_cpu(admin: redis.Redis) -> float:
@@ -234,23 +244,34 @@ def through_runtime(gateways: dict[str, KongStandIn], storages: dict[str, dict[s
                 samples = latencies.setdefault((backend, path), [])
                 for _ in range(n):
                     samples.append(send(gw, path).rpc_seconds_by_phase.get("access", 0.0))
-                gw.wait_log_phase()
+                    # The stand-in runs the log phase in a thread of its own process; waiting keeps
+                    # that Python work (GIL) out of the next request's access-phase timing.
+                    gw.wait_log_phase()
                 cpu[backend, path] = cpu.get((backend, path), 0.0) + redis_cpu(admin) - before
     ctx = multiprocessing.get_context("spawn")
     throughput: dict[str, float] = {}
+    server_cpu: dict[str, float] = {}
     with ctx.Manager() as manager:
         barrier = manager.Barrier(clients)
         with ctx.Pool(clients) as pool:
             for backend in gateways:
                 spec = specs[backend]
                 rates = []
+                pid = gateways[backend].server("ai-tier-quota").pid
+                # Not measured: each client gateway starts its own instance (as each Kong worker does).
+                for job in [pool.apply_async(_client_run, (backend, storages[backend], spec.socket,
+                                                           spec.query_cmd, 10, barrier)) for _ in range(clients)]:
+                    job.get(timeout=600)
+                cpu_before, decided = process_cpu(pid), 0
                 for _ in range(rounds):
                     jobs = [pool.apply_async(_client_run, (backend, storages[backend], spec.socket,
                                                            spec.query_cmd, n, barrier)) for _ in range(clients)]
                     results = [job.get(timeout=600) for job in jobs]
                     wall = max(r[2] for r in results) - min(r[1] for r in results)
                     rates.append(sum(r[0] for r in results) / wall)
+                    decided += sum(r[0] for r in results)
                 throughput[backend] = statistics.median(rates)
+                server_cpu[backend] = (process_cpu(pid) - cpu_before) / decided
             for job in [pool.apply_async(_client_close) for _ in range(clients * 2)]:
                 job.get(timeout=60)
     print(f"   {'backend':8s} {'path':8s} {'p50 us':>8s} {'p99 us':>8s} {'Redis CPU us/decision':>22s} "
@@ -262,8 +283,13 @@ def through_runtime(gateways: dict[str, KongStandIn], storages: dict[str, dict[s
             rate = f"{throughput[backend]:30,.0f}" if path == "allow" else ""
             print(f"   {backend:8s} {path:8s} {statistics.median(values) * 1e6:8.0f} {pct(values, 0.99) * 1e6:8.0f} "
                   f"{per} {rate}")
+    for backend in gateways:
+        print(f"   plugin server CPU per decision ({backend}, access + log, {clients} clients): "
+              f"{server_cpu[backend] * 1e6:.0f} us = {1 / server_cpu[backend]:,.0f} decisions/s per core")
     print("   RPC time: from sending each access-phase RPC to its answer, summed (HandleEvent + PDK round "
-          "trips, the Redis call inside); the stand-in's own work excluded. Redis CPU covers access and log.")
+          "trips, the Redis call inside); the stand-in's own work excluded. Redis CPU covers access and log.\n"
+          "   decisions/s through the runtime are bounded by the client stand-ins' own CPU on this machine; "
+          "the plugin server's CPU per decision is what a gateway pays.")
 
 
 # -- 3. the decision on the same Redis ------------------------------------------------------------------
