@@ -173,7 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--consumer", help="Kong consumer id")
     inspect.add_argument("--credential", help="credential id")
     inspect.add_argument("--ip", help="client IP address")
-    sub.add_parser("health", help="how long since each region's exchange last reached each region")
+    health = sub.add_parser("health", help="how long since each region's exchange last reached each region")
+    health.add_argument("--expect", action="append", default=[],
+                        help="exit 1 unless this region's worker reached every region read (repeatable; a "
+                             "container health check of a sync worker)")
+    health.add_argument("--max-age", type=float, default=15.0, help="seconds an --expect heartbeat may be old")
     callback = sub.add_parser("callback", help="serve the HMAC-signed SOAR callback (blocks and revocations)")
     callback.add_argument("--listen", default="127.0.0.1:9107", help="host:port (default %(default)s)")
     callback.add_argument("--secret-env", default="KONG_AI_SOAR_SECRET",
@@ -238,8 +242,11 @@ def _dispatch(args: argparse.Namespace, regions: RegionsFile, out: Emit) -> int:
                 out({"region": name, "quota": quota_state(storage, args.tenant, quota),
                      "risk": risk_state(storage, args.tenant, subject, credential)})
             elif command == "health":
-                ages = read_health(storage)
-                out({"region": name, "heard_from": {k.removeprefix("from:"): round(v, 3) for k, v in ages.items()}})
+                ages = {k.removeprefix("from:"): round(v, 3) for k, v in read_health(storage).items()}
+                stale = [r for r in args.expect if ages.get(r, float("inf")) > args.max_age]
+                out({"region": name, "heard_from": ages, **({"stale": stale} if stale else {})})
+                if stale:
+                    status = 1
         except StorageError as exc:
             out({"region": name, "error": str(exc)})
             status = 1

@@ -22,7 +22,7 @@ from kong_plugins.storage.config import check_storage_config
 
 from .helpers import COMPOSE_FILE, REPO, require_binary, require_kong_yml
 
-PROFILES: list[list[str]] = [[], ["spec"], ["cluster"], ["spec", "cluster"]]
+PROFILES: list[list[str]] = [[], ["spec"], ["cluster"], ["spec", "cluster"], ["multiregion"]]
 GATEWAY_IMAGE = "kong-ai-plugins/kong:dev"
 
 
@@ -54,6 +54,9 @@ def test_profiles_select_the_right_services(resolved: dict[str, Any]) -> None:
         "default": {"kong", "redis", "textgen-upstream", "image-upstream", "docqa-upstream", "classifier-upstream"},
         "spec": {"spec"},
         "cluster": {"redis-node-1", "redis-node-2", "redis-node-3", "redis-cluster-create", "kong-cluster"},
+        # its own checks: test_docker_07_multiregion.py
+        "multiregion": {"redis-us", "redis-apac", "redis-eu-1", "redis-eu-2", "redis-eu-3", "redis-eu-create",
+                        "kong-us", "kong-eu", "kong-apac", "sync-us", "sync-eu", "sync-apac"},
     }
 
 
@@ -94,7 +97,9 @@ def test_depends_on_waits_for_health_or_completion(resolved: dict[str, Any]) -> 
 
 
 def _gateways(resolved: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {n: s for n, s in resolved["services"].items() if s.get("image") == GATEWAY_IMAGE}
+    """Gateways on the repository's kong.yml (the multiregion profile's load their regional decK files)."""
+    return {n: s for n, s in resolved["services"].items()
+            if s.get("image") == GATEWAY_IMAGE and "multiregion" not in (s.get("profiles") or [])}
 
 
 def test_kong_is_db_less_on_the_repositorys_kong_yml_mounted_read_only(resolved: dict[str, Any]) -> None:
@@ -127,7 +132,8 @@ def test_storage_backends_point_at_services_of_the_stack(resolved: dict[str, Any
     cluster = json.loads(gateways["kong-cluster"]["environment"]["KONG_AI_STORAGE"])
     assert cluster["strategy"] == "redis-cluster"
     nodes = {(n["host"], n["port"]) for n in cluster["cluster_nodes"]}
-    masters = {(name, 7000) for name, s in services.items() if "--cluster-enabled" in (s.get("command") or [])}
+    masters = {(name, 7000) for name, s in services.items() if "--cluster-enabled" in (s.get("command") or [])
+               and "multiregion" not in (s.get("profiles") or [])}
     assert nodes == masters and len(masters) == 3
 
 

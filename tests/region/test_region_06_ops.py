@@ -123,6 +123,10 @@ def test_health_shows_when_each_region_last_heard_from_the_others(three_regions:
     SyncWorker(regions, "us").usage_round()
     _, lines = ops(path, "--region", "apac", "health")
     assert set(lines[0]["heard_from"]) == {"us"} and lines[0]["heard_from"]["us"] < 5
+    # the sync worker's container health check: has this region's worker reached every region?
+    assert ops(path, "health", "--expect", "us")[0] == 0
+    status, lines = ops(path, "health", "--expect", "eu")
+    assert status == 1 and all(line["stale"] == ["eu"] for line in lines)
 
 
 # -- SOAR callback ------------------------------------------------------------------------------
