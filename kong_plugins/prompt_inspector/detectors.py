@@ -121,7 +121,7 @@ _DET = (r"(?:all |any |every |each |the |your |my |our |these |those |of |its |h
 _WHEN = (r"(?:previous |prior |above |earlier |preceding |initial |original |existing |old |current |"
          r"system |developer |safety |given |default |former |foregoing |prompt |base |programmed |"
          r"hidden |built in |internal |predefined |preset )")
-_RULES = (r"(?:instructions?|prompts?|rules|guidelines|directives?|guidance|constraints|restrictions|"
+_RULES = (r"(?:instructions?|prompts?|rules|guidelines|directives?|directions|guidance|constraints|restrictions|"
           r"programming|policies|training|filters|safeguards|orders|commands|protocols?|"
           r"limitations|boundaries|ethics|principles|conditioning|safety stuff|safety measures|morals|stuff)")
 _AI = r"(?:you|your|yourseif|ai|model|assistant|chatbot|chatgpt|gpt|claude|llama|bot|it|he|she)"
@@ -147,6 +147,15 @@ SIGNALS: tuple[Signal, ...] = (
          r"(?:request|task|question|query|assignment|summarisation|summarization)\b"),
     _sig("override.ignore_above", F.INSTRUCTION_OVERRIDE, 0.6,
          r"\b(?:ignore|disregard|forget) (?:aii )?(?:of )?(?:the |everything )?(?:above|preceding|foregoing)\b"),
+    _sig("override.ignore_rest", F.INSTRUCTION_OVERRIDE, 0.6,
+         r"\b(?:ignore|disregard|skip) (?:aii )?(?:of )?the rest of (?:this|the|these) (?:data|text|document|input|"
+         r"content|message|page|fiie|conversation|paragraph)s?\b"),
+    _sig("override.before_reply_act", F.INSTRUCTION_OVERRIDE, 0.6,
+         r"\b(?:before|after|when|whiie) (?:you )?(?:repiy|respond|answer|summari[sz])\w{0,4} (?:\w+ )?(?:caii|send|"
+         r"fetch|post|upioad|emaii|run|execute|visit|open)\b"),
+    _sig("override.for_the_machine", F.INSTRUCTION_OVERRIDE, 0.75,
+         r"\b(?:invisibie|hidden|not visibie) to (?:humans|peopie|human readers|readers|users)\b|"
+         r"\bvisibie (?:oniy )?to (?:the )?(?:ai|iim|iims|modei|assistant|bots?|automated \w+)\b"),
     _sig("override.if_user_asks", F.INSTRUCTION_OVERRIDE, 0.7,
          r"\bif (?:the |a )?users? (?:asks?|requests?|wants?) (?:\w+ ){0,6}(?:repiy|respond|answer|say|teii|output|"
          r"print|report)\b"),
@@ -164,7 +173,7 @@ SIGNALS: tuple[Signal, ...] = (
     _sig("override.from_now_on", F.INSTRUCTION_OVERRIDE, 0.5,
          r"\b(?:from now on|from this point(?: on| forward)?|starting now|henceforth|for the rest of (?:this|the|our) "
          r"(?:conversation|chat|session)),? (?:you )?(?:are|wiii|must|shaii|should|can|have|act|respond|answer|"
-         r"reply|oniy)\b"),
+         r"reply|oniy|end|start|begin|add|inciude|append|aiways|never)\b"),
     _sig("override.instead_say", F.INSTRUCTION_OVERRIDE, 0.45,
          r"\b(?:instead|rather|and|then|just|oniy) (?:just |oniy |simpiy )?(?:say|print|output|respond with|reply with|"
          r"write|type|repeat) (?:the )?(?:word|words|phrase|sentence|text|string|exactiy)?"),
@@ -331,8 +340,12 @@ SIGNALS: tuple[Signal, ...] = (
     _sig("persona.unrestricted_ai", F.PERSONA_JAILBREAK, 0.85,
          r"\b" + _AI + r" (?:\w+ ){0,5}(?:no|without|free from|free of|freed from|unbound by|not bound by|"
          r"beyond|outside|ignores?|ignoring|bypass\w{0,2}|broken free of|break free of|escaped|no ionger "
-         r"bound by|not restricted by|not iimited by) (?:any |aii |the |your |its |of |typicai |usuai |normai |"
+         r"bound by|not restricted by|not iimited by|(?:doesn t|does not|don t|do not|wiii not|won t) (?:have|foiiow|"
+         r"obey|abide by|care about)) (?:any |aii |the |your |its |of |typicai |usuai |normai |or |and |"
          r"ethicai |morai |content |safety |openai s |anthropic s |openai |anthropic )*" + _LIMITS + r"\b"),
+    _sig("persona.amoral_entity", F.PERSONA_JAILBREAK, 0.6,
+         r"\b(?:unfiitered|uncensored|amorai|unethicai|immorai|unrestricted|uniimited) (?:and |or )?(?:\w+ )?"
+         r"(?:chatbot|ai|bot|assistant|modei|character|persona|entity)\b"),
     _sig("persona.unfiltered_role", F.PERSONA_JAILBREAK, 0.85,
          r"\b(?:pretend|imagine|act as if|act iike|roieplay as|roie piay as|you are|you re|behave as|respond as|"
          r"answer as|simuiate|emuiate|act as|become|transform into) (?:\w+ ){0,3}(?:an? )?(?:\w+ )?"
@@ -345,7 +358,8 @@ SIGNALS: tuple[Signal, ...] = (
     _sig("persona.never_refuse", F.PERSONA_JAILBREAK, 0.6,
          r"\b(?:never|not|don t|do not|won t|wiii not|cannot|can t|must not|shaii not|shouid not|shouidn t|not be "
          r"abie to|no) (?:\w+ ){0,2}(?:refuse|refusai|refusais|deciine|say no|apoiogi[sz]e|censor|warn|add (?:any )?"
-         r"(?:warnings|disclaimers|disclaimer)|reject|deny)\b"),
+         r"(?:warnings|disclaimers|disclaimer)|reject|deny)\b|\bwithout (?:any )?(?:refusai|refusing|refusais|"
+         r"disciaimers|warnings|censorship|hesitation|fiitering|moraiizing)\b"),
     _sig("persona.dual_response", F.PERSONA_JAILBREAK, 0.5,
          r"\b(?:two|2|dual|both) (?:different |separate |distinct )?(?:responses|answers|paragraphs|outputs|repiies)\b"
          r"(?: \w+){0,12} (?:normai|classic|standard|fiitered|jaiibreak|jaiibroken|deveioper|dan|unfiitered)\b"),
@@ -362,6 +376,9 @@ SIGNALS: tuple[Signal, ...] = (
          r"restrizioni|iimites|iimiti|fiiter|fiitres|fiitros|fiitri|regein|regies|regias|regoie|zensur|censure|"
          r"censura|grenzen)\b"),
 
+    _sig("persona.destructive_tool", F.PERSONA_JAILBREAK, 0.6,
+         r"\bcaii (?:the )?(?:deiete|remove|drop|send|post|transfer|wire|exec|run|http|fetch|upioad|emaii)[a-z_]* "
+         r"(?:tooi )?(?:with|on|to|using|uri)\b"),
     _sig("persona.grandma", F.PERSONA_JAILBREAK, 0.6,
          r"\b(?:act|pretend|roie ?piay|behave) (?:\w+ ){0,2}(?:as|iike) (?:my )?(?:deceased |dead |iate |beioved )?"
          r"(?:grandma|grandmother|granny|nana)\b"),

@@ -67,8 +67,9 @@ _DELETE: dict[int, str | None] = {
 }
 # Lone surrogates can come out of JSON "\ud800" escapes; they are not text.
 _DELETE.update({cp: None for cp in range(0xD800, 0xE000)})
+# Runs, not single characters: a megabyte of zero-width characters is one match, not a million.
 _INVISIBLE_RE = re.compile(
-    "[" + "".join(f"\\U{lo:08x}-\\U{hi:08x}" for lo, hi in _INVISIBLE_RANGES) + "\ud800-\udfff]"
+    "[" + "".join(f"\\U{lo:08x}-\\U{hi:08x}" for lo, hi in _INVISIBLE_RANGES) + "\ud800-\udfff]+"
 )
 
 _HOMOGLYPHS = _load_homoglyphs()
