@@ -27,7 +27,8 @@ Rule kinds
     capacity; :meth:`Limiter.release` ends the leases when the request completes.
 
 Costs: rate and calendar rules take a ``cost`` (LLM tokens: prompt estimate plus ``max_tokens``)
-reserved up front; :meth:`Limiter.adjust` settles it once the real usage is known.
+reserved up front; :meth:`Limiter.adjust` settles it once the real usage is known, and
+:meth:`Limiter.settle` does that and the lease release in one round trip (a request's log phase).
 
 Atomicity: one script checks every rule, then consumes from all of them or from none, so a
 request denied by one rule consumes nothing elsewhere; no read-then-write happens outside it, so
