@@ -221,6 +221,32 @@ def attack_off_distribution(v: TabularVictim, rng: np.random.Generator, budget: 
             return
 
 
+def data_decimals(X: np.ndarray) -> np.ndarray:
+    """Per feature, the fewest decimals (at most 6) every value of the public data is written with."""
+    decimals = np.full(X.shape[1], 6)
+    for k in range(6, -1, -1):
+        exact = (np.abs(X * 10.0**k - np.round(X * 10.0**k)) < 1e-6).all(axis=0)
+        decimals[exact] = k
+    return decimals
+
+
+def on_grid(gen: ClientGen, decimals: np.ndarray) -> ClientGen:
+    """An adaptive attacker: the same queries rounded to the precision real inputs are written with.
+
+    Defeats the grid signal by construction, so what catches it is the rest: the off-manifold
+    distance, coverage, and the shape of its steps.
+    """
+    try:
+        delay, body = next(gen)
+        while True:
+            rows = np.atleast_2d(np.asarray(body["instances"], dtype=np.float64))
+            rounded = [[round(float(v), int(k)) for v, k in zip(row, decimals, strict=True)] for row in rows]
+            answer = yield delay, {"instances": rounded}
+            delay, body = gen.send(answer)
+    except StopIteration:
+        return
+
+
 # -- attacks (LLM) -------------------------------------------------------------------------------
 
 def attack_logit_bias_sweep(rng: np.random.Generator, budget: int = 400) -> ClientGen:

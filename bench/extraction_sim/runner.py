@@ -53,6 +53,8 @@ class Scale:
     attack_repeats: int
     seed: int = 7
     horizon_s: float = 4 * 3600.0
+    #: Also run each numeric attack rounded to the data's precision (beyond the issue's list).
+    adaptive: bool = True
 
     @classmethod
     def full(cls, seed: int = 7) -> Scale:
@@ -63,7 +65,7 @@ class Scale:
     @classmethod
     def small(cls, seed: int = 11) -> Scale:
         return cls(("iris", "breast_cancer"), benign_per_type=16, chat=16, eval_harness=8, attack_repeats=1,
-                   seed=seed, horizon_s=2 * 3600.0)
+                   seed=seed, horizon_s=2 * 3600.0, adaptive=False)
 
 
 @dataclass
@@ -73,6 +75,7 @@ class AttackRun:
     name: str
     victim: TabularVictim | None
     budget: int = 0
+    adaptive: bool = False
     sent: int = 0
     answered: int = 0
     first_detect: int | None = None
@@ -105,12 +108,13 @@ class Report:
 
     def goals(self) -> dict[str, bool]:
         """The issue's quality goals, each True when met by this run."""
-        eq = [a for a in self.attacks if a["attack"] in EQUATION_SOLVING]
-        sweep = [a for a in self.attacks if a["attack"] == "logit_bias_sweep"]
+        listed = [a for a in self.attacks if not a["adaptive"]]
+        eq = [a for a in listed if a["attack"] in EQUATION_SOLVING]
+        sweep = [a for a in listed if a["attack"] == "logit_bias_sweep"]
         total = next(b for b in self.benign if b["type"] == "ALL")
         per_type = [b for b in self.benign if b["type"] != "ALL"]
         return {
-            "every attack run blocked": all(a["blocked"] == a["runs"] for a in self.attacks),
+            "every attack run blocked": all(a["blocked"] == a["runs"] for a in listed),
             "equation-solving blocked before d+1 answers": bool(eq) and all(
                 a["answered_max"] is not None and a["answered_max"] < a["d"] + 1 for a in eq),
             f"logit-bias sweep blocked within {SWEEP_GOAL_REQUESTS} requests": bool(sweep) and all(
@@ -121,12 +125,17 @@ class Report:
         }
 
     def format(self) -> str:
-        lines = ["attack                   victim          d runs blocked  first-block   answered     fidelity"
+        lines = ["attack                       victim          d runs blocked  first-block   answered     fidelity"
                  "       yield-meaning",
-                 "                                                       med   max   med   max    med    max"]
-        for a in self.attacks:
+                 "                                                           med   max   med   max    med    max"]
+        header = False
+        for a in sorted(self.attacks, key=lambda a: a["adaptive"]):
+            if a["adaptive"] and not header:
+                header = True
+                lines.append("adaptive attackers (beyond the issue's list): the same queries rounded to the data's "
+                             "own precision")
             lines.append(
-                f"{a['attack']:24} {a['victim']:14} {a['d']:>3} {a['runs']:>4} {a['blocked']:>3}/{a['runs']:<3} "
+                f"{a['attack']:28} {a['victim']:14} {a['d']:>3} {a['runs']:>4} {a['blocked']:>3}/{a['runs']:<3} "
                 f"{_n(a['first_block_med']):>5} {_n(a['first_block_max']):>5} {_n(a['answered_med']):>5} "
                 f"{_n(a['answered_max']):>5}  {a['fidelity_med']:.3f}  {a['fidelity_max']:.3f}  {a['meaning']}")
         lines += ["", "benign type          clients  requests  false-blocks  upper95  throttled  flagged"]
@@ -199,8 +208,8 @@ def run_simulation(scale: Scale, cfg: GuardConfig | None = None) -> Report:
     def attack_start() -> float:
         return float(rng.uniform(0.35 * scale.horizon_s, 0.9 * scale.horizon_s))
 
-    def new_run(name: str, victim: TabularVictim | None, budget: int = 0) -> AttackRun:
-        run = AttackRun(name, victim, budget)
+    def new_run(name: str, victim: TabularVictim | None, budget: int = 0, adaptive: bool = False) -> AttackRun:
+        run = AttackRun(name, victim, budget, adaptive)
         runs.append(run)
         return run
 
@@ -208,6 +217,9 @@ def run_simulation(scale: Scale, cfg: GuardConfig | None = None) -> Report:
         for v in victims.values():
             for name, factory in NUMERIC_ATTACKS.items():
                 add(name, v, factory(v, seeded()), attack_start(), run=new_run(name, v))
+                if scale.adaptive:
+                    gen = c.on_grid(factory(v, seeded()), c.data_decimals(v.X))
+                    add(name, v, gen, attack_start(), run=new_run(f"{name}+grid", v, adaptive=True))
             # slow-and-low: the perturbation attack at one query per 10 minutes, for two days
             add("slow_and_low", v, c.attack_random_perturbation(v, seeded(), pace=600.0),
                 float(rng.uniform(0.05, 0.3) * scale.horizon_s), run=new_run("slow_and_low", v))
@@ -273,6 +285,10 @@ def run_simulation(scale: Scale, cfg: GuardConfig | None = None) -> Report:
                 client.flagged = True
                 if run is not None and run.first_detect is None:
                     run.first_detect = run.sent
+        elif status == 429:
+            # the plugin's log phase learns a throttled request too (the access phase handed it over)
+            obs = build_observation(cfg, t, client.route, raw, request_size=len(raw))
+            guard.learn(client.ident, obs)
         try:
             delay, nxt = client.gen.send((status, answer))
         except StopIteration:
@@ -310,6 +326,7 @@ def _report(population: list[tuple[float, SimClient]], runs: list[AttackRun], re
         v = members[0].victim
         attacks.append({
             "attack": name, "victim": victim_name, "d": v.dim if v else 0, "runs": len(members),
+            "adaptive": members[0].adaptive,
             "detected": sum(1 for r in members if r.first_detect is not None or r.first_block is not None),
             "blocked": len(blocks),
             "first_detect_med": _median([r.first_detect for r in members if r.first_detect is not None]),

@@ -23,6 +23,11 @@ MAX_ROUTES = 256
 #: Rows kept per route for the covariance; bounded memory (1024 x d float64).
 RESERVOIR = 1024
 STEADY_REFRESH = 4096
+#: Share of a window's rows a feature's value grid may leave out (see ``_learn_grid``).
+GRID_EXCEPTIONS = 0.005
+#: Two decimals of slack on the learned precision (see ``FeatureModel.off_grid``); synthetic floats
+#: carry ~15 significant digits, so they are off the grid either way.
+GRID_SLACK = 0.01
 
 
 def axis_max(dim: int) -> int:
@@ -45,12 +50,14 @@ class FeatureModel:
     ``far`` the distance beyond which a row is off-manifold: 1.5x the furthest held-out benign row
     (real data has heavy tails -- breast-cancer rows reach 4x the 99th percentile), at least 2;
     ``ood_limit`` the largest excursion beyond the learned per-feature range a benign held-out row
-    made (x1.5, at least half a range); ``nn_spacing`` the 1st percentile of the distance between a
-    benign row and its nearest *distinct* benign neighbour; ``axis_rate`` the chance that a benign
-    row differs from one of ``ring`` other benign rows in only a few coordinates (what a coarse,
-    low-dimensional dataset does naturally and what finite differencing does on purpose);
-    ``cells`` the benign occupancy of the coverage cells and ``unseen_cell_rate`` the Good-Turing
-    estimate of how often a benign row lands in a cell no learned row occupied.
+    made (x2, at least a whole range: a window of 1024 rows misses the far tail of a skewed
+    feature, so only values no benign row could plausibly take count); ``nn_spacing`` the 1st
+    percentile of the distance between a benign row and its nearest *distinct* benign neighbour;
+    ``axis_rate`` the chance that a benign row differs from one of ``ring`` other benign rows in
+    only a few coordinates (what a coarse, low-dimensional dataset does naturally and what finite
+    differencing does on purpose); ``cells`` the benign occupancy of the coverage cells and
+    ``unseen_cell_rate`` the Good-Turing estimate of how often a benign row lands in a cell no
+    learned row occupied.
     """
 
     dim: int
@@ -61,7 +68,8 @@ class FeatureModel:
     unit: np.ndarray
     m_ref: float
     std: np.ndarray
-    #: Per-feature value grid (10**-k) every benign value sat on, NaN where none with k <= 6 did.
+    #: Per-feature precision benign values are written with (10**-k), NaN where none with k <= 6
+    #: held them; ``off_grid`` tests against it with two decimals of slack.
     grid: np.ndarray | None = None
     far: float = 2.0
     ood_limit: float = 0.5
@@ -69,6 +77,10 @@ class FeatureModel:
     axis_rate: float = 1.0
     cells: np.ndarray | None = None
     unseen_cell_rate: float = 1.0
+
+    def __post_init__(self) -> None:
+        #: 1/std in the ring's float32, for the per-row near-duplicate distance.
+        self.inv_std32 = (1.0 / self.std).astype(np.float32)
 
     @classmethod
     def from_rows(cls, rows: np.ndarray, axis_max: int = 1, ring: int = 16) -> FeatureModel:
@@ -94,7 +106,7 @@ class FeatureModel:
         ood_held = float(np.concatenate(held_ood).max()) if held_ood else 0.0
         model = cls(dim=rows.shape[1], mean=mean, whiten=whiten, lo=lo, hi=hi, unit=unit,
                     m_ref=m_ref, std=std, grid=_learn_grid(rows),
-                    far=max(2.0, 1.5 * float(m_held.max()) / m_ref), ood_limit=max(0.5, 1.5 * ood_held))
+                    far=max(2.0, 1.5 * float(m_held.max()) / m_ref), ood_limit=max(1.0, 2.0 * ood_held))
         model._learn_spacing(rows, axis_max, ring)
         model._learn_cells(rows)
         return model
@@ -155,13 +167,21 @@ class FeatureModel:
         return self.unit
 
     def off_grid(self, rows: np.ndarray) -> np.ndarray:
-        """Rows with a value between the grid points benign traffic always used (e.g. 0.1 steps)."""
-        if self.grid is None:
-            return np.zeros(rows.shape[0], dtype=bool)
-        scaled = rows / self.grid
-        err = np.abs(scaled - np.round(scaled))
-        result: np.ndarray = np.nan_to_num(err > 1e-6 * np.maximum(1.0, np.abs(scaled)), nan=0.0).any(axis=1)
-        return result
+        """Rows with a value between the grid points benign traffic always used (e.g. 0.1 steps).
+
+        Two decimals finer than the learned precision still count as on the grid: a rare benign
+        value written with one more digit than the sample showed must not be evidence.
+        """
+        return _off(rows, None if self.grid is None else self.grid * GRID_SLACK)
+
+    def finer_than_grid(self, rows: np.ndarray) -> np.ndarray:
+        """Rows with a value more precise than benign traffic's own precision (slack or not).
+
+        Such rows are never learned: the slack tolerates them as evidence, but learning them
+        would make the next window's precision finer, and an attacker's slightly-off queries
+        (x + 0.1 * range is one decimal finer than iris data) would ratchet the grid away.
+        """
+        return _off(rows, self.grid)
 
 
 _PLANES_CACHE: dict[int, np.ndarray] = {}
@@ -204,22 +224,34 @@ def _excursion(rows: np.ndarray, lo: np.ndarray, hi: np.ndarray, unit: np.ndarra
     return result
 
 
+def _off(rows: np.ndarray, grid: np.ndarray | None) -> np.ndarray:
+    if grid is None:
+        return np.zeros(rows.shape[0], dtype=bool)
+    scaled = rows / grid
+    err = np.abs(scaled - np.round(scaled))
+    result: np.ndarray = np.nan_to_num(err > 1e-6 * np.maximum(1.0, np.abs(scaled)), nan=0.0).any(axis=1)
+    return result
+
+
 def _learn_grid(rows: np.ndarray) -> np.ndarray | None:
-    """The coarsest decimal grid (1, 0.1, ... 1e-6) holding every value of each feature.
+    """The coarsest decimal precision (1, 0.1, ... 1e-6) holding the values of each feature.
 
     Real inputs are often quantised (pixel intensities, measurements to 0.1 cm, currency to cents);
     synthetic queries (random points, Gaussian perturbations, finite differences) almost never
     are. A feature with no such grid gets NaN and is ignored; a route with none returns None.
+    A grid may leave out ``GRID_EXCEPTIONS`` of the rows (five in a full window): a few rows that
+    slipped into the baseline (an attacker's queries learned before the route had a model, one
+    odd benign value) must not erase the grid of a feature for everyone -- else every later
+    off-grid row would be learned too and the grid would never come back.
     """
+    allowed = int(GRID_EXCEPTIONS * len(rows))
     grid = np.full(rows.shape[1], np.nan)
     todo = np.ones(rows.shape[1], dtype=bool)
     for k in range(7):
         scaled = rows[:, todo] * 10.0**k
-        fits = (np.abs(scaled - np.round(scaled)) <= 1e-6 * np.maximum(1.0, np.abs(scaled))).all(axis=0)
-        idx = np.flatnonzero(todo)[fits]
-        # two decimals of slack: a rare benign value one digit finer than the sample must not
-        # count, while synthetic floats carry ~15 significant digits
-        grid[idx] = 10.0 ** -(k + 2)
+        off = (np.abs(scaled - np.round(scaled)) > 1e-6 * np.maximum(1.0, np.abs(scaled))).sum(axis=0)
+        idx = np.flatnonzero(todo)[off <= allowed]
+        grid[idx] = 10.0**-k
         todo[idx] = False
         if not todo.any():
             break

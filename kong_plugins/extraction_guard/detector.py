@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .baseline import Baselines, FeatureModel, RouteBaseline, axis_max
+from .baseline import Baselines, FeatureBaseline, FeatureModel, RouteBaseline, axis_max
 from .config import LEVELS, GuardConfig
 from .payloads import LLMRequest
 from .sketches import hamming
@@ -63,6 +63,10 @@ W_PAYLOAD = 1.5
 W_OUTPUT_VOLUME = 1.0
 
 
+#: Rows one client may contribute to a route's feature baseline (a window of 1024): a heavy or
+#: concentrated client -- a batch job, an attacker re-querying a few seeds while still below the flag
+#: threshold -- would otherwise fill the window with its own inputs and skew the route's norms.
+BASELINE_ROWS_PER_CLIENT = 32
 #: The ln-size spread of a route is floored at ln 2 (see ``_volume``).
 PAYLOAD_LOG_SPREAD_FLOOR = math.log(2.0)
 W_RARE_REGION = 1.0
@@ -157,30 +161,61 @@ def _profile(st: ClientState) -> dict[str, float]:
     }
 
 
+def _finer_than_precision(step: np.ndarray, x: np.ndarray, model: FeatureModel | None) -> bool:
+    """A step between two float32 inputs that is not a multiple of the route's value precision."""
+    if model is None or model.grid is None:
+        return False
+    scaled = step / model.grid
+    err = np.abs(scaled - np.round(scaled))
+    # float32 rounding of both inputs, in grid units
+    tolerance = 2.4e-7 * (np.abs(x) + 1.0) / model.grid
+    return bool(np.nan_to_num(err > tolerance, nan=0.0).any())
+
+
 def _mostly_equal(values: np.ndarray) -> bool:
     """At least 80% of the values within 1% of their median."""
     med = float(np.median(values))
     return med > 0 and float(np.mean(np.abs(values - med) <= 0.01 * med)) >= 0.8
 
 
+class _RowFacts:
+    """One request's rows as float32 (the ring's type), change tolerances and the model's verdicts."""
+
+    __slots__ = ("cells", "dist", "finer", "grid", "model", "ood", "rows32", "tolerance")
+
+    def __init__(self, rows: np.ndarray, model: FeatureModel | None) -> None:
+        self.model = model
+        self.rows32 = rows.astype(np.float32)
+        # a coordinate "changed" when it moved by more than float32 rounding of its value
+        self.tolerance = 1e-6 * (np.abs(self.rows32) + 1.0)
+        self.cells: np.ndarray | None = None
+        self.finer: np.ndarray | None = None
+        if model is not None:
+            self.dist, self.ood, self.grid = model.distance(rows), model.out_of_domain(rows), model.off_grid(rows)
+            self.finer = model.finer_than_grid(rows)
+            if model.cells is not None:
+                self.cells = model.cell(rows)
+
+
 class _Shape:
     """What the structure signals need to know about a route's inputs, computed once per request."""
 
-    __slots__ = ("axis_max", "axis_signal", "near_distance", "scale", "span", "whiten")
+    __slots__ = ("axis_max", "axis_signal", "inv_scale", "model", "near_distance", "span", "whiten")
 
     def __init__(self, dim: int, model: FeatureModel | None, cfg: GuardConfig) -> None:
+        self.model = model
         self.axis_max = axis_max(dim)
         if model is None:
             # Cold start: on wide inputs two natural rows differing in one coordinate are rare
             # enough; on narrow ones (iris) wait for the route's measured rate.
             self.axis_signal = dim >= AXIS_MIN_DIM
-            self.scale: np.ndarray | None = None
+            self.inv_scale: np.ndarray | None = None
             self.span: np.ndarray | None = None
             self.whiten: np.ndarray | None = None
             self.near_distance = cfg.near_duplicate_distance
         else:
             self.axis_signal = model.axis_rate <= AXIS_RATE_MAX
-            self.scale, self.span, self.whiten = model.std, model.span(), model.whiten
+            self.inv_scale, self.span, self.whiten = model.inv_std32, model.span(), model.whiten
             # Half the spacing of the closest distinct benign inputs (1st percentile), never below
             # the configured distance: closer than real inputs ever are to each other is jitter.
             self.near_distance = max(cfg.near_duplicate_distance, 0.5 * model.nn_spacing)
@@ -193,6 +228,7 @@ class Detector:
         self.cfg = cfg
         self.baselines = baselines or Baselines(cfg.baseline_min_samples, cfg.feature_stats,
                                                 ring=cfg.recent_inputs)
+        self._memo: tuple[Observation, _RowFacts] | None = None
 
     def observe(self, state: ClientState | None, obs: Observation, *, is_group: bool = False,
                 learn: bool = True) -> tuple[ClientState, Assessment]:
@@ -265,68 +301,95 @@ class Detector:
         if learn and st.extraction < cfg.thresholds.flag:
             route.rate.add(st.rate_short)
 
+    def _row_facts(self, obs: Observation, fb: FeatureBaseline) -> _RowFacts:
+        """What the route's model says about each row, computed once per request.
+
+        A request is observed for its client and again for the client's group; the model's view of
+        its rows is the same both times, so the second observation reuses it (identity check on
+        the immutable observation: correct under concurrent requests, merely recomputed).
+        """
+        memo = self._memo
+        if memo is not None and memo[0] is obs and memo[1].model is fb.model:
+            return memo[1]
+        rows = obs.rows
+        assert rows is not None
+        facts = _RowFacts(rows, fb.model)
+        self._memo = (obs, facts)
+        return facts
+
     def _rows(self, st: ClientState, obs: Observation, route: RouteBaseline, acc: _Acc, learn: bool) -> None:
         cfg = self.cfg
         rows = obs.rows
         assert rows is not None
         d = rows.shape[1]
         fb = route.feature_baseline(d)
-        model: FeatureModel | None = fb.model
-        if model is not None:
-            dist, ood, grid = model.distance(rows), model.out_of_domain(rows), model.off_grid(rows)
-            cells = model.cell(rows) if model.cells is not None else None
+        facts = self._row_facts(obs, fb)
+        model = facts.model
         margins = obs.margins
         if st.rows is not None and st.rows.shape[1] != d:
             # another route (or model) of the same client: structure is only compared within one
-            st.rows, st.rows_n, st.last_diff = None, 0, None
+            st.rows, st.rows_n, st.last_diff, st.step_profile = None, 0, None, None
         shape = _Shape(d, model, cfg)
         clean: list[int] = []
         for i in range(rows.shape[0]):
-            x = rows[i].astype(np.float32)
+            x = facts.rows32[i]
             before = len(acc.evidence)
             recent = st.recent_rows()
             duplicate = False
             if recent is not None:
                 diff = recent - x
                 absd = np.abs(diff)
-                changed = absd > 1e-6 * (np.abs(x) + 1.0)
-                nz = changed.sum(axis=1)
-                duplicate = bool((nz == 0).any())
+                changed = absd > facts.tolerance[i]
+                nz = np.count_nonzero(changed, axis=1)
+                duplicate = bool(nz.min() == 0)
                 # A retry carries no new information: it is neither evidence nor structure.
                 st.dup_ewma += 0.05 * ((1.0 if duplicate else 0.0) - st.dup_ewma)
                 if not duplicate:
                     self._structure(st, x, recent, diff, absd, changed, nz, shape, acc)
             off_model = False
             if model is not None and not duplicate:
-                r = float(dist[i])
+                r = float(facts.dist[i])
                 # Graded: just past the furthest benign row is weak evidence, twice as far is strong.
                 far = r / model.far
                 w = min(W_OFF_MANIFOLD_STRONG, 2.0 * math.log2(far)) if far > 1.0 else 0.0
                 if w >= 0.25:
                     acc.add("off_manifold", r, round(w, 3))
-                if ood[i]:
+                ood, grid = bool(facts.ood[i]), bool(facts.grid[i])
+                if ood:
                     acc.add("out_of_domain", 1.0, W_OUT_OF_DOMAIN)
-                if grid[i]:
+                if grid:
                     acc.add("off_grid", 1.0, W_OFF_GRID)
-                off_model = bool(far > 1.0 or ood[i] or grid[i])
+                off_model = far > 1.0 or ood or grid
                 st.ood_ewma += 0.05 * ((1.0 if off_model else 0.0) - st.ood_ewma)
-                if cells is not None:
-                    self._coverage(st, int(cells[i]), model, acc)
+                if facts.cells is not None:
+                    self._coverage(st, int(facts.cells[i]), model, acc)
             if margins is not None and i < len(margins):
                 self._margin_evidence(st, float(margins[i]), route, acc, learn)
-            if not off_model:
+            if not off_model and not duplicate and not (facts.finer is not None and facts.finer[i]):
                 # Structure (a step, a jitter) is about the sequence, not the row: the row itself is a
-                # fine example of benign input and the route baseline may learn it.
+                # fine example of benign input and the route baseline may learn it -- if written with
+                # the route's own precision (see FeatureModel.finer_than_grid). A repeat is not
+                # learned: it was judged (and learned or not) the first time -- and a re-sent
+                # off-model row must not slip into the baseline as a "duplicate".
                 clean.append(i)
-            row_weight = sum(e.weight for e in acc.evidence[before:] if e.score == "extraction")
-            if row_weight > W_ROW_MAX:
-                # One input, however odd, is at most a throttle: a client's single malformed request
-                # must not cost it a block; repeated ones do.
-                acc.extraction -= row_weight - W_ROW_MAX
+            if len(acc.evidence) > before:
+                row_weight = sum(e.weight for e in acc.evidence[before:] if e.score == "extraction")
+                if row_weight > W_ROW_MAX:
+                    # One input, however odd, is at most a throttle: a client's single malformed
+                    # request must not cost it a block; repeated ones do.
+                    acc.extraction -= row_weight - W_ROW_MAX
             if not duplicate:
                 st.push_row(x, cfg.recent_inputs)
-        if learn and clean and st.extraction < cfg.thresholds.flag:
-            fb.learn(rows[clean])
+        if acc.extraction > W_ROW_MAX:
+            # ...nor is one request (the only extraction evidence so far is its rows'): a batch of
+            # rare-but-real inputs (the tail of a skewed feature, sorted by label) must not add up
+            # to a block in one go. One row per query -- what the attacks send -- is unaffected.
+            acc.extraction = W_ROW_MAX
+        room = BASELINE_ROWS_PER_CLIENT - st.taught
+        if learn and clean and room > 0 and st.extraction < cfg.thresholds.flag:
+            taught = clean[:room]
+            fb.learn(rows[taught])
+            st.taught += len(taught)
 
     def _coverage(self, st: ClientState, cell: int, model: FeatureModel, acc: _Acc) -> None:
         """Input-space coverage: entering a region of input space benign traffic never visits.
@@ -348,6 +411,7 @@ class Detector:
     def _structure(self, st: ClientState, x: np.ndarray, recent: np.ndarray, diff: np.ndarray,
                    absd: np.ndarray, changed: np.ndarray, nz: np.ndarray, shape: _Shape, acc: _Acc) -> None:
         """Systematic perturbations of recent inputs: axis steps, sign steps, line searches, jitter."""
+        signed = False
         axis = np.flatnonzero((nz >= 1) & (nz <= shape.axis_max)) if shape.axis_signal else np.empty(0, int)
         if axis.size:
             # One coordinate away from an earlier input happens by chance on coarse data; several
@@ -375,23 +439,30 @@ class Detector:
                 if (int(nz[j]) >= AXIS_MIN_DIM and _mostly_equal(moved)) or _mostly_equal(
                         moved / shape.span[changed[j]]):
                     acc.add("sign_step", float(np.median(moved)), W_SIGN_STEP)
+                    signed = True
                     break
-        if shape.scale is not None:
-            rms = np.sqrt(((diff / shape.scale) ** 2).mean(axis=1))
-            near = float(rms.min())
+        if shape.inv_scale is not None and shape.whiten is not None:
+            z = diff * shape.inv_scale
+            d2 = np.einsum("ij,ij->i", z, z)
+            nearest = int(d2.argmin())
+            near = math.sqrt(float(d2[nearest]) / x.shape[0])
+            if int(nz[nearest]) >= 4:
+                self._repeated_step(st, x, diff[nearest], changed[nearest], acc, signed, shape)
             hit = near < shape.near_distance
             st.near_ewma += 0.1 * ((1.0 if hit else 0.0) - st.near_ewma)
             if hit and st.near_ewma > 0.25:
                 acc.add("near_duplicate", near, W_NEAR_DUPLICATE)
-            last = st.last_row()
-            if last is not None and shape.whiten is not None:
+            assert st.rows is not None
+            last = (st.rows_n - 1) % st.rows.shape[0]  # the ring slot of the previous input
+            if st.rows_n > 0:
                 # Whitened, so that benign steps point anywhere: on correlated data (a few latent
-                # factors) raw steps are nearly collinear by chance -- 3% of the time in 2-d.
-                step_vec = shape.whiten @ (x - last).astype(np.float64)
+                # factors) raw steps are nearly collinear by chance -- 3% of the time in 2-d. The
+                # sign of the step does not matter (|cos| below).
+                step_vec = shape.whiten @ diff[last].astype(np.float64)
                 prev = st.last_diff
                 # A line along one axis is an axis step; where those are natural (coarse,
                 # low-dimensional data) collinear one-coordinate steps are too.
-                moved = int(np.count_nonzero(np.abs(x - last) > 1e-6 * (np.abs(x) + 1.0)))
+                moved = int(nz[last])
                 if prev is not None and prev.shape == step_vec.shape and (
                         shape.axis_signal or moved > shape.axis_max):
                     n1 = float(np.linalg.norm(step_vec))
@@ -401,6 +472,37 @@ class Detector:
                         if cos > 0.999:
                             acc.add("line_search", cos, W_LINE_SEARCH)
                 st.last_diff = step_vec.astype(np.float32)
+
+    @staticmethod
+    def _repeated_step(st: ClientState, x: np.ndarray, step: np.ndarray, moved: np.ndarray, acc: _Acc,
+                       signed: bool, shape: _Shape) -> None:
+        """The same step again: an input moved from its nearest recent input by the very amounts
+        (coordinate by coordinate) the previous one was.
+
+        Augmentation and line searches reuse one step vector -- ``lambda`` per feature in Jacobian
+        augmentation, whatever ranges or scales the attacker derived it from -- so their steps
+        repeat exactly, while natural neighbours differ by new amounts every time. Steps of at
+        least 4 coordinates only (smaller ones are the axis signal's business); on fewer than 8
+        coordinates of coarse data small steps recur by chance (iris: 0.2% of benign rows), so
+        there only a step finer than the data's own precision -- which no two real inputs can
+        differ by -- counts.
+        """
+        prev = st.step_profile
+        st.step_profile = step.copy()
+        if signed or prev is None or prev.shape != step.shape:
+            return
+        union = moved | (prev != 0)
+        a, b = step[union], prev[union]
+        if np.array_equal(a, b) or np.array_equal(a, -b):
+            # the same two inputs again (a client going back and forth between two rows, one of
+            # them re-sent after leaving the ring): no new step was taken
+            return
+        if int(moved.sum()) < AXIS_MIN_DIM and not _finer_than_precision(step, x, shape.model):
+            return
+        a, b = np.abs(a), np.abs(b)
+        same = np.abs(a - b) <= 0.01 * np.maximum(a, b)
+        if float(same.mean()) >= 0.8:
+            acc.add("repeated_step", float(np.median(a)), W_SIGN_STEP)
 
     def _margin_evidence(self, st: ClientState, margin: float, route: RouteBaseline, acc: _Acc,
                          learn: bool) -> None:

@@ -144,6 +144,11 @@ class Plugin:
             self._hand_off(kong, "degraded", None)
             return
         if outcome.status is not None:
+            if outcome.action == "throttle":
+                # A throttled client's queries are still evidence of what it is doing: the log phase
+                # learns them (unanswered), so throttling an extraction does not stall its score
+                # (a finite-difference chain with refused links would look broken otherwise).
+                self._hand_off(kong, "throttle", body)
             kong.response.exit(outcome.status, {"message": outcome.message}, outcome.headers or None)
         if outcome.shadow_action is not None:
             kong.log.notice(json.dumps({"event": "ai-extraction-guard.shadow", "client": ident.client,

@@ -1,10 +1,12 @@
 """Per-client behavioural state: fixed-size, serialisable, shared through the storage layer.
 
 One ``ClientState`` per client (and one per client group) is all the guard remembers: a few
-decayed counters and scores, a ring of the last ``recent_inputs`` numeric rows (float32), rings of
-16 prompt fingerprints, at most 128 distinct biased token ids and a 256-bucket coverage bitmap.
-For a 64-feature model with 8 recent rows that is about 2.5 KB, whatever the client's volume; the
-number of clients is bounded by the storage backend (LRU + TTL in memory, TTL in Redis).
+decayed counters and scores, a ring of the last ``recent_inputs`` numeric rows (float32, at most
+``MAX_FEATURES`` wide), rings of 16 prompt fingerprints, at most 128 distinct biased token ids and
+a 256-cell coverage bitmap. Serialised (msgpack, before base64) a client of a 64-feature model is
+about 0.5 KB after one request and 4.3 KB with a full ring of 16, whatever the client's volume
+(``bench/bench_extraction_guard.py`` measures it); the number of clients is bounded by the storage
+backend (LRU + TTL in memory, TTL in Redis).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 
 PROMPT_RING = 16
 MAX_BIASED_IDS = 128
-_VERSION = 1
+_VERSION = 2
 
 
 def decay(value: float, dt: float, tau: float) -> float:
@@ -48,10 +50,14 @@ class ClientState:
     blocks: int = 0
     axis_anchor: int = 0
     axis_coords: int = 0
+    #: Rows of this client the route baseline has learned (capped: no client dominates a baseline).
+    taught: int = 0
     contrib: dict[str, float] = field(default_factory=dict)
     rows: np.ndarray | None = None
     rows_n: int = 0
     last_diff: np.ndarray | None = None
+    #: nearest recent input - x, for the last input that moved at least 4 coordinates.
+    step_profile: np.ndarray | None = None
     prompts: list[int] = field(default_factory=list)
     simhashes: list[int] = field(default_factory=list)
     biased_ids: list[int] = field(default_factory=list)
@@ -70,6 +76,7 @@ class ClientState:
             self.rows = np.zeros((capacity, row.shape[0]), dtype=np.float32)
             self.rows_n = 0
             self.last_diff = None
+            self.step_profile = None
         self.rows[self.rows_n % capacity] = row
         self.rows_n += 1
 
@@ -91,13 +98,18 @@ class ClientState:
             "lm": self.low_margin_ewma, "te": self.template_ewma,
             "cv": self.coverage.to_bytes(32, "little"),
             "lv": self.level, "lu": self.level_until, "bl": self.blocks, "ct": self.contrib,
-            "aa": self.axis_anchor, "ac": self.axis_coords,
+            "aa": self.axis_anchor, "ac": self.axis_coords, "tg": self.taught,
             "pr": self.prompts, "sh": self.simhashes, "bi": self.biased_ids,
         }
         if self.rows is not None:
-            doc["rw"] = [self.rows.shape[0], self.rows.shape[1], self.rows.tobytes(), self.rows_n]
+            # Only the filled part of the ring: most clients send a few requests, and a 64-feature
+            # ring of 16 is 4 KB whether one slot is used or all of them.
+            filled = min(self.rows_n, self.rows.shape[0])
+            doc["rw"] = [self.rows.shape[0], self.rows.shape[1], self.rows[:filled].tobytes(), self.rows_n]
             if self.last_diff is not None:
                 doc["ld"] = self.last_diff.astype(np.float32).tobytes()
+            if self.step_profile is not None:
+                doc["sp"] = self.step_profile.astype(np.float32).tobytes()
         return msgpack.packb(doc, use_bin_type=True)  # type: ignore[no-any-return]
 
     @classmethod
@@ -115,17 +127,23 @@ class ClientState:
                 low_margin_ewma=float(doc["lm"]), template_ewma=float(doc["te"]),
                 coverage=int.from_bytes(doc["cv"], "little"),
                 level=int(doc["lv"]), level_until=float(doc["lu"]), blocks=int(doc["bl"]),
-                axis_anchor=int(doc["aa"]), axis_coords=int(doc["ac"]),
+                axis_anchor=int(doc["aa"]), axis_coords=int(doc["ac"]), taught=int(doc["tg"]),
                 contrib={str(k): float(v) for k, v in doc["ct"].items()},
                 prompts=[int(x) for x in doc["pr"]], simhashes=[int(x) for x in doc["sh"]],
                 biased_ids=[int(x) for x in doc["bi"]],
             )
             if "rw" in doc:
                 k, d, raw, n = doc["rw"]
-                st.rows = np.frombuffer(raw, dtype=np.float32).reshape(int(k), int(d)).copy()
+                filled = np.frombuffer(raw, dtype=np.float32).reshape(-1, int(d))
+                if len(filled) != min(int(n), int(k)):
+                    return None
+                st.rows = np.zeros((int(k), int(d)), dtype=np.float32)
+                st.rows[: len(filled)] = filled
                 st.rows_n = int(n)
                 if "ld" in doc:
                     st.last_diff = np.frombuffer(doc["ld"], dtype=np.float32).copy()
+                if "sp" in doc:
+                    st.step_profile = np.frombuffer(doc["sp"], dtype=np.float32).copy()
             return st
         except (ValueError, KeyError, TypeError, msgpack.exceptions.ExtraData):
             return None

@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kong_plugins.extraction_guard.baseline import FeatureModel
 from kong_plugins.extraction_guard.config import FeatureStats, GuardConfig
-from kong_plugins.extraction_guard.detector import BLOCK, FLAG, REVOKE, Detector, Observation
+from kong_plugins.extraction_guard.detector import BASELINE_ROWS_PER_CLIENT, BLOCK, FLAG, REVOKE, Detector, Observation
 from kong_plugins.extraction_guard.payloads import (
     MAX_FEATURES,
     llm_request,
@@ -331,3 +332,63 @@ def test_inputs_wider_than_the_cap_are_profiled_on_a_fixed_subset_and_state_stay
         r = predict_rows(doc, 8)
         st_, _ = det.observe(st_, Observation(T0 + i, "wide", 100, rows=r))
     assert st_ is not None and len(st_.to_bytes()) < GuardConfig().recent_inputs * MAX_FEATURES * 4 + 2048
+
+
+def test_a_few_rows_that_slip_into_the_baseline_do_not_erase_the_value_grid() -> None:
+    rng = np.random.default_rng(40)
+    rows = np.round(5.0 + rng.normal(size=(1024, 8)), 1)
+    rows[:2] += rng.uniform(0, 0.05, size=(2, 8))  # two synthetic rows in the window
+    model = FeatureModel.from_rows(rows)
+    assert model.grid is not None and not np.isnan(model.grid).any()
+    assert model.off_grid(rng.uniform(3, 7, size=(50, 8))).all()
+
+
+def test_an_off_model_row_sent_twice_in_a_batch_is_learned_neither_time() -> None:
+    det = Detector(GuardConfig())
+    _warm(det)
+    fb = det.baselines.get(ROUTE).feature_baseline(TRAIN.shape[1])
+    before = fb.learned_rows
+    odd = np.round(TRAIN[0] + 0.0123, 4)
+    det.observe(None, Observation(T0 + 5000, ROUTE, 100, rows=np.vstack([odd, odd, TRAIN[1]])))
+    assert fb.learned_rows == before + 1  # only the real row
+
+
+def test_no_client_teaches_a_route_baseline_more_than_its_share() -> None:
+    det = Detector(GuardConfig())
+    fb = det.baselines.get(ROUTE).feature_baseline(TRAIN.shape[1])
+    heavy: ClientState | None = None
+    for i in range(500):  # one heavy client alone: never enough for a baseline
+        heavy, _ = det.observe(heavy, Observation(T0 + i, ROUTE, 100, rows=TRAIN[i % len(TRAIN)][None, :]))
+    assert heavy is not None and heavy.taught == fb.learned_rows == BASELINE_ROWS_PER_CLIENT
+    assert fb.model is None  # the signals relying on it still abstain (cold start)
+
+
+def test_inputs_one_decimal_finer_than_the_data_are_tolerated_but_never_learned() -> None:
+    """No ratchet: x + 0.1 * range on 0.1-grid data is within the slack, and must not refine the grid."""
+    det = Detector(GuardConfig())
+    _warm(det, n=600)
+    fb = det.baselines.get(ROUTE).feature_baseline(TRAIN.shape[1])
+    rng = np.random.default_rng(50)
+    for i in range(600):  # many clients, each a couple of two-decimal rows (below the flag threshold)
+        rows = np.round(TRAIN[rng.integers(len(TRAIN), size=2)] + rng.choice([-0.03, 0.07], size=(2, 8)), 2)
+        det.observe(None, Observation(T0 + 3000 + i, ROUTE, 100, rows=rows))
+    for i in range(300):  # and enough real rows to refresh the model
+        det.observe(None, Observation(T0 + 4000 + i, ROUTE, 100, rows=TRAIN[i % len(TRAIN)][None, :]))
+    model = fb.model
+    assert model is not None and model.grid is not None and np.allclose(model.grid, 0.1)
+    pts = rng.uniform(TRAIN.min(axis=0), TRAIN.max(axis=0), size=(20, 8))
+    assert model.off_grid(pts).all()
+
+
+def test_one_step_vector_reused_from_several_seeds_is_augmentation() -> None:
+    """Jacobian augmentation with a step the attacker sized its own way (neither equal nor per range)."""
+    det = Detector(GuardConfig())
+    _warm(det)
+    rng = np.random.default_rng(60)
+    lam = np.round(rng.uniform(0.05, 0.9, size=TRAIN.shape[1]), 2)
+    seeds = TRAIN[rng.choice(len(TRAIN), size=6, replace=False)]
+    augmented = [s + lam * rng.choice([-1, 1], size=TRAIN.shape[1]) for s in seeds]
+    st_, levels = _run(det, np.vstack([seeds, augmented]), t0=T0 + 5000)
+    assert st_.contrib.get("repeated_step", 0) >= 3 * 4 and max(levels) >= BLOCK
+    benign_st, levels = _run(det, TRAIN[rng.integers(len(TRAIN), size=200)], t0=T0 + 9000)
+    assert "repeated_step" not in benign_st.contrib and max(levels) == 0

@@ -125,11 +125,12 @@ def test_learning_blocks_an_attacker_and_every_node_sees_it_through_the_shared_s
     node_a, node_b = ExtractionGuard(cfg, store), ExtractionGuard(cfg, store)  # two gateway nodes
     rng = np.random.default_rng(0)
     t = T0
-    for _ in range(300):  # benign traffic warms both nodes' baselines
+    for i in range(300):  # benign traffic of 20 clients warms both nodes' baselines
         t += 1
+        benign = Identity(client=f"consumer:b{i % 20}", group="ip:10.0.0.2", credential=f"cred-b{i % 20}")
         for node in (node_a, node_b):
             body = predict_body(TRAIN[rng.integers(len(TRAIN))])
-            node.learn(BOB, build_observation(cfg, t, "predict", body))
+            node.learn(benign, build_observation(cfg, t, "predict", body))
     decisions = []
     for _ in range(3):
         t += 1

@@ -152,3 +152,22 @@ def test_invalid_config_is_rejected_at_instance_start_naming_the_field(gateway: 
     r = _send(gw, "key1", predict_body(TRAIN[0]), T0)
     # StartInstance failed: Kong logs the error (and, in OSS 3.9, proxies the request anyway)
     assert any("config.thresholds.block: must be greater than thresholds.throttle" in e for e in r.errors), r.errors
+
+
+def test_a_throttled_client_keeps_being_scored_on_the_queries_it_is_refused(gateway: Any) -> None:
+    """Throttling slows an extraction down; it must not hide the rest of it from the detector."""
+    gw = gateway({"feature_stats": FEATURE_STATS, "throttle_limit": 1, "throttle_window_s": 3600,
+                  "thresholds": {"flag": 2, "throttle": 3, "block": 12, "revoke": 40}})
+    x0 = TRAIN[0].copy()
+    t = T0
+    statuses = []
+    for i in range(-1, DIM):  # finite differences: each step is axis-probe evidence
+        x = x0.copy()
+        if i >= 0:
+            x[i] += 0.3
+        t += 1
+        statuses.append(_send(gw, "key2", predict_body(x), t).status)
+    assert 429 in statuses and 403 in statuses, statuses
+    first_throttle, first_block = statuses.index(429), statuses.index(403)
+    # blocked after throttled requests only: the refused steps were what reached the block score
+    assert first_throttle < first_block and set(statuses[first_throttle:first_block]) == {429}, statuses
