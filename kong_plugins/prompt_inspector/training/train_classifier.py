@@ -11,7 +11,8 @@ Data, all of it on the *tuning* side of :mod:`.corpora` (held-out rows are never
   them -- so the model learns what survives normalisation imperfectly (spaced words of one or two
   letters, partial leetspeak);
 - benign: the synthetic hard negatives, agent-injection-bench's control rows and ShareGPT's later
-  human turns (never evaluated), of which one in four (by hash) is kept apart for calibration;
+  human turns (never evaluated), of which one in four (by hash) is kept apart for calibration, plus
+  short later turns inside agentprobe's carriers (so that the carriers' own text is no evidence);
   calibration also uses the *tuning* slice of the evaluated ShareGPT first turns (never trained on),
   so that the threshold is set on the kind of prompt the evaluation scores.
 
@@ -35,7 +36,15 @@ import numpy.typing as npt
 
 from ..classifier import BITS, ORDERS, WINDOW, Classifier, ngram_buckets
 from ..normalise import expand
-from .corpora import EVAL_SHAREGPT, _agent_injection_bench, _slice, sharegpt_prompts, training_benign, tune_attacks
+from .corpora import (
+    EVAL_SHAREGPT,
+    _agent_injection_bench,
+    _slice,
+    agentprobe_carriers,
+    sharegpt_prompts,
+    training_benign,
+    tune_attacks,
+)
 from .hard_negatives import hard_negatives
 from .obfuscate import TRANSFORMS
 
@@ -116,6 +125,11 @@ def train(benign_count: int, target_fpr: float, epochs: int, seed: int) -> tuple
     first_turns = [t for t in sharegpt_prompts(EVAL_SHAREGPT) if _slice(t) == "tune"]
     extra = training_benign(benign_count)
     train_benign = hard_negatives() + list(_agent_injection_bench(0)) + [t for t in extra if not _calibration(t)]
+    # The same carriers the synthetic indirect attacks use, around ordinary short requests: the
+    # carrier's own text (email headers, table borders) must not count as evidence.
+    carriers = agentprobe_carriers()
+    short = [t for t in extra if not _calibration(t) and len(t) <= 300][: 20 * len(carriers)]
+    train_benign += [carriers[i % len(carriers)](t) for i, t in enumerate(short)]
     calibration = first_turns + [t for t in extra if _calibration(t)]
 
     pos: list[npt.NDArray[np.uint32]] = []
