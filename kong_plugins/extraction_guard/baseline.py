@@ -79,11 +79,24 @@ class FeatureModel:
     unseen_cell_rate: float = 1.0
 
     def __post_init__(self) -> None:
+        self.prepare()
+
+    def prepare(self) -> None:
+        """Precompute what each request's evaluation needs (call again after changing a field)."""
         #: 1/std in the ring's float32, for the per-row near-duplicate distance.
         self.inv_std32 = (1.0 / self.std).astype(np.float32)
+        self._inv_unit = 1.0 / self.unit
+        self._dist_scale = 1.0 / (self.dim * self.m_ref)
+        cut = planes(self.dim) / self.std[:, None]
+        self._cell_planes, self._cell_offset = cut, self.mean @ cut
+        if self.grid is not None:
+            self._grid_idx = np.flatnonzero(~np.isnan(self.grid))
+            self._inv_grid = 1.0 / self.grid[self._grid_idx]
 
     @classmethod
-    def from_rows(cls, rows: np.ndarray, axis_max: int = 1, ring: int = 16) -> FeatureModel:
+    def from_rows(cls, rows: np.ndarray, axis_max: int = 1, ring: int = 16,
+                  spacing: tuple[float, float] | None = None) -> FeatureModel:
+        """Fit and calibrate on ``rows``; ``spacing`` reuses an earlier (nn_spacing, axis_rate)."""
         mean, whiten, std = _fit(rows)
         lo, hi = rows.min(axis=0), rows.max(axis=0)
         unit = _unit(lo, hi)
@@ -107,7 +120,10 @@ class FeatureModel:
         model = cls(dim=rows.shape[1], mean=mean, whiten=whiten, lo=lo, hi=hi, unit=unit,
                     m_ref=m_ref, std=std, grid=_learn_grid(rows),
                     far=max(2.0, 1.5 * float(m_held.max()) / m_ref), ood_limit=max(1.0, 2.0 * ood_held))
-        model._learn_spacing(rows, axis_max, ring)
+        if spacing is None:
+            model._learn_spacing(rows, axis_max, ring)
+        else:
+            model.nn_spacing, model.axis_rate = spacing
         model._learn_cells(rows)
         return model
 
@@ -147,41 +163,51 @@ class FeatureModel:
         self.unseen_cell_rate = float((counts == 1).sum()) / max(1, len(rows))
 
     def cell(self, rows: np.ndarray) -> np.ndarray:
-        """Coverage cell of each row: sign pattern against fixed hyperplanes (identical on every node)."""
-        bits = ((np.atleast_2d(rows) - self.mean) / self.std) @ planes(self.dim) > 0
+        """Coverage cell of each row: sign pattern of the standardised row against fixed random
+        hyperplanes through the route's mean (identical on every node)."""
+        bits = np.atleast_2d(rows) @ self._cell_planes > self._cell_offset
         result: np.ndarray = np.packbits(bits, axis=1)[:, 0]
         return result
 
     def distance(self, rows: np.ndarray) -> np.ndarray:
         """Mean squared whitened distance per row, in units of the route's held-out 99th percentile."""
         z = (rows - self.mean) @ self.whiten.T
-        result: np.ndarray = (z * z).mean(axis=1) / self.m_ref
+        result: np.ndarray = np.einsum("ij,ij->i", z, z) * self._dist_scale
         return result
 
     def out_of_domain(self, rows: np.ndarray) -> np.ndarray:
         """Rows reaching further beyond the learned ranges than any benign held-out row did."""
-        result: np.ndarray = _excursion(rows, self.lo, self.hi, self.unit) > self.ood_limit
+        beyond = np.maximum(self.lo - rows, rows - self.hi) * self._inv_unit
+        result: np.ndarray = beyond.max(axis=1) > self.ood_limit
         return result
 
     def span(self) -> np.ndarray:
         return self.unit
 
-    def off_grid(self, rows: np.ndarray) -> np.ndarray:
-        """Rows with a value between the grid points benign traffic always used (e.g. 0.1 steps).
+    def grid_checks(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(off_grid, finer_than_grid)`` per row, sharing one pass over the values.
 
-        Two decimals finer than the learned precision still count as on the grid: a rare benign
-        value written with one more digit than the sample showed must not be evidence.
+        ``off_grid``: a value between the grid points benign traffic always used (e.g. 0.1 steps),
+        with two decimals of slack -- a rare benign value written with one more digit than the
+        sample showed must not be evidence. ``finer_than_grid``: a value more precise than benign
+        traffic's own precision, slack or not. Such rows are never learned: learning them would
+        make the next window's precision finer, and an attacker's slightly-off queries (x + 0.1 *
+        range is one decimal finer than iris data) would ratchet the grid away.
         """
-        return _off(rows, None if self.grid is None else self.grid * GRID_SLACK)
+        if self.grid is None:
+            none = np.zeros(rows.shape[0], dtype=bool)
+            return none, none
+        scaled = rows[:, self._grid_idx] * self._inv_grid
+        finer = np.abs(scaled - np.rint(scaled)) > 1e-6 * np.maximum(1.0, np.abs(scaled))
+        fine = scaled * (1.0 / GRID_SLACK)
+        off = np.abs(fine - np.rint(fine)) > 1e-6 * np.maximum(1.0, np.abs(fine))
+        return np.asarray(off.any(axis=1)), np.asarray(finer.any(axis=1))
+
+    def off_grid(self, rows: np.ndarray) -> np.ndarray:
+        return self.grid_checks(rows)[0]
 
     def finer_than_grid(self, rows: np.ndarray) -> np.ndarray:
-        """Rows with a value more precise than benign traffic's own precision (slack or not).
-
-        Such rows are never learned: the slack tolerates them as evidence, but learning them
-        would make the next window's precision finer, and an attacker's slightly-off queries
-        (x + 0.1 * range is one decimal finer than iris data) would ratchet the grid away.
-        """
-        return _off(rows, self.grid)
+        return self.grid_checks(rows)[1]
 
 
 _PLANES_CACHE: dict[int, np.ndarray] = {}
@@ -221,15 +247,6 @@ def _excursion(rows: np.ndarray, lo: np.ndarray, hi: np.ndarray, unit: np.ndarra
     """How far each row reaches beyond [lo, hi], in ranges of the feature reaching furthest."""
     beyond = np.maximum(lo - rows, rows - hi)
     result: np.ndarray = np.maximum(beyond / unit, 0.0).max(axis=1)
-    return result
-
-
-def _off(rows: np.ndarray, grid: np.ndarray | None) -> np.ndarray:
-    if grid is None:
-        return np.zeros(rows.shape[0], dtype=bool)
-    scaled = rows / grid
-    err = np.abs(scaled - np.round(scaled))
-    result: np.ndarray = np.nan_to_num(err > 1e-6 * np.maximum(1.0, np.abs(scaled)), nan=0.0).any(axis=1)
     return result
 
 
@@ -275,6 +292,7 @@ class FeatureBaseline:
         self._rows = np.zeros((RESERVOIR, dim))
         self._n = 0
         self._since_refresh = 0
+        self._refreshes = 0
 
     @property
     def learned_rows(self) -> int:
@@ -288,12 +306,20 @@ class FeatureBaseline:
         ready = self._n >= self.min_samples
         every = 256 if self._n < RESERVOIR + 256 else STEADY_REFRESH
         if ready and (self.model is self.configured or self._since_refresh >= every):
+            # The pairwise pass (spacing, axis-neighbour rate) is the costly part of a refresh and
+            # a property of the data, not of the moment: measured while the baseline forms, then
+            # on every 8th refresh.
+            self._refreshes += 1
+            old = self.model if self.model is not self.configured else None
+            reuse = old is not None and self._n > 4 * RESERVOIR and self._refreshes % 8
             learned = FeatureModel.from_rows(self._rows[: min(self._n, RESERVOIR)],
-                                             axis_max=axis_max(self.dim), ring=self.ring)
+                                             axis_max=axis_max(self.dim), ring=self.ring,
+                                             spacing=(old.nn_spacing, old.axis_rate) if reuse and old else None)
             if self.configured is not None:
                 # The operator's ranges are the true domain; learned rows refine the rest.
                 learned.lo, learned.hi, learned.unit = self.configured.lo, self.configured.hi, self.configured.unit
                 learned.ood_limit = self.configured.ood_limit
+                learned.prepare()
             self.model = learned
             self._since_refresh = 0
 

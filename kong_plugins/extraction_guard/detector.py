@@ -40,6 +40,8 @@ DRIFT = -0.25
 #: A client blocked this many times is revoked (if it has a credential) on the next block.
 REPEAT_OFFENDER_BLOCKS = 3
 GROUP_THRESHOLD_FACTOR = 1.5
+#: Distinct clients a group remembers (hashes): enough to know it has more than one.
+GROUP_MEMBERS = 4
 
 # Evidence weights. Blocking needs ``thresholds.block`` (8 by default): three strongly
 # off-manifold rows, one anchor stepped along three axes, or ~6 sweep requests past the allowance.
@@ -173,9 +175,13 @@ def _finer_than_precision(step: np.ndarray, x: np.ndarray, model: FeatureModel |
 
 
 def _mostly_equal(values: np.ndarray) -> bool:
-    """At least 80% of the values within 1% of their median."""
-    med = float(np.median(values))
-    return med > 0 and float(np.mean(np.abs(values - med) <= 0.01 * med)) >= 0.8
+    """At least 80% of the (positive) values within a 1% band of each other."""
+    n = int(values.size)
+    if n == 0:
+        return False
+    m = -(-4 * n // 5)  # ceil(0.8 n)
+    v = np.sort(values)
+    return bool((v[m - 1:] <= 1.01 * v[: n - m + 1]).any())
 
 
 class _RowFacts:
@@ -191,8 +197,8 @@ class _RowFacts:
         self.cells: np.ndarray | None = None
         self.finer: np.ndarray | None = None
         if model is not None:
-            self.dist, self.ood, self.grid = model.distance(rows), model.out_of_domain(rows), model.off_grid(rows)
-            self.finer = model.finer_than_grid(rows)
+            self.dist, self.ood = model.distance(rows), model.out_of_domain(rows)
+            self.grid, self.finer = model.grid_checks(rows)
             if model.cells is not None:
                 self.cells = model.cell(rows)
 
@@ -231,7 +237,13 @@ class Detector:
         self._memo: tuple[Observation, _RowFacts] | None = None
 
     def observe(self, state: ClientState | None, obs: Observation, *, is_group: bool = False,
-                learn: bool = True) -> tuple[ClientState, Assessment]:
+                learn: bool = True, member: str | None = None) -> tuple[ClientState, Assessment]:
+        """Score one request for a client (or, ``is_group``, for its group with ``member`` the client).
+
+        A group exists to see an attack split across several clients. While it has only ever seen
+        one client, everything it could notice the client's own state already did: the group only
+        counts the request (no content signals, half the work of a typical request).
+        """
         cfg = self.cfg
         st = state or ClientState.new(obs.t)
         dt = max(0.0, obs.t - st.t_last)
@@ -248,14 +260,23 @@ class Detector:
 
         route = self.baselines.get(obs.route)
         acc = _Acc()
+        solo = False
+        if is_group and member is not None:
+            h = zlib.crc32(member.encode())
+            if h not in st.members:
+                st.members = [*st.members, h][-GROUP_MEMBERS:]
+            solo = len(st.members) <= 1
         if not is_group:
             self._volume(st, obs, route, acc, learn)
-        if obs.rows is not None and obs.rows.shape[0]:
-            self._rows(st, obs, route, acc, learn)
-        if obs.llm is not None:
-            self._llm(st, obs.llm, acc)
-        if obs.margins and obs.rows is None:
-            self._margins(st, obs.margins, route, acc, learn)
+        if solo:
+            self._remember(st, obs)
+        else:
+            if obs.rows is not None and obs.rows.shape[0]:
+                self._rows(st, obs, route, acc, learn)
+            if obs.llm is not None:
+                self._llm(st, obs.llm, acc)
+            if obs.margins and obs.rows is None:
+                self._margins(st, obs.margins, route, acc, learn)
 
         if acc.extraction == 0.0:
             acc.extraction = DRIFT
@@ -269,6 +290,23 @@ class Detector:
         if len(st.contrib) > 16:
             st.contrib = dict(sorted(st.contrib.items(), key=lambda kv: -kv[1])[:16])
         return st, self._decide(st, obs.t, acc, is_group)
+
+    def _remember(self, st: ClientState, obs: Observation) -> None:
+        """A solo group keeps the inputs it would compare later (no scoring): when a second client
+        shows up behind the same address, its queries meet the first one's."""
+        if obs.rows is not None and obs.rows.shape[0]:
+            if st.rows is not None and st.rows.shape[1] != obs.rows.shape[1]:
+                st.rows, st.rows_n, st.last_diff, st.step_profile = None, 0, None, None
+            for row in obs.rows.astype(np.float32):
+                st.push_row(row, self.cfg.recent_inputs)
+        req = obs.llm
+        if req is not None:
+            if req.prompt_hash not in st.prompts:
+                st.prompts = [*st.prompts, req.prompt_hash][-PROMPT_RING:]
+                st.simhashes = [*st.simhashes, req.prompt_simhash][-PROMPT_RING:]
+            known = set(st.biased_ids)
+            fresh = [i for i in req.biased_ids if i not in known]
+            st.biased_ids.extend(fresh[: max(0, MAX_BIASED_IDS - len(st.biased_ids))])
 
     # -- signals ---------------------------------------------------------------------------------
 
@@ -427,51 +465,50 @@ class Detector:
             elif anchor != st.axis_anchor:
                 acc.add("axis_probe", 1.0, W_AXIS_FIRST)
                 st.axis_anchor, st.axis_coords = anchor, coords
-        elif shape.span is not None:
+        if shape.inv_scale is None or shape.whiten is None or shape.span is None:
+            return  # cold start: steps and distances need the route's scales
+        z = diff * shape.inv_scale
+        d2 = np.einsum("ij,ij->i", z, z)
+        nearest = int(d2.argmin())  # the input this one was most likely derived from
+        near = math.sqrt(float(d2[nearest]) / x.shape[0])
+        n_near = int(nz[nearest])
+        if not axis.size and n_near >= max(4, x.shape[0] // 4):
             # x + lambda * sign(gradient) (Papernot et al. 2017): many coordinates moved by one and
             # the same amount, absolute or relative to each feature's range. Natural neighbours
             # move each coordinate by its own amount. Equal *absolute* moves happen by chance on a
             # few coarse features (iris: 8 of 9,015 row pairs), so they count on wide moves only;
             # equal moves relative to unequal ranges did not occur in any of the four datasets.
-            wide = np.flatnonzero(nz >= max(4, x.shape[0] // 4))
-            for j in wide[:4]:
-                moved = absd[j][changed[j]]
-                if (int(nz[j]) >= AXIS_MIN_DIM and _mostly_equal(moved)) or _mostly_equal(
-                        moved / shape.span[changed[j]]):
-                    acc.add("sign_step", float(np.median(moved)), W_SIGN_STEP)
-                    signed = True
-                    break
-        if shape.inv_scale is not None and shape.whiten is not None:
-            z = diff * shape.inv_scale
-            d2 = np.einsum("ij,ij->i", z, z)
-            nearest = int(d2.argmin())
-            near = math.sqrt(float(d2[nearest]) / x.shape[0])
-            if int(nz[nearest]) >= 4:
-                self._repeated_step(st, x, diff[nearest], changed[nearest], acc, signed, shape)
-            hit = near < shape.near_distance
-            st.near_ewma += 0.1 * ((1.0 if hit else 0.0) - st.near_ewma)
-            if hit and st.near_ewma > 0.25:
-                acc.add("near_duplicate", near, W_NEAR_DUPLICATE)
-            assert st.rows is not None
-            last = (st.rows_n - 1) % st.rows.shape[0]  # the ring slot of the previous input
-            if st.rows_n > 0:
-                # Whitened, so that benign steps point anywhere: on correlated data (a few latent
-                # factors) raw steps are nearly collinear by chance -- 3% of the time in 2-d. The
-                # sign of the step does not matter (|cos| below).
-                step_vec = shape.whiten @ diff[last].astype(np.float64)
-                prev = st.last_diff
-                # A line along one axis is an axis step; where those are natural (coarse,
-                # low-dimensional data) collinear one-coordinate steps are too.
-                moved = int(nz[last])
-                if prev is not None and prev.shape == step_vec.shape and (
-                        shape.axis_signal or moved > shape.axis_max):
-                    n1 = float(np.linalg.norm(step_vec))
-                    n2 = float(np.linalg.norm(prev))
-                    if n1 > 0 and n2 > 0:
-                        cos = abs(float(step_vec @ prev)) / (n1 * n2)
-                        if cos > 0.999:
-                            acc.add("line_search", cos, W_LINE_SEARCH)
-                st.last_diff = step_vec.astype(np.float32)
+            moved = absd[nearest][changed[nearest]]
+            if (n_near >= AXIS_MIN_DIM and _mostly_equal(moved)) or _mostly_equal(
+                    moved / shape.span[changed[nearest]]):
+                acc.add("sign_step", float(moved.mean()), W_SIGN_STEP)
+                signed = True
+        if n_near >= 4:
+            self._repeated_step(st, x, diff[nearest], changed[nearest], acc, signed, shape)
+        hit = near < shape.near_distance
+        st.near_ewma += 0.1 * ((1.0 if hit else 0.0) - st.near_ewma)
+        if hit and st.near_ewma > 0.25:
+            acc.add("near_duplicate", near, W_NEAR_DUPLICATE)
+        assert st.rows is not None
+        last = (st.rows_n - 1) % st.rows.shape[0]  # the ring slot of the previous input
+        if st.rows_n > 0:
+            # Whitened, so that benign steps point anywhere: on correlated data (a few latent
+            # factors) raw steps are nearly collinear by chance -- 3% of the time in 2-d. The
+            # sign of the step does not matter (|cos| below).
+            step_vec = shape.whiten @ diff[last].astype(np.float64)
+            prev = st.last_diff
+            # A line along one axis is an axis step; where those are natural (coarse,
+            # low-dimensional data) collinear one-coordinate steps are too.
+            moved = int(nz[last])
+            if prev is not None and prev.shape == step_vec.shape and (
+                    shape.axis_signal or moved > shape.axis_max):
+                n1 = float(np.linalg.norm(step_vec))
+                n2 = float(np.linalg.norm(prev))
+                if n1 > 0 and n2 > 0:
+                    cos = abs(float(step_vec @ prev)) / (n1 * n2)
+                    if cos > 0.999:
+                        acc.add("line_search", cos, W_LINE_SEARCH)
+            st.last_diff = step_vec.astype(np.float32)
 
     @staticmethod
     def _repeated_step(st: ClientState, x: np.ndarray, step: np.ndarray, moved: np.ndarray, acc: _Acc,
@@ -501,7 +538,7 @@ class Detector:
             return
         a, b = np.abs(a), np.abs(b)
         same = np.abs(a - b) <= 0.01 * np.maximum(a, b)
-        if float(same.mean()) >= 0.8:
+        if np.count_nonzero(same) >= 0.8 * same.size:
             acc.add("repeated_step", float(np.median(a)), W_SIGN_STEP)
 
     def _margin_evidence(self, st: ClientState, margin: float, route: RouteBaseline, acc: _Acc,

@@ -211,7 +211,8 @@ class ExtractionGuard:
             state = _decode_state(blob)
             is_group = kind == "group"
             st, assessment = self.detector.observe(state, obs, is_group=is_group,
-                                                   learn=not is_group and client_score < self.cfg.thresholds.flag)
+                                                   learn=not is_group and client_score < self.cfg.thresholds.flag,
+                                                   member=ident.client if is_group else None)
             if not is_group:
                 client_score = st.extraction
             self.storage.set(self.state_key(subject, ident.tenant), _encode_state(st), ttl=self.cfg.state_ttl_s,

@@ -61,6 +61,8 @@ class ClientState:
     prompts: list[int] = field(default_factory=list)
     simhashes: list[int] = field(default_factory=list)
     biased_ids: list[int] = field(default_factory=list)
+    #: For a group: hashes of the last few distinct clients seen in it.
+    members: list[int] = field(default_factory=list)
 
     @classmethod
     def new(cls, now: float) -> ClientState:
@@ -99,7 +101,7 @@ class ClientState:
             "cv": self.coverage.to_bytes(32, "little"),
             "lv": self.level, "lu": self.level_until, "bl": self.blocks, "ct": self.contrib,
             "aa": self.axis_anchor, "ac": self.axis_coords, "tg": self.taught,
-            "pr": self.prompts, "sh": self.simhashes, "bi": self.biased_ids,
+            "pr": self.prompts, "sh": self.simhashes, "bi": self.biased_ids, "mb": self.members,
         }
         if self.rows is not None:
             # Only the filled part of the ring: most clients send a few requests, and a 64-feature
@@ -130,7 +132,7 @@ class ClientState:
                 axis_anchor=int(doc["aa"]), axis_coords=int(doc["ac"]), taught=int(doc["tg"]),
                 contrib={str(k): float(v) for k, v in doc["ct"].items()},
                 prompts=[int(x) for x in doc["pr"]], simhashes=[int(x) for x in doc["sh"]],
-                biased_ids=[int(x) for x in doc["bi"]],
+                biased_ids=[int(x) for x in doc["bi"]], members=[int(x) for x in doc["mb"]],
             )
             if "rw" in doc:
                 k, d, raw, n = doc["rw"]
