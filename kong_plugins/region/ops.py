@@ -64,10 +64,16 @@ def _describe_quota(client: Any, full_key: str, prefix: str) -> dict[str, Any] |
     out: dict[str, Any] = dict(zip(names, parts, strict=False))
     out["key"] = key
     if kind == "string":
-        first, _, second = str(client.get(full_key) or "").partition(" ")
+        value = str(client.get(full_key) or "")
+        first, _, second = value.partition(" ")
         if out.get("window") in ("per_day", "tokens_per_day"):
             out["state"] = {"calendar_window": int(float(first or 0)), "used": float(second or 0)}
-        else:
+        elif ":" in value:
+            # a sliding window (limiter.lua kind 1): "<first bucket>:<count> <count> ..."
+            bucket, _, counts = value.partition(":")
+            used = [int(float(c)) for c in counts.split()]
+            out["state"] = {"window_used": sum(used), "first_bucket": int(bucket), "buckets": len(used)}
+        else:  # the GCRA state earlier versions wrote
             out["state"] = {"gcra_level": float(first or 0), "updated_us": float(second or 0)}
     elif kind == "hash":
         local = client.hgetall(full_key)

@@ -18,6 +18,7 @@ from .base import Storage
 from .config import STORAGE_FIELDS, STORAGE_RECORD, build_storage, check_storage_config
 from .keys import CrossSlotError, make_key
 from .limiter import (
+    BUCKETS,
     GLOBAL_BUCKETS,
     CalendarRule,
     ConcurrencyRule,
@@ -34,6 +35,7 @@ from .redis_backend import RedisStorage, close_shared_clients
 from .scripting import REGISTRY, MemoryState, Script, ScriptArg, register_script
 
 __all__ = [
+    "BUCKETS",
     "GLOBAL_BUCKETS",
     "REGISTRY",
     "STORAGE_FIELDS",

@@ -2,26 +2,28 @@
 
 Rule kinds
 ----------
-:class:`RateRule` -- short windows ("10 per second", "100,000 tokens per minute") with GCRA,
-    run as its equivalent leaky-bucket meter: the bucket holds at most ``limit`` cost units and
-    drains continuously at ``limit / period``. Chosen over a sliding window because it has no
-    window edges at all: any interval of length ``t`` admits at most ``limit + t * limit /
-    period`` units -- a burst is capped at ``limit`` at every instant, where a fixed window lets
-    ``2 x limit`` through around its edge and a weighted sliding-window counter only estimates.
-    It is one small hash per rule (a sliding log would be one entry per request), exact for
-    costs (``n`` units move the level by ``n``) and so gives exact ``remaining``, ``reset`` and
-    ``retry_after`` and clean refunds.
+:class:`RateRule` -- short windows ("10 per second", "100,000 tokens per minute"): at most
+    ``limit`` cost units in ANY rolling ``period``, exactly. A sliding window over
+    :data:`BUCKETS` buckets of ``period / BUCKETS``: a decision counts the current bucket plus the
+    :data:`BUCKETS` before it, a span of at least one period, so no interval of length ``period``
+    ever holds more than ``limit`` (a fixed window lets ``2 x limit`` through around its edge, a
+    weighted sliding-window counter only estimates, and GCRA -- a leaky bucket whose capacity is
+    the limit -- admits ``limit`` plus the drain: up to ``2 x limit - 1`` in the first period of
+    sustained traffic). The price is at most one bucket of age: a unit leaves the count between
+    ``period`` and ``period * (1 + 1 / BUCKETS)`` after it was consumed. State: one short string
+    per rule (counts of at most ``BUCKETS + 1`` consecutive buckets), exact for costs, which gives
+    exact ``remaining``, ``reset`` and ``retry_after`` and clean refunds (off the reservation's
+    bucket).
 :class:`CalendarRule` -- quotas per UTC hour or day ("10,000 requests per day"): the count
     restarts when the calendar window does, which is what users of daily quotas expect.
 :class:`GlobalRule` -- a limit shared by several regions, each deciding on its own Redis: the
     region's own usage per time bucket plus the other regions' usage as last received by the
     region exchange (:mod:`kong_plugins.region`), which writes it into the rule's remote-usage
-    hash (:attr:`GlobalRule.remote_key`). Sliding windows are cut into :data:`GLOBAL_BUCKETS`
-    buckets and count the current bucket plus the :data:`GLOBAL_BUCKETS` before it, a span of at
-    least one period -- never less than a true sliding window, so a region alone never
-    over-admits; what the exchange has not delivered yet is the whole approximation (the bound
-    is stated in ``docs/readme/multiregion.md``). Calendar windows (``"hour"``, ``"day"``) use
-    one bucket per window.
+    hash (:attr:`GlobalRule.remote_key`). Sliding windows are those of :class:`RateRule` (the
+    same buckets, the same verdict code), counted over local and remote usage: a region alone
+    never over-admits; what the exchange has not delivered yet is the whole approximation (the
+    bound is stated in ``docs/readme/multiregion.md``). Calendar windows (``"hour"``, ``"day"``)
+    use one bucket per window.
 :class:`ConcurrencyRule` -- requests in flight. Each admitted request holds a lease (one id per
     decision) that expires after ``lease_ttl`` seconds, so a crashed request cannot leak
     capacity; :meth:`Limiter.release` ends the leases when the request completes.
@@ -54,9 +56,11 @@ from .keys import remote_key_of
 from .scripting import MemoryState, Script, ScriptArg, register_script
 
 _RATE, _CALENDAR, _CONCURRENCY, _GLOBAL, _GLOBAL_CALENDAR = 1, 2, 3, 4, 5
-#: Buckets a global sliding window is cut into (the Lua scripts carry the same constant).
-GLOBAL_BUCKETS = 20
-_EPS = 1e-6
+#: Buckets a sliding window (rate rules, global sliding windows) is cut into; the Lua scripts
+#: carry the same constant. 20: a unit leaves the count at most 5% of a period late.
+BUCKETS = 20
+#: The name the region exchange knows it by.
+GLOBAL_BUCKETS = BUCKETS
 _US = 1_000_000
 CALENDAR_UNITS: dict[str, int] = {"hour": 3600, "day": 86400}
 
@@ -70,6 +74,13 @@ def _check_common(name: str, key: str, limit: int) -> None:
         raise ValueError(f"rule {name!r}: limit must be an integer >= 1, got {limit!r}")
 
 
+def _window_us(seconds: float) -> int:
+    """A sliding window's period in microseconds, rounded up to whole buckets: the window the
+    scripts count then spans at least ``seconds`` (rounding down would under-count by a few us)."""
+    period_us = max(1, round(seconds * _US))
+    return -(-period_us // BUCKETS) * BUCKETS
+
+
 def _check_cost(name: str, cost: int) -> None:
     if isinstance(cost, bool) or not isinstance(cost, int) or cost < 0:
         raise ValueError(f"rule {name!r}: cost must be an integer >= 0, got {cost!r}")
@@ -77,7 +88,7 @@ def _check_cost(name: str, cost: int) -> None:
 
 @dataclass(frozen=True, slots=True)
 class RateRule:
-    """At most ``limit`` cost units per ``period`` seconds, bursts capped at ``limit`` (GCRA)."""
+    """At most ``limit`` cost units in any rolling ``period`` seconds (a sliding window)."""
 
     name: str
     key: str
@@ -92,7 +103,7 @@ class RateRule:
         if not (self.period > 0 and math.isfinite(self.period)):
             raise ValueError(f"rule {self.name!r}: period must be a positive number of seconds")
         # Script arguments, computed once per rule rather than once per decision.
-        object.__setattr__(self, "wire", (_RATE, self.limit, max(1, round(self.period * _US)), self.cost))
+        object.__setattr__(self, "wire", (_RATE, self.limit, _window_us(self.period), self.cost))
 
 
 
@@ -145,7 +156,7 @@ class GlobalRule:
         else:
             if not (self.window >= 0.02 and math.isfinite(self.window)):
                 raise ValueError(f"rule {self.name!r}: a sliding global window must be at least 0.02 seconds")
-            wire = (_GLOBAL, self.limit, round(self.window * _US), self.cost)
+            wire = (_GLOBAL, self.limit, _window_us(self.window), self.cost)
         object.__setattr__(self, "wire", wire)
         object.__setattr__(self, "remote_key", remote_key_of(self.key))
         if not self.group:
@@ -154,7 +165,7 @@ class GlobalRule:
     def bucket_width_us(self) -> int:
         """Length of one usage bucket in microseconds (the unit the exchange ships)."""
         kind, _, param, _ = self.wire
-        return param // GLOBAL_BUCKETS if kind == _GLOBAL else param
+        return param // BUCKETS if kind == _GLOBAL else param
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,9 +195,11 @@ Rule = RateRule | CalendarRule | ConcurrencyRule | GlobalRule
 
 class RuleState(NamedTuple):
     """One rule's verdict. Seconds are floats; ``remaining`` is after this request's cost when
-    allowed. ``reset_after``: until the rule is back to full capacity (rate), until the window
-    ends (calendar), until the oldest held lease expires (concurrency). ``retry_after`` is 0 when
-    the rule allowed; for a cost above the limit (it can never fit) it is ``reset_after``."""
+    allowed. ``reset_after``: until the rule is back to full capacity (sliding windows: until the
+    newest usage has left the window), until the window ends (calendar), until the oldest held
+    lease expires (concurrency). ``retry_after`` is 0 when the rule allowed; when it denied, the
+    earliest time a request of this cost fits if nothing else is consumed meanwhile; for a cost
+    above the limit (it can never fit) it is ``reset_after``."""
 
     rule: Rule
     allowed: bool
@@ -226,25 +239,79 @@ class LimitDecision:
 # -- Python twins (memory backend). The Lua scripts in scripts/limiter*.lua mirror these lines. --
 
 
-def _drain(entry: list[float] | None, limit: int, period: int, now: int) -> tuple[float, float, float]:
-    """(level now, time of last update, drain rate per us) of a rate rule's bucket."""
-    rate = limit / period
+def _slide(
+    buckets: Sequence[int], counts: Sequence[int], used: int, limit: int, cost: int, at: int, width: int,
+    span: int, now: int,
+) -> tuple[int, int, int, int]:
+    """The verdict of a sliding window (kinds 1 and 4), ``slide`` in limiter.lua: (ok, remaining,
+    reset, retry). ``buckets`` (ascending) hold ``counts``, every bucket still in the window;
+    ``used`` is their sum; an admitted cost goes to bucket ``at``; a bucket leaves the window
+    ``span`` after it began."""
+    top = len(counts)
+    while top and not counts[top - 1]:
+        top -= 1
+    newest = buckets[top - 1] if top else None
+    if used + cost <= limit:
+        if cost > 0 and (newest is None or at > newest):
+            newest = at
+        if newest is None:
+            return 1, limit - used - cost, 0, 0
+        return 1, limit - used - cost, newest * width + span - now, 0
+    reset = newest * width + span - now if newest is not None else 0
+    if cost <= limit:
+        freed = 0
+        for j in range(top):
+            freed += counts[j]
+            if used - freed + cost <= limit:
+                return 0, limit - used, reset, buckets[j] * width + span - now
+    return 0, limit - used, reset, reset
+
+
+def _rate_state(entry: tuple[int, list[int]] | None, cur: int) -> tuple[int, list[int], int]:
+    """(first bucket, counts from it, their sum) of a rate rule's state still in the window at
+    bucket ``cur``: buckets below ``cur - BUCKETS`` have left, leading empty ones are dropped (as
+    limiter.lua parses its string). The stored list is never modified."""
     if entry is None:
-        return 0.0, float(now), rate
-    level, last = entry
-    elapsed = now - last
-    if elapsed < 0:
-        elapsed = 0
-    level -= elapsed * rate
-    return (level if level > 0 else 0.0), last, rate
+        return cur, [], 0
+    first, counts = entry
+    skip = cur - BUCKETS - first
+    if skip < 0:
+        skip = 0
+    if skip or not counts or not counts[0]:
+        n = len(counts)
+        while skip < n and not counts[skip]:
+            skip += 1
+        if skip >= n:
+            return cur, [], 0
+        first += skip
+        counts = counts[skip:]
+    return first, counts, sum(counts)
+
+
+def _rate_charge(first: int, counts: list[int], at: int, cost: int) -> list[int]:
+    """A copy of ``counts`` (from bucket ``first``) with ``cost`` added to bucket ``at`` >= first."""
+    j = at - first
+    new = counts.copy()
+    if j < len(new):
+        new[j] += cost
+    else:
+        new += [0] * (j - len(new))
+        new.append(cost)
+    return new
+
+
+def _expiry(now: int, until: int) -> int:
+    """When a key whose content matters for ``until`` more us expires: one second of margin, as
+    the scripts' ``PX ceil(until / 1000) + 1000``."""
+    return now + (-(-until // 1000) + 1000) * 1000
 
 
 def _global_window(kind: int, param: int, now: int) -> tuple[int, int, int, int]:
     """(bucket width, current bucket, lowest bucket in the window, span) of a global rule, in us."""
     if kind == _GLOBAL:
-        width = param // GLOBAL_BUCKETS
+        width = param // BUCKETS
         cur = now // width
-        return width, cur, cur - GLOBAL_BUCKETS, (GLOBAL_BUCKETS + 1) * width
+        return width, cur, cur - BUCKETS, (BUCKETS + 1) * width
     cur = now // param
     return param, cur, cur, param
 
@@ -267,34 +334,18 @@ def _global_check(
             per[bucket] = per.get(bucket, 0) + count
             used += count
     buckets = sorted(per)
-    reset = retry = 0
-    if used + cost <= limit:
-        last = buckets[-1] if cost == 0 and buckets else cur
-        reset = 0 if cost == 0 and not buckets else last * width + span - now
-        write = None
-        if cost > 0:
-            kept = {bucket: count for bucket, count in local.items() if bucket >= lo}
-            kept[cur] = kept.get(cur, 0) + cost
-            expires = now + (math.ceil((cur * width + span - now) / 1000) + 1000) * 1000
-            write = (key, kept, expires, 0)
-        return 1, limit - used - cost, reset, 0, cur, write
-    if buckets:
-        reset = buckets[-1] * width + span - now
-    if cost <= limit:
-        freed = 0
-        for bucket in buckets:
-            freed += per[bucket]
-            if used - freed + cost <= limit:
-                retry = bucket * width + span - now
-                break
-    else:
-        retry = reset
-    return 0, limit - used, reset, retry, cur, None
+    ok, remaining, reset, retry = _slide(buckets, [per[b] for b in buckets], used, limit, cost, cur, width,
+                                         span, now)
+    write = None
+    if ok and cost > 0:
+        kept = {bucket: count for bucket, count in local.items() if bucket >= lo}
+        kept[cur] = kept.get(cur, 0) + cost
+        write = (key, kept, _expiry(now, cur * width + span - now), 0)
+    return ok, remaining, reset, retry, cur, write
 
 
 def _check_twin(state: MemoryState, keys: Sequence[str], args: Sequence[ScriptArg], now: int) -> list[int]:
     # Hot path of the memory backend (100,000+ decisions/s): locals instead of helpers.
-    floor, ceil = math.floor, math.ceil
     lease = str(args[0])
     # Only Limiter calls this twin, always with ints (Lua gets their text): no per-value parsing.
     a = cast("Sequence[int]", args)
@@ -311,26 +362,29 @@ def _check_twin(state: MemoryState, keys: Sequence[str], args: Sequence[ScriptAr
         b += 4
         ok, remaining, reset, retry, window = 0, 0, 0, 0, 0
         if kind == _RATE:
-            rate = limit / param
-            entry = state.get(key)
-            if entry is None:
-                level, last = 0.0, now
-            else:
-                level, last = entry
-                if now > last:
-                    level -= (now - last) * rate
-                    if level < 0:
-                        level = 0.0
-            if level + cost <= limit + _EPS:
+            width = param // BUCKETS
+            span = width + param
+            cur = now // width
+            first, counts, used = _rate_state(state.get(key), cur)
+            at = window = first if first > cur else cur
+            if used + cost <= limit:
+                # allowed: slide()'s first branch, inline (counts end with a non-empty bucket)
                 ok = 1
-                new = level + cost
-                remaining = floor(limit - new + _EPS)
-                reset = ceil(new / rate)
-                writes.append((key, [new, last if last > now else now], now + (ceil(reset / 1000) + 1000) * 1000, 0))
+                remaining = limit - used - cost
+                top = len(counts)
+                while top and not counts[top - 1]:
+                    top -= 1
+                newest = first + top - 1 if top else -1
+                if cost > 0:
+                    if at > newest:
+                        newest = at
+                    reset = newest * width + span - now
+                    writes.append((key, (first, _rate_charge(first, counts, at, cost)), _expiry(now, reset), 0))
+                elif top:
+                    reset = newest * width + span - now
             else:
-                remaining = floor(limit - level + _EPS)
-                reset = ceil(level / rate)
-                retry = ceil((level + cost - limit) / rate) if cost <= limit else reset
+                ok, remaining, reset, retry = _slide(range(first, first + len(counts)), counts, used, limit, cost,
+                                                     at, width, span, now)
         elif kind == _CALENDAR:
             window = now // param
             entry = state.get(key)
@@ -339,7 +393,7 @@ def _check_twin(state: MemoryState, keys: Sequence[str], args: Sequence[ScriptAr
             if used + cost <= limit:
                 ok = 1
                 remaining = limit - used - cost
-                writes.append((key, (window, used + cost), now + (ceil(reset / 1000) + 1000) * 1000, 0))
+                writes.append((key, (window, used + cost), _expiry(now, reset), 0))
             else:
                 remaining = limit - used
                 retry = reset
@@ -361,7 +415,7 @@ def _check_twin(state: MemoryState, keys: Sequence[str], args: Sequence[ScriptAr
             if count + 1 <= limit:
                 ok = 1
                 remaining = limit - count - 1
-                writes.append((key, None, now + (ceil(param / 1000) + 1000) * 1000, now + param))
+                writes.append((key, None, _expiry(now, param), now + param))
             else:
                 remaining = limit - count
                 retry = reset
@@ -384,7 +438,7 @@ def _adjust_twin(state: MemoryState, keys: Sequence[str], args: Sequence[ScriptA
     released = 0
     for i, key in enumerate(keys):
         b = i * 5
-        kind, limit, param = int(args[b]), int(args[b + 1]), int(args[b + 2])
+        kind, param = int(args[b]), int(args[b + 2])
         if kind == _CONCURRENCY:
             released += _release_twin(state, [key], [args[b + 4]], now)
             continue
@@ -392,9 +446,27 @@ def _adjust_twin(state: MemoryState, keys: Sequence[str], args: Sequence[ScriptA
         if delta == 0:
             continue
         if kind == _RATE:
-            level, last, rate = _drain(state.get(key), limit, param, now)
-            level = max(0.0, level + delta)
-            state.set(key, [level, max(last, now)], now + (math.ceil(level / rate / 1000) + 1000) * 1000)
+            width = param // BUCKETS
+            cur = now // width
+            first, counts, _ = _rate_state(state.get(key), cur)
+            if delta > 0:
+                counts = _rate_charge(first, counts, first if first > cur else cur, delta)
+            elif first <= reserved < first + len(counts) and counts[reserved - first] > 0:
+                counts = counts.copy()
+                counts[reserved - first] = max(0, counts[reserved - first] + delta)
+            else:
+                continue
+            top = len(counts)
+            while top and not counts[top - 1]:
+                top -= 1
+            skip = 0
+            while skip < top and not counts[skip]:
+                skip += 1
+            if not top:
+                state.delete(key)
+            else:
+                newest = first + top - 1
+                state.set(key, (first + skip, counts[skip:top]), _expiry(now, newest * width + width + param - now))
         elif kind >= _GLOBAL:
             width, cur, lo, span = _global_window(kind, param, now)
             local: dict[int, int] = state.get(key) or {}
@@ -585,6 +657,7 @@ class Limiter:
 
 __all__ = [
     "ADJUST",
+    "BUCKETS",
     "CALENDAR_UNITS",
     "CHECK_AND_CONSUME",
     "GLOBAL_BUCKETS",

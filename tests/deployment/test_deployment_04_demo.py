@@ -50,9 +50,12 @@ def test_rate_quotas_refuse_exactly_past_the_reference_numbers(demo: Any) -> Non
     assert tally(results["premium-second"]) == [(per_second, 200, None, "allowed"),
                                                 (1, 429, "ai-tier-quota", "tier_rate")]
     per_minute = _limit("premium", "textgen")["per_minute"]
-    minute = tally(results["premium-minute"])
-    assert minute[0] == (per_minute, 200, None, "allowed")  # the second minute of sustained traffic
-    assert {row[1:] for row in minute[1:]} == {(429, "ai-tier-quota", "tier_rate")}
+    # the second minute of sustained traffic at 5 requests/s: 300 requests
+    minute = {row[1:]: row[0] for row in tally(results["premium-minute"])}
+    assert minute == {(200, None, "allowed"): per_minute, (429, "ai-tier-quota", "tier_rate"): 300 - per_minute}
+    # from a standing start too: the limit in the first minute, and in every rolling minute, no more
+    assert results["premium-minute"].figures == {"first_minute": per_minute, "second_minute": per_minute,
+                                                 "busiest_rolling_minute": per_minute}
     images = _limit("premium", "image-analysis")["per_minute"]
     assert tally(results["premium-image"]) == [(images, 200, None, "allowed"),
                                                (1, 429, "ai-tier-quota", "tier_rate")]

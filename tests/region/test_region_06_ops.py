@@ -113,6 +113,7 @@ def test_inspect_shows_a_clients_quota_counters_and_risk_state(three_regions: Re
     by_window = {(q["kind"], q["window"]): q["state"] for q in report["quota"]}
     assert set(by_window) == {("consumer", "per_minute"), ("consumer", "per_day"), ("tenant", "per_minute")}
     assert by_window[("consumer", "per_day")]["used"] == 3
+    assert by_window[("consumer", "per_minute")]["window_used"] == 3
     assert by_window[("tenant", "per_minute")]["global_local_used"] == 3  # acme:x is another tenant
     assert report["risk"]["verdict"]["level"] == 3
 

@@ -62,7 +62,9 @@ def test_over_the_limit_is_429_with_retry_after_and_the_rule_class() -> None:
     exited = run(p, FakeKong(serialize(consumer=FREE), body=CHAT))
     assert exited is not None and exited.status == 429
     assert exited.body == {"message": "API rate limit exceeded", "denied_by": "tier_rate"}
-    assert exited.headers["Retry-After"] == "1"
+    # Admitted at T0, the two still count at T0 + 1 s (the window spans 1 s plus at most one
+    # 50 ms bucket): they leave at T0 + 1.05 s, so an honest whole-second Retry-After is 2.
+    assert exited.headers["Retry-After"] == "2"
     assert exited.headers["X-RateLimit-Remaining-Second"] == "0"
     assert "tq:" not in json.dumps(exited.body)
 
@@ -75,11 +77,15 @@ def test_no_double_burst_at_a_minute_edge() -> None:
     p = edge_plugin(per_minute=10)
     for i in range(10):
         assert run(p, FakeKong(serialize(consumer=FREE, at=T0 + 59 + i / 100))) is None
-    # A fixed window would reset at T0 + 60 and admit ten more at once.
-    denied = run(p, FakeKong(serialize(consumer=FREE, at=T0 + 60.05)))
-    assert denied is not None and denied.status == 429
-    assert run(p, FakeKong(serialize(consumer=FREE, at=T0 + 59.1 + 6.0))) is None
-    assert run(p, FakeKong(serialize(consumer=FREE, at=T0 + 59.1 + 6.1))) is not None
+    # A fixed window would reset at T0 + 60 and admit ten more at once; a leaky bucket one more
+    # every 6 s. The sliding window holds the ten until they leave it: their 3 s bucket
+    # [T0 + 57, T0 + 60) leaves at T0 + 120, no rolling minute ever sees an eleventh.
+    for at in (T0 + 60.05, T0 + 65.1, T0 + 119.09, T0 + 119.999):
+        denied = run(p, FakeKong(serialize(consumer=FREE, at=at)))
+        assert denied is not None and denied.status == 429
+    assert denied.headers["Retry-After"] == "1"
+    assert all(run(p, FakeKong(serialize(consumer=FREE, at=T0 + 120))) is None for _ in range(10))
+    assert run(p, FakeKong(serialize(consumer=FREE, at=T0 + 120))) is not None
 
 
 def test_daily_quota_restarts_at_utc_midnight() -> None:
@@ -193,7 +199,9 @@ def test_storage_down_with_fallback_applies_local_limits(mode: str) -> None:
     assert run(p, FakeKong(serialize(consumer=PREMIUM))) is None
     exited = run(p, FakeKong(serialize(consumer=PREMIUM)))
     assert exited is not None and exited.status == 429 and exited.body["denied_by"] == "fallback"
-    assert run(p, FakeKong(serialize(consumer=PREMIUM, at=T0 + 1))) is None
+    # the local per-second window: the first request leaves it 1 s plus one 50 ms bucket later
+    assert run(p, FakeKong(serialize(consumer=PREMIUM, at=T0 + 1))) is not None
+    assert run(p, FakeKong(serialize(consumer=PREMIUM, at=T0 + 1.05))) is None
 
 
 def test_invalid_jwt_is_401_and_forged_tokens_never_raise_the_tier() -> None:

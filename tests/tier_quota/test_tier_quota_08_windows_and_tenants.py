@@ -38,25 +38,46 @@ def admitted(p: Any, at: float, n: int = 1, body: bytes | None = None) -> int:
 def test_no_second_burst_across_a_window_edge(window: str, period: float, limit: int) -> None:
     p = limited(**{window: limit})
     edge = T0 + 10 * period  # a multiple of the period: where a fixed window would restart
-    assert admitted(p, edge - period / 1000, limit + 1) == limit
-    # A fixed window (Kong's rate-limiting) would admit `limit` more right after the edge.
+    burst = edge - period / 1000
+    assert admitted(p, burst, limit + 1) == limit
+    # A fixed window (Kong's rate-limiting) would admit `limit` more right after the edge, a
+    # leaky bucket one more every period / limit.
     assert admitted(p, edge + period / 1000, limit) == 0
-    # The bucket drains at limit/period: one slot per period/limit seconds, never more.
-    one_slot = edge - period / 1000 + period / limit + period / 10_000
-    assert admitted(p, one_slot, 2) == 1
-    # A whole period after the last admission, the whole limit is back.
-    assert admitted(p, one_slot + period + period / 1000, limit + 1) == limit
+    assert admitted(p, burst + period / limit + period / 10_000, 2) == 0
+    # One period after the burst it still counts: the window spans the period plus at most one
+    # of its 20 buckets (the burst's bucket [edge - period/20, edge) leaves at edge + period).
+    assert admitted(p, burst + period, 1) == 0
+    assert admitted(p, edge + period, limit + 1) == limit
 
 
-def test_tokens_per_minute_drain_continuously() -> None:
+@pytest.mark.parametrize(("window", "period", "limit"), [("per_second", 1.0, 10), ("per_minute", 60.0, 100)])
+def test_a_client_hammering_at_5x_gets_the_limit_in_every_rolling_window_and_no_more(
+    window: str, period: float, limit: int
+) -> None:
+    """The demo's premium client: "100/minute" from a standing start admitted 199 in its first
+    minute with a leaky bucket. Every window starting at an admission is checked."""
+    p = limited(**{window: limit})
+    start = T0 + 0.37 * period
+    gap = period / (5 * limit)
+    times = [start + i * gap for i in range(5 * limit * 3)]  # three periods at five times the rate
+    ok = [t for t in times if admitted(p, t) == 1]
+    busiest = max(sum(1 for u in ok if t <= u <= t + period) for t in ok)
+    assert busiest == limit
+    assert sum(1 for t in ok if t < start + period) == limit  # the first period: the limit, no bonus
+    assert len(ok) >= 2 * limit
+
+
+def test_tokens_per_minute_is_a_sliding_window_too() -> None:
     p = limited(tokens_per_minute=1000)
     body = json.dumps({"messages": [{"role": "user", "content": "x" * 400}], "max_tokens": 500}).encode()
     edge = T0 + 600  # reservation: 100 prompt + 500 completion = 600 tokens
     assert admitted(p, edge - 0.001, 2, body) == 1
     assert admitted(p, edge + 0.001, 1, body) == 0
-    # 1000 tokens/min drain 600 - 400 = 200 tokens in 12 s: then 400 + 600 fits exactly.
-    assert admitted(p, edge - 0.001 + 11.9, 1, body) == 0
-    assert admitted(p, edge - 0.001 + 12.001, 1, body) == 1
+    # The 600 reserved in the 3 s bucket [edge - 3, edge) count until it leaves at edge + 60:
+    # no rolling minute holds more than 1,000 reserved tokens.
+    assert admitted(p, edge + 12.001, 1, body) == 0
+    assert admitted(p, edge + 59.999, 1, body) == 0
+    assert admitted(p, edge + 60, 2, body) == 1
 
 
 @pytest.mark.parametrize("window", ["per_day", "tokens_per_day"])

@@ -4,30 +4,30 @@
 -- KEYS[i] (i <= n) is rule i's key; after them, one more key per global rule (kinds 4 and 5), in
 -- rule order: the rule's remote-usage hash. ARGV[1] is the lease id for concurrency rules, then
 -- four values per rule: kind, limit, param, cost (so n = (#ARGV - 1) / 4).
---   kind 1 "rate"        GCRA as a leaky-bucket meter; param = period (us). State: the string
---                        "<level> <t>" (level in cost units, t = us of the last update). The
---                        bucket drains at limit/period; a request fits when level + cost <= limit.
+--   kind 1 "rate"        sliding window; param = period (us, a multiple of BUCKETS), cut into
+--                        BUCKETS buckets of param / BUCKETS. The window counts the current bucket
+--                        and the BUCKETS before it: a span of at least one period, so no rolling
+--                        period ever holds more than the limit (a request leaves the count between
+--                        one period and one period + one bucket after it was admitted). State: the
+--                        string "<first bucket>:<count> <count> ...", counts of consecutive buckets
+--                        from the first non-empty one still in the window (at most BUCKETS + 1).
 --   kind 2 "calendar"    fixed UTC window; param = window length (us, epoch aligned). State: the
 --                        string "<window number> <consumed in that window>".
 --   kind 3 "concurrency" in-flight leases; param = lease TTL (us). State: zset lease -> expiry (us).
---   kind 4 "global"      sliding window across regions; param = period (us), cut into GLOBAL_BUCKETS
---                        buckets of period / GLOBAL_BUCKETS. State: hash bucket number -> cost used
---                        here; the remote hash holds the other regions' usage per bucket (written
---                        by the region exchange). The window counts the current bucket and the
---                        GLOBAL_BUCKETS before it, a span of at least one period: never less than a
---                        true sliding window, so this region never over-admits on its own.
+--   kind 4 "global"      the sliding window of kind 1 across regions. State: hash bucket number ->
+--                        cost used here; the remote hash holds the other regions' usage per bucket
+--                        (written by the region exchange), counted alongside.
 --   kind 5 "global calendar" like kind 2 across regions: one bucket per calendar window.
 -- Reply: five integers per rule: allowed (0/1), remaining, reset (us), retry after (us), window
--- (kinds 4 and 5: the bucket the cost went to, for adjust).
+-- (kinds 1, 4, 5: the bucket the cost went to; kind 2: the window number; for adjust).
 -- Mirrored by the Python twin in kong_plugins/storage/limiter.py: keep them in step.
 -- Strings rather than hashes for kinds 1-2: one MGET reads every rule and one SET PX writes each,
 -- which keeps a 3-rule decision at 5 commands (Redis >= 5 replicates scripts by effects, so
 -- writing after TIME needs no redis.replicate_commands()).
 
-local GLOBAL_BUCKETS = 20
+local BUCKETS = 20
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
-local EPS = 1e-6
 local lease = ARGV[1]
 local n = (#ARGV - 1) / 4
 local reply = {}
@@ -36,36 +36,85 @@ local all_ok = true
 local values = redis.call('MGET', unpack(KEYS, 1, n))
 local remote_index = n
 
+-- The verdict of a sliding window (kinds 1 and 4): buckets[j] (ascending) holds counts[j] of
+-- usage, j = 1..top, every bucket still in the window; used is their sum; an admitted cost goes to
+-- bucket `at`. A bucket leaves the window `span` after it began. Returns ok, remaining, reset
+-- (until the newest usage leaves: full capacity again) and retry (until enough old buckets have
+-- left for this cost to fit; for a cost above the limit, which never fits: reset).
+local function slide(buckets, counts, top, used, limit, cost, at, width, span)
+    while top > 0 and counts[top] == 0 do top = top - 1 end
+    local newest = buckets[top]
+    if used + cost <= limit then
+        if cost > 0 and (newest == nil or at > newest) then newest = at end
+        if newest == nil then return 1, limit - used - cost, 0, 0 end
+        return 1, limit - used - cost, newest * width + span - now, 0
+    end
+    local reset = 0
+    if newest ~= nil then reset = newest * width + span - now end
+    if cost <= limit then
+        local freed = 0
+        for j = 1, top do
+            freed = freed + counts[j]
+            if used - freed + cost <= limit then
+                return 0, limit - used, reset, buckets[j] * width + span - now
+            end
+        end
+    end
+    return 0, limit - used, reset, reset
+end
+
 for i = 1, n do
     local b = 2 + (i - 1) * 4
     local kind, limit, param, cost = tonumber(ARGV[b]), tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
     local key = KEYS[i]
     local ok, remaining, reset, retry, window = 0, 0, 0, 0, 0
     if kind == 1 then
-        local level, last = 0, now
+        local width = param / BUCKETS
+        local span = (BUCKETS + 1) * width
+        local cur = math.floor(now / width)
+        local lo = cur - BUCKETS
+        local first, buckets, counts, top, used = cur, {}, {}, 0, 0
         if values[i] then
-            local l, t = string.match(values[i], '^(%S+) (%S+)$')
-            level, last = tonumber(l), tonumber(t)
-        end
-        local rate = limit / param
-        local elapsed = now - last
-        if elapsed < 0 then elapsed = 0 end
-        level = level - elapsed * rate
-        if level < 0 then level = 0 end
-        if level + cost <= limit + EPS then
-            ok = 1
-            local new = level + cost
-            remaining = math.floor(limit - new + EPS)
-            reset = math.ceil(new / rate)
-            states[i] = {new, math.max(last, now), reset}
-        else
-            remaining = math.floor(limit - level + EPS)
-            reset = math.ceil(level / rate)
-            if cost <= limit then
-                retry = math.ceil((level + cost - limit) / rate)
+            local base, rest = string.match(values[i], '^(%d+):(.*)$')
+            if base then
+                -- buckets below lo have left the window; leading empty buckets are dropped too
+                local bucket = tonumber(base)
+                for c in string.gmatch(rest, '%S+') do
+                    if bucket >= lo then
+                        c = tonumber(c)
+                        if top > 0 or c > 0 then
+                            if top == 0 then first = bucket end
+                            top = top + 1
+                            buckets[top] = bucket
+                            counts[top] = c
+                            used = used + c
+                        end
+                    end
+                    bucket = bucket + 1
+                end
             else
-                retry = reset
+                -- "<level> <t>", left by the GCRA version of this script: its drained level counts
+                -- as usage of the current bucket, so upgrading opens no burst.
+                local l, t = string.match(values[i], '^(%S+) (%S+)$')
+                local level = (tonumber(l) or 0) - math.max(0, now - (tonumber(t) or now)) * limit / param
+                if level > 0 then
+                    top, used = 1, math.ceil(level - 1e-6)
+                    buckets[1], counts[1] = cur, used
+                end
             end
+        end
+        -- A clock that went back (failover) never writes below the oldest kept bucket: that
+        -- bucket leaves the window later than the current one would, so it errs on the safe side.
+        local at = cur
+        if first > at then at = first end
+        window = at
+        ok, remaining, reset, retry = slide(buckets, counts, top, used, limit, cost, at, width, span)
+        if ok == 1 and cost > 0 then
+            local j = at - first + 1
+            for g = top + 1, j - 1 do counts[g] = 0 end
+            counts[j] = (counts[j] or 0) + cost
+            if j > top then top = j end
+            states[i] = {first, counts, top, reset}
         end
     elseif kind == 2 then
         window = math.floor(now / param)
@@ -84,10 +133,13 @@ for i = 1, n do
             retry = reset
         end
     elseif kind == 4 or kind == 5 then
-        local width, lo = param, 0
-        if kind == 4 then width = math.floor(param / GLOBAL_BUCKETS) end
+        local width, lo, span = param, 0, param
+        if kind == 4 then
+            width = math.floor(param / BUCKETS)
+            span = (BUCKETS + 1) * width
+        end
         local cur = math.floor(now / width)
-        if kind == 4 then lo = cur - GLOBAL_BUCKETS else lo = cur end
+        if kind == 4 then lo = cur - BUCKETS else lo = cur end
         window = cur
         remote_index = remote_index + 1
         local per, stale, used = {}, {}, 0
@@ -109,34 +161,12 @@ for i = 1, n do
                 used = used + c
             end
         end
-        local buckets = {}
+        local buckets, counts = {}, {}
         for b in pairs(per) do buckets[#buckets + 1] = b end
         table.sort(buckets)
-        local span = width
-        if kind == 4 then span = (GLOBAL_BUCKETS + 1) * width end
-        if used + cost <= limit then
-            ok = 1
-            remaining = limit - used - cost
-            local last = cur
-            if cost == 0 and #buckets > 0 then last = buckets[#buckets] end
-            if cost == 0 and #buckets == 0 then reset = 0 else reset = last * width + span - now end
-            states[i] = {cur, cost, stale, cur * width + span - now}
-        else
-            remaining = limit - used
-            if #buckets > 0 then reset = buckets[#buckets] * width + span - now end
-            if cost <= limit then
-                local freed = 0
-                for _, b in ipairs(buckets) do
-                    freed = freed + per[b]
-                    if used - freed + cost <= limit then
-                        retry = b * width + span - now
-                        break
-                    end
-                end
-            else
-                retry = reset
-            end
-        end
+        for j = 1, #buckets do counts[j] = per[buckets[j]] end
+        ok, remaining, reset, retry = slide(buckets, counts, #buckets, used, limit, cost, cur, width, span)
+        if ok == 1 then states[i] = {cur, cost, stale, cur * width + span - now} end
     else
         redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
         local count = redis.call('ZCARD', key)
@@ -165,7 +195,13 @@ if all_ok then
         local kind = tonumber(ARGV[2 + (i - 1) * 4])
         local s = states[i]
         local key = KEYS[i]
-        if kind == 1 or kind == 2 then
+        if kind == 1 then
+            -- s = {first bucket, counts, top, until the newest usage leaves (us)}; no cost, no write
+            if s then
+                redis.call('SET', key, string.format('%d:', s[1]) .. table.concat(s[2], ' ', 1, s[3]),
+                           'PX', math.ceil(s[4] / 1000) + 1000)
+            end
+        elseif kind == 2 then
             redis.call('SET', key, string.format('%.17g %.17g', s[1], s[2]), 'PX', math.ceil(s[3] / 1000) + 1000)
         elseif kind == 4 or kind == 5 then
             if #s[3] > 0 then redis.call('HDEL', key, unpack(s[3])) end

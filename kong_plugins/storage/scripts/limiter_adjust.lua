@@ -2,14 +2,15 @@
 -- end concurrency leases, so that a request is settled in one round trip.
 -- KEYS[i] is rule i's key; five ARGV per rule: kind, limit, param, delta, reserved window (for a
 -- concurrency rule, kind 3, the fifth is the lease id to release). Returns the leases released.
--- Rate rules: the level moves by delta (never below an empty bucket; extra charges may exceed
--- the limit, so later requests wait until the debt drains). Calendar rules: the reservation's
--- window is adjusted while it is current; once it has passed, refunds lapse and extra charges
--- go to the current window. Global rules (kinds 4 and 5): an extra charge goes to the current
--- bucket; a refund comes off the reservation's bucket while it is still in the window (never
--- below zero). Concurrency rules: the lease is removed (expired leases are dropped on the way).
+-- Sliding windows (kinds 1 and 4): an extra charge goes to the current bucket (so later requests
+-- wait until it leaves the window); a refund comes off the reservation's bucket while that bucket
+-- is still in the window (never below zero; once it has left, the refund no longer matters).
+-- Calendar rules (kinds 2 and 5): the reservation's window is adjusted while it is current; once
+-- it has passed, refunds lapse and extra charges go to the current window. Concurrency rules: the
+-- lease is removed (expired leases are dropped on the way).
+-- The states are those of limiter.lua (kind 1: "<first bucket>:<count> <count> ...").
 
-local GLOBAL_BUCKETS = 20
+local BUCKETS = 20
 
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
@@ -25,21 +26,55 @@ for i = 1, #KEYS do
         redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
         released = released + redis.call('ZREM', key, ARGV[b + 4])
     elseif kind == 1 and delta ~= 0 then
-        local level, last = 0, now
+        local width = param / BUCKETS
+        local span = (BUCKETS + 1) * width
+        local cur = math.floor(now / width)
+        local lo = cur - BUCKETS
+        local first, counts, top = cur, {}, 0
         local value = redis.call('GET', key)
-        if value then
-            local l, t = string.match(value, '^(%S+) (%S+)$')
-            level, last = tonumber(l), tonumber(t)
+        local base, rest = nil, ''
+        if value then base, rest = string.match(value, '^(%d+):(.*)$') end
+        if base then
+            local bucket = tonumber(base)
+            for c in string.gmatch(rest, '%S+') do
+                if bucket >= lo then
+                    c = tonumber(c)
+                    if top > 0 or c > 0 then
+                        if top == 0 then first = bucket end
+                        top = top + 1
+                        counts[top] = c
+                    end
+                end
+                bucket = bucket + 1
+            end
         end
-        local rate = limit / param
-        local elapsed = now - last
-        if elapsed < 0 then elapsed = 0 end
-        level = level - elapsed * rate
-        if level < 0 then level = 0 end
-        level = level + delta
-        if level < 0 then level = 0 end
-        redis.call('SET', key, string.format('%.17g %.17g', level, math.max(last, now)),
-                   'PX', math.ceil(level / rate / 1000) + 1000)
+        local changed = false
+        if value and not base then
+            -- the GCRA state of an earlier version: left alone (it drains by itself)
+        elseif delta > 0 then
+            local at = cur
+            if first > at then at = first end
+            local j = at - first + 1
+            for g = top + 1, j - 1 do counts[g] = 0 end
+            counts[j] = (counts[j] or 0) + delta
+            if j > top then top = j end
+            changed = true
+        elseif reserved >= first and reserved < first + top and counts[reserved - first + 1] > 0 then
+            local j = reserved - first + 1
+            counts[j] = math.max(0, counts[j] + delta)
+            changed = true
+        end
+        if changed then
+            while top > 0 and counts[top] == 0 do top = top - 1 end
+            local skip = 0
+            while skip < top and counts[skip + 1] == 0 do skip = skip + 1 end
+            if top == 0 then
+                redis.call('DEL', key)
+            else
+                redis.call('SET', key, string.format('%d:', first + skip) .. table.concat(counts, ' ', skip + 1, top),
+                           'PX', math.ceil(((first + top - 1) * width + span - now) / 1000) + 1000)
+            end
+        end
     elseif kind == 2 and delta ~= 0 then
         local current = math.floor(now / param)
         local stored, used = nil, 0
@@ -64,12 +99,12 @@ for i = 1, #KEYS do
     elseif (kind == 4 or kind == 5) and delta ~= 0 then
         local width, span = param, param
         if kind == 4 then
-            width = math.floor(param / GLOBAL_BUCKETS)
-            span = (GLOBAL_BUCKETS + 1) * width
+            width = math.floor(param / BUCKETS)
+            span = (BUCKETS + 1) * width
         end
         local cur = math.floor(now / width)
         local lo = cur
-        if kind == 4 then lo = cur - GLOBAL_BUCKETS end
+        if kind == 4 then lo = cur - BUCKETS end
         if delta > 0 then
             redis.call('HINCRBY', key, string.format('%d', cur), string.format('%d', delta))
             redis.call('PEXPIRE', key, math.ceil((cur * width + span - now) / 1000) + 1000)
