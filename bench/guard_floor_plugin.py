@@ -1,0 +1,33 @@
+"""The RPC floor of ai-extraction-guard: its PDK calls, in the same order, with none of its work.
+
+Served by our runtime next to the real guard in ``bench_extraction_guard.py``; the guard's RPC time
+minus this plugin's is what the guard's own computation (identity, denylist read, mitigations,
+detector, storage) adds per request through the runtime.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+Schema: list[dict[str, Any]] = []
+version = "0.1.0"
+priority = 1010
+
+BODY_KEY = "guard_floor.body"
+
+
+class Plugin:
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+
+    def access(self, kong: Any) -> None:
+        kong.log.serialize()
+        body = kong.request.get_raw_body(65536)
+        if isinstance(body, bytes | bytearray):
+            body = bytes(body).decode("utf-8", "replace")
+        kong.ctx.shared.set(BODY_KEY, body)
+
+    def log(self, kong: Any) -> None:
+        kong.log.serialize()
+        kong.ctx.shared.get(BODY_KEY)
+        kong.ctx.shared.get("ai_extraction_guard.tap")
