@@ -68,11 +68,11 @@ def _describe_quota(client: Any, full_key: str, prefix: str) -> dict[str, Any] |
         first, _, second = value.partition(" ")
         if out.get("window") in ("per_day", "tokens_per_day"):
             out["state"] = {"calendar_window": int(float(first or 0)), "used": float(second or 0)}
-        elif ":" in value:
-            # a sliding window (limiter.lua kind 1): "<first bucket>:<count> <count> ..."
-            bucket, _, counts = value.partition(":")
-            used = [int(float(c)) for c in counts.split()]
-            out["state"] = {"window_used": sum(used), "first_bucket": int(bucket), "buckets": len(used)}
+        elif value.count(":") == 3:
+            # a sliding window (limiter.lua kind 1): "<newest>:<oldest>:<total>:<counts>"
+            newest, oldest, total, _ = value.split(":")
+            out["state"] = {"window_used": int(total), "newest_bucket": int(newest),
+                            "buckets": int(newest) - int(oldest) + 1}
         else:  # the GCRA state earlier versions wrote
             out["state"] = {"gcra_level": float(first or 0), "updated_us": float(second or 0)}
     elif kind == "hash":

@@ -16,6 +16,7 @@ after the namespace and cannot be empty.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
 
 from redis.crc import key_slot as _key_slot
@@ -100,7 +101,7 @@ class CrossSlotError(ValueError):
     """
 
 
-def check_same_slot(keys: list[str] | tuple[str, ...]) -> None:
+def check_same_slot(keys: Sequence[str]) -> None:
     """Raise :class:`CrossSlotError` unless all ``keys`` share one Redis Cluster slot."""
     if len(keys) < 2:
         return

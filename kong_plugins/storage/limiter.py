@@ -209,11 +209,12 @@ class RuleState(NamedTuple):
     retry_after: float
 
 
-@dataclass(frozen=True, slots=True)
-class Reservation:
+class Reservation(NamedTuple):
     """What :meth:`Limiter.adjust` and :meth:`Limiter.release` need to settle an admitted request.
 
-    Plain data (rules, a lease id, calendar window numbers): keep it for the log phase.
+    Plain data (rules, a lease id, the bucket or calendar window each cost went to): keep it for
+    the log phase. Verdicts are named tuples: made on every request, they cost a third of a
+    frozen dataclass.
     """
 
     rules: tuple[Rule, ...]
@@ -221,8 +222,7 @@ class Reservation:
     windows: tuple[int, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class LimitDecision:
+class LimitDecision(NamedTuple):
     """The outcome of :meth:`Limiter.check_and_consume`.
 
     ``denied_by`` is the first rule (in the order given) that denied; ``retry_after`` the longest
@@ -542,51 +542,54 @@ class Limiter:
         fails, ``CrossSlotError`` when the keys do not share a slot, ``ValueError`` for
         duplicate rule names or keys.
         """
-        rules = tuple(rules)
-        if not rules:
+        # The hot path of every request (on Redis the only work besides the round trip): no
+        # per-rule helper calls, one pass to build the arguments, one to read the reply.
+        if type(rules) is not tuple:
+            rules = tuple(rules)
+        n = len(rules)
+        if not n:
             return LimitDecision(True, (), None, 0.0, Reservation((), "", ()))
         keys = [rule.key for rule in rules]
         args: list[ScriptArg] = [""]
         has_lease = False
         global_rules: list[GlobalRule] | None = None
         for rule in rules:
-            args.extend(rule.wire)
-            kind = rule.wire[0]
-            if kind == _CONCURRENCY:
-                has_lease = True
-            elif kind >= _GLOBAL:
-                if global_rules is None:
-                    global_rules = []
-                global_rules.append(cast(GlobalRule, rule))
-        if len(rules) > 1 and (len(set(keys)) != len(keys) or len({r.name for r in rules}) != len(rules)):
+            wire = rule.wire
+            args += wire
+            if wire[0] >= _CONCURRENCY:
+                if wire[0] == _CONCURRENCY:
+                    has_lease = True
+                else:
+                    if global_rules is None:
+                        global_rules = []
+                    global_rules.append(cast(GlobalRule, rule))
+        if n > 1 and (len(set(keys)) != n or len({rule.name for rule in rules}) != n):
             raise ValueError("rules of one decision need distinct names and distinct keys")
         if global_rules is not None:
-            keys.extend(rule.remote_key for rule in global_rules)
-        lease_id = self._lease_ids() if has_lease else ""
-        args[0] = lease_id
+            keys += [rule.remote_key for rule in global_rules]
+        lease_id = ""
+        if has_lease:
+            lease_id = args[0] = self._lease_ids()
         reply = self.storage.run(CHECK_AND_CONSUME, keys, args, now)
-        states = []
-        allowed = True
-        denied_by: Rule | None = None
-        retry_after = 0.0
+        # reply: (allowed, remaining, reset us, retry us, window) per rule, integers on every
+        # backend. tuple.__new__ builds each RuleState without the named-tuple constructor's
+        # argument handling (a quarter of the cost of reading the reply).
+        new_state = tuple.__new__
+        if 0 not in reply[::5]:
+            states = tuple([new_state(RuleState, (rule, True, rule.limit, reply[b + 1], reply[b + 2] / _US, 0.0))
+                            for rule, b in zip(rules, range(0, 5 * n, 5), strict=True)])
+            if global_rules is not None and self._on_global_usage is not None:
+                self._on_global_usage(global_rules)
+            return LimitDecision(True, states, None, 0.0, Reservation(rules, lease_id, tuple(reply[4::5])))
+        denied: list[RuleState] = []
         b = 0
         for rule in rules:
-            ok = reply[b] == 1
-            retry = reply[b + 3] / _US
-            states.append(RuleState(rule, ok, rule.limit, int(reply[b + 1]), reply[b + 2] / _US, retry))
-            if not ok:
-                allowed = False
-                if denied_by is None:
-                    denied_by = rule
-                if retry > retry_after:
-                    retry_after = retry
+            denied.append(new_state(RuleState, (rule, reply[b] == 1, rule.limit, reply[b + 1], reply[b + 2] / _US,
+                                                reply[b + 3] / _US)))
             b += 5
-        reservation = (
-            Reservation(rules, lease_id, tuple(int(w) for w in reply[4::5])) if allowed else None
-        )
-        if allowed and global_rules is not None and self._on_global_usage is not None:
-            self._on_global_usage(global_rules)
-        return LimitDecision(allowed, tuple(states), denied_by, retry_after, reservation)
+        denied_by = next(state.rule for state in denied if not state.allowed)
+        retry_after = max(state.retry_after for state in denied)
+        return LimitDecision(False, tuple(denied), denied_by, retry_after, None)
 
     def adjust(
         self, reservation: Reservation, deltas: Mapping[str, int], now: float | None = None

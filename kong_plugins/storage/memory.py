@@ -104,7 +104,7 @@ class MemoryStorage(Storage):
     def run(
         self, script: Script, keys: Sequence[str], args: Sequence[ScriptArg], now: float | None = None
     ) -> Any:
-        check_same_slot(keys if isinstance(keys, list | tuple) else list(keys))
+        check_same_slot(keys)
         now_us = self._now_us(now)
         with self._lock:
             state = self._state

@@ -41,6 +41,8 @@ from .scripting import Script, ScriptArg
 T = TypeVar("T")
 
 RedisClient = redis.Redis | RedisCluster
+#: What a redis-py call may raise that means the storage failed (mapped to StorageError).
+_CLIENT_ERRORS = (redis.RedisError, RedisClusterException, OSError)
 
 _CLIENTS: dict[Hashable, Any] = {}
 _CLIENTS_LOCK = threading.Lock()
@@ -189,12 +191,16 @@ class RedisStorage(Storage):
         return self._client
 
     def _call(self, what: str, fn: Callable[[RedisClient], T]) -> T:
-        """The error boundary: every use of the client goes through here."""
+        """The error boundary: every use of the client goes through here (or through :meth:`run`,
+        which repeats it inline)."""
         try:
             return fn(self.client)
-        except (redis.RedisError, RedisClusterException, OSError) as exc:
-            # redis-py messages name the address and the failure, never credentials.
-            raise StorageError(f"{self.kind} storage: {what} failed: {type(exc).__name__}: {exc}") from exc
+        except _CLIENT_ERRORS as exc:
+            raise self._failure(what, exc) from exc
+
+    def _failure(self, what: str, exc: BaseException) -> StorageError:
+        # redis-py messages name the address and the failure, never credentials.
+        return StorageError(f"{self.kind} storage: {what} failed: {type(exc).__name__}: {exc}")
 
     def _k(self, key: str) -> str:
         return self.key_prefix + key
@@ -202,17 +208,20 @@ class RedisStorage(Storage):
     def run(
         self, script: Script, keys: Sequence[str], args: Sequence[ScriptArg], now: float | None = None
     ) -> Any:
-        full = [self.key_prefix + k for k in keys]
+        prefix = self.key_prefix
+        full = [prefix + k for k in keys] if prefix else keys
         check_same_slot(full)
-
-        def evaluate(client: RedisClient) -> Any:
+        # Every decision's one round trip: _call's error boundary inline, without a closure and
+        # a message built per call.
+        try:
+            client = self.client
             try:
                 return client.evalsha(script.sha, len(full), *full, *args)
             except NoScriptError:
                 # EVAL runs the script and caches it on that node: later EVALSHAs hit.
                 return client.eval(script.lua, len(full), *full, *args)
-
-        return self._call(f"script {script.name}", evaluate)
+        except _CLIENT_ERRORS as exc:
+            raise self._failure(f"script {script.name}", exc) from exc
 
     def run_many(
         self, script: Script, calls: Sequence[tuple[Sequence[str], Sequence[ScriptArg]]], now: float | None = None

@@ -212,11 +212,12 @@ def _counts_twin(state: MemoryState, keys: Sequence[str], args: Sequence[ScriptA
     return 0 if entry is None else len(entry[1])
 
 
-# How many bucket counts a rate rule's state holds.
+# How many bucket counts a rate rule's state holds ("<newest>:<oldest>:<total>:<counts>" on Redis).
 STATE_SIZE = Script(
     "tests.rate_state_size",
     "local v = redis.call('GET', KEYS[1])\nif not v then return 0 end\n"
-    "local n = 0\nfor _ in string.gmatch(string.match(v, ':(.*)$'), '%S+') do n = n + 1 end\nreturn n\n",
+    "local n = 0\nfor _ in string.gmatch(string.match(v, '^%d+:%d+:%d+:(.*)$'), '%d+') do n = n + 1 end\n"
+    "return n\n",
     _counts_twin,
 )
 
@@ -236,12 +237,25 @@ def test_state_stays_small_under_sustained_traffic(backend: Backend) -> None:
 
 
 def _seed_twin(state: MemoryState, keys: Sequence[str], args: Sequence[ScriptArg], now_us: int) -> None:
-    first, _, counts = str(args[0]).partition(":")
-    state.set(keys[0], (int(first), [int(c) for c in counts.split()]), now_us + int(args[1]) * 1000)
+    _, oldest, _, counts = str(args[0]).split(":")
+    # the twin keeps the counts oldest first, from the oldest bucket
+    state.set(keys[0], (int(oldest), [int(c) for c in reversed(counts.split())]), now_us + int(args[1]) * 1000)
 
 
-# Writes a rate rule's state as limiter.lua stores it: "<first bucket>:<count> <count> ...".
+# Writes a rate rule's state as limiter.lua stores it: "<newest>:<oldest>:<total>:<counts, newest first>".
 SEED = Script("tests.seed_rate_state", "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])\n", _seed_twin)
+
+
+def state_text(cur: int, offsets: dict[int, int]) -> str | None:
+    """A stored state (non-empty buckets at both ends, as the scripts write it) of bucket offsets
+    from ``cur`` to counts; None when every count is 0."""
+    used = sorted(o for o, c in offsets.items() if c > 0)
+    if not used:
+        return None
+    low, high = used[0], used[-1]
+    counts = [offsets.get(o, 0) for o in range(high, low - 1, -1)]
+    return f"{cur + high}:{cur + low}:{sum(counts)}:" + " ".join(str(c) for c in counts)
+
 
 PARITY_PERIOD = 3600.0  # 180 s buckets: Redis's clock moving a few ms meanwhile crosses none
 
@@ -249,7 +263,10 @@ PARITY_PERIOD = 3600.0  # 180 s buckets: Redis's clock moving a few ms meanwhile
 def _decide(storage: Any, now: float, state: str | None, cost: int, limit: int, delta: int | None,
             cur: int) -> list[Any]:
     key = make_key("roll", "parity", hash_tag="p")
-    storage.run(SEED, [key], [state or f"{cur}:0", 10_000_000], now)
+    if state is not None:
+        storage.run(SEED, [key], [state, 10_000_000], now)
+    else:
+        storage.delete(key)
     limiter = Limiter(storage)
     rule = RateRule("r", key, limit, PARITY_PERIOD, cost=cost)
     d = limiter.check_and_consume([rule], now)
@@ -281,11 +298,7 @@ def test_lua_and_twin_agree_on_crafted_states(redis_server: RedisServer, state: 
         server = redis_storage.server_time()
     now_us = round(server * US)
     cur = now_us // width
-    text = None
-    if state:
-        offsets = dict(state)
-        low, high = min(offsets), max(offsets)
-        text = f"{cur + low}:" + " ".join(str(offsets.get(o, 0)) for o in range(low, high + 1))
+    text = state_text(cur, dict(state))
     on_redis = _decide(redis_storage, server, text, cost, limit, delta, cur)
     on_memory = _decide(MemoryStorage(clock=lambda: 0.0), now_us / US, text, cost, limit, delta, cur)
     # Redis decided a few ms after the time read here: its reset/retry are that much shorter
@@ -316,6 +329,7 @@ def test_the_scripts_keep_one_string_per_rate_rule(redis_backend: Backend) -> No
     decision = limiter.check_and_consume([rule])
     assert decision.reservation is not None
     value = storage.get(rule.key)
-    assert value is not None and value == f"{decision.reservation.windows[0]}:300"
+    bucket = decision.reservation.windows[0]
+    assert value == f"{bucket}:{bucket}:300:300"  # newest and oldest bucket, total, counts
     limiter.adjust(decision.reservation, {"tpm": -300})  # nothing used: the key goes away
     assert storage.get(rule.key) is None

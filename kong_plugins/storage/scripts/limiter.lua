@@ -9,8 +9,11 @@
 --                        and the BUCKETS before it: a span of at least one period, so no rolling
 --                        period ever holds more than the limit (a request leaves the count between
 --                        one period and one period + one bucket after it was admitted). State: the
---                        string "<first bucket>:<count> <count> ...", counts of consecutive buckets
---                        from the first non-empty one still in the window (at most BUCKETS + 1).
+--                        string "<newest>:<oldest>:<total>:<count> <count> ...", the counts of the
+--                        consecutive buckets newest..oldest (newest first, both non-empty, at most
+--                        BUCKETS + 1) and their total. Newest first and the total kept: while no
+--                        bucket leaves the window, a request reads the header and rewrites the
+--                        first count only; the counts are parsed once per bucket that leaves.
 --   kind 2 "calendar"    fixed UTC window; param = window length (us, epoch aligned). State: the
 --                        string "<window number> <consumed in that window>".
 --   kind 3 "concurrency" in-flight leases; param = lease TTL (us). State: zset lease -> expiry (us).
@@ -63,6 +66,44 @@ local function slide(buckets, counts, top, used, limit, cost, at, width, span)
     return 0, limit - used, reset, reset
 end
 
+-- A kind 1 state as arrays: the buckets >= lo, ascending (buckets[j], counts[j], j = 1..top),
+-- leading empty ones dropped. nil for a value in another format.
+local function rate_parse(value, lo)
+    local newest, rest = string.match(value, '^(%d+):%d+:%d+:(.*)$')
+    if not newest then return nil end
+    local given, k = {}, 0
+    for c in string.gmatch(rest, '%d+') do
+        k = k + 1
+        given[k] = tonumber(c)
+    end
+    newest = tonumber(newest)
+    local buckets, counts, top = {}, {}, 0
+    for j = k, 1, -1 do
+        local bucket, c = newest - j + 1, given[j]
+        if bucket >= lo and (top > 0 or c > 0) then
+            top = top + 1
+            buckets[top] = bucket
+            counts[top] = c
+        end
+    end
+    return buckets, counts, top
+end
+
+-- The string of a kind 1 state (arrays of consecutive buckets, ascending), empty buckets at
+-- either end dropped; nil when nothing is left.
+local function rate_text(buckets, counts, top)
+    while top > 0 and counts[top] == 0 do top = top - 1 end
+    local low = 1
+    while low <= top and counts[low] == 0 do low = low + 1 end
+    if low > top then return nil end
+    local parts, total = {}, 0
+    for j = top, low, -1 do
+        parts[#parts + 1] = string.format('%d', counts[j])
+        total = total + counts[j]
+    end
+    return string.format('%d:%d:%d:', buckets[top], buckets[low], total) .. table.concat(parts, ' ')
+end
+
 for i = 1, n do
     local b = 2 + (i - 1) * 4
     local kind, limit, param, cost = tonumber(ARGV[b]), tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
@@ -73,48 +114,70 @@ for i = 1, n do
         local span = (BUCKETS + 1) * width
         local cur = math.floor(now / width)
         local lo = cur - BUCKETS
-        local first, buckets, counts, top, used = cur, {}, {}, 0, 0
-        if values[i] then
-            local base, rest = string.match(values[i], '^(%d+):(.*)$')
-            if base then
-                -- buckets below lo have left the window; leading empty buckets are dropped too
-                local bucket = tonumber(base)
-                for c in string.gmatch(rest, '%S+') do
-                    if bucket >= lo then
-                        c = tonumber(c)
-                        if top > 0 or c > 0 then
-                            if top == 0 then first = bucket end
-                            top = top + 1
-                            buckets[top] = bucket
-                            counts[top] = c
-                            used = used + c
-                        end
-                    end
-                    bucket = bucket + 1
+        local value = values[i]
+        local newest, oldest, total, count, rest = nil, nil, nil, nil, nil
+        if value then newest, oldest, total, count, rest = string.match(value, '^(%d+):(%d+):(%d+):(%d+)(.*)$') end
+        if newest then
+            newest, oldest, total, count = tonumber(newest), tonumber(oldest), tonumber(total), tonumber(count)
+        end
+        -- A clock that went back (failover) never writes below the oldest bucket still counted:
+        -- that bucket leaves the window later than the current one would, the safe side.
+        local at = cur
+        if newest and oldest >= lo and oldest > at then at = oldest end
+        if newest and oldest >= lo and total + cost <= limit and at >= newest then
+            -- every stored bucket still counts and the request fits: no parsing
+            ok = 1
+            remaining = limit - total - cost
+            if cost > 0 then
+                local text
+                if at == newest then
+                    text = string.format('%d:%d:%d:%d', newest, oldest, total + cost, count + cost) .. rest
+                else
+                    text = string.format('%d:%d:%d:%d', at, oldest, total + cost, cost) ..
+                           string.rep(' 0', at - newest - 1) .. string.format(' %d', count) .. rest
                 end
+                reset = at * width + span - now
+                states[i] = {text, reset}
             else
-                -- "<level> <t>", left by the GCRA version of this script: its drained level counts
-                -- as usage of the current bucket, so upgrading opens no burst.
-                local l, t = string.match(values[i], '^(%S+) (%S+)$')
-                local level = (tonumber(l) or 0) - math.max(0, now - (tonumber(t) or now)) * limit / param
-                if level > 0 then
-                    top, used = 1, math.ceil(level - 1e-6)
-                    buckets[1], counts[1] = cur, used
+                reset = newest * width + span - now
+            end
+            window = at
+        else
+            local buckets, counts, top, used = nil, nil, 0, 0
+            if value then buckets, counts, top = rate_parse(value, lo) end
+            at = cur
+            if buckets then
+                for j = 1, top do used = used + counts[j] end
+                if top > 0 and buckets[1] > cur then at = buckets[1] end
+            else
+                buckets, counts, top = {}, {}, 0
+                if value then
+                    -- "<level> <t>", left by the GCRA version of this script: its drained level
+                    -- counts as usage of the current bucket, so upgrading opens no burst.
+                    local l, t = string.match(value, '^(%S+) (%S+)$')
+                    local level = (tonumber(l) or 0) - math.max(0, now - (tonumber(t) or now)) * limit / param
+                    if level > 0 then
+                        top, used = 1, math.ceil(level - 1e-6)
+                        buckets[1], counts[1] = cur, used
+                    end
                 end
             end
-        end
-        -- A clock that went back (failover) never writes below the oldest kept bucket: that
-        -- bucket leaves the window later than the current one would, so it errs on the safe side.
-        local at = cur
-        if first > at then at = first end
-        window = at
-        ok, remaining, reset, retry = slide(buckets, counts, top, used, limit, cost, at, width, span)
-        if ok == 1 and cost > 0 then
-            local j = at - first + 1
-            for g = top + 1, j - 1 do counts[g] = 0 end
-            counts[j] = (counts[j] or 0) + cost
-            if j > top then top = j end
-            states[i] = {first, counts, top, reset}
+            window = at
+            ok, remaining, reset, retry = slide(buckets, counts, top, used, limit, cost, at, width, span)
+            if ok == 1 and cost > 0 then
+                if top == 0 then
+                    top = 1
+                    buckets[1], counts[1] = at, cost
+                else
+                    local first = buckets[1]
+                    for j = top + 1, at - first + 1 do
+                        buckets[j], counts[j] = first + j - 1, 0
+                    end
+                    if at - first + 1 > top then top = at - first + 1 end
+                    counts[at - first + 1] = counts[at - first + 1] + cost
+                end
+                states[i] = {rate_text(buckets, counts, top), reset}
+            end
         end
     elseif kind == 2 then
         window = math.floor(now / param)
@@ -196,13 +259,10 @@ if all_ok then
         local s = states[i]
         local key = KEYS[i]
         if kind == 1 then
-            -- s = {first bucket, counts, top, until the newest usage leaves (us)}; no cost, no write
-            if s then
-                redis.call('SET', key, string.format('%d:', s[1]) .. table.concat(s[2], ' ', 1, s[3]),
-                           'PX', math.ceil(s[4] / 1000) + 1000)
-            end
+            -- s = {state string, until the newest usage leaves (us)}; no cost, no write
+            if s then redis.call('SET', key, s[1], 'PX', math.ceil(s[2] / 1000) + 1000) end
         elseif kind == 2 then
-            redis.call('SET', key, string.format('%.17g %.17g', s[1], s[2]), 'PX', math.ceil(s[3] / 1000) + 1000)
+            redis.call('SET', key, string.format('%d %d', s[1], s[2]), 'PX', math.ceil(s[3] / 1000) + 1000)
         elseif kind == 4 or kind == 5 then
             if #s[3] > 0 then redis.call('HDEL', key, unpack(s[3])) end
             if s[2] > 0 then

@@ -8,12 +8,51 @@
 -- Calendar rules (kinds 2 and 5): the reservation's window is adjusted while it is current; once
 -- it has passed, refunds lapse and extra charges go to the current window. Concurrency rules: the
 -- lease is removed (expired leases are dropped on the way).
--- The states are those of limiter.lua (kind 1: "<first bucket>:<count> <count> ...").
+-- The states are those of limiter.lua (kind 1: "<newest>:<oldest>:<total>:<counts, newest first>").
 
 local BUCKETS = 20
 
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+
+-- The same as in limiter.lua (a script cannot include another).
+-- A kind 1 state as arrays: the buckets >= lo, ascending (buckets[j], counts[j], j = 1..top),
+-- leading empty ones dropped. nil for a value in another format.
+local function rate_parse(value, lo)
+    local newest, rest = string.match(value, '^(%d+):%d+:%d+:(.*)$')
+    if not newest then return nil end
+    local given, k = {}, 0
+    for c in string.gmatch(rest, '%d+') do
+        k = k + 1
+        given[k] = tonumber(c)
+    end
+    newest = tonumber(newest)
+    local buckets, counts, top = {}, {}, 0
+    for j = k, 1, -1 do
+        local bucket, c = newest - j + 1, given[j]
+        if bucket >= lo and (top > 0 or c > 0) then
+            top = top + 1
+            buckets[top] = bucket
+            counts[top] = c
+        end
+    end
+    return buckets, counts, top
+end
+
+-- The string of a kind 1 state (arrays of consecutive buckets, ascending), empty buckets at
+-- either end dropped; nil when nothing is left.
+local function rate_text(buckets, counts, top)
+    while top > 0 and counts[top] == 0 do top = top - 1 end
+    local low = 1
+    while low <= top and counts[low] == 0 do low = low + 1 end
+    if low > top then return nil end
+    local parts, total = {}, 0
+    for j = top, low, -1 do
+        parts[#parts + 1] = string.format('%d', counts[j])
+        total = total + counts[j]
+    end
+    return string.format('%d:%d:%d:', buckets[top], buckets[low], total) .. table.concat(parts, ' ')
+end
 
 local released = 0
 for i = 1, #KEYS do
@@ -29,50 +68,40 @@ for i = 1, #KEYS do
         local width = param / BUCKETS
         local span = (BUCKETS + 1) * width
         local cur = math.floor(now / width)
-        local lo = cur - BUCKETS
-        local first, counts, top = cur, {}, 0
         local value = redis.call('GET', key)
-        local base, rest = nil, ''
-        if value then base, rest = string.match(value, '^(%d+):(.*)$') end
-        if base then
-            local bucket = tonumber(base)
-            for c in string.gmatch(rest, '%S+') do
-                if bucket >= lo then
-                    c = tonumber(c)
-                    if top > 0 or c > 0 then
-                        if top == 0 then first = bucket end
-                        top = top + 1
-                        counts[top] = c
-                    end
-                end
-                bucket = bucket + 1
-            end
-        end
+        local buckets, counts, top = {}, {}, 0
+        if value then buckets, counts, top = rate_parse(value, cur - BUCKETS) end
         local changed = false
-        if value and not base then
+        if not buckets then
             -- the GCRA state of an earlier version: left alone (it drains by itself)
         elseif delta > 0 then
             local at = cur
-            if first > at then at = first end
-            local j = at - first + 1
-            for g = top + 1, j - 1 do counts[g] = 0 end
-            counts[j] = (counts[j] or 0) + delta
-            if j > top then top = j end
+            if top > 0 and buckets[1] > at then at = buckets[1] end
+            if top == 0 then
+                top = 1
+                buckets[1], counts[1] = at, delta
+            else
+                local first = buckets[1]
+                for j = top + 1, at - first + 1 do
+                    buckets[j], counts[j] = first + j - 1, 0
+                end
+                if at - first + 1 > top then top = at - first + 1 end
+                counts[at - first + 1] = counts[at - first + 1] + delta
+            end
             changed = true
-        elseif reserved >= first and reserved < first + top and counts[reserved - first + 1] > 0 then
-            local j = reserved - first + 1
+        elseif top > 0 and reserved >= buckets[1] and reserved <= buckets[top]
+               and counts[reserved - buckets[1] + 1] > 0 then
+            local j = reserved - buckets[1] + 1
             counts[j] = math.max(0, counts[j] + delta)
             changed = true
         end
         if changed then
-            while top > 0 and counts[top] == 0 do top = top - 1 end
-            local skip = 0
-            while skip < top and counts[skip + 1] == 0 do skip = skip + 1 end
-            if top == 0 then
+            local text = rate_text(buckets, counts, top)
+            if text == nil then
                 redis.call('DEL', key)
             else
-                redis.call('SET', key, string.format('%d:', first + skip) .. table.concat(counts, ' ', skip + 1, top),
-                           'PX', math.ceil(((first + top - 1) * width + span - now) / 1000) + 1000)
+                local newest = tonumber(string.match(text, '^(%d+)'))
+                redis.call('SET', key, text, 'PX', math.ceil((newest * width + span - now) / 1000) + 1000)
             end
         end
     elseif kind == 2 and delta ~= 0 then
@@ -93,7 +122,7 @@ for i = 1, #KEYS do
             if stored ~= target then used = 0 end
             used = used + delta
             if used < 0 then used = 0 end
-            redis.call('SET', key, string.format('%.17g %.17g', target, used),
+            redis.call('SET', key, string.format('%d %d', target, used),
                        'PX', math.ceil(((target + 1) * param - now) / 1000) + 1000)
         end
     elseif (kind == 4 or kind == 5) and delta ~= 0 then
