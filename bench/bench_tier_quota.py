@@ -14,7 +14,8 @@ One run, one throwaway redis-server (kong_plugins.testing.redis_servers), side b
    concurrent client processes (each its own stand-in, like Kong's workers), memory vs Redis, and
    Redis CPU per decision.
 3. The decision itself on the same Redis with the same redis-py client: PING, the plugin's rule sets
-   through its Limiter, the ``limits`` library's strategies, Kong's rate-limiting redis policy
+   through its Limiter, its script alone, the leaky-bucket (GCRA) script the sliding windows
+   replaced on the same rules, the ``limits`` library's strategies, Kong's rate-limiting redis policy
    (``kong/plugins/rate-limiting/policies/init.lua``, sync_rate -1: one EVAL of INCR+EXPIRE per
    window) and a pipelined INCRBY+EXPIRE: p50/p99, p50 / PING, client round trips, commands Redis
    executed and Redis CPU per decision.
@@ -357,6 +358,77 @@ def plugin_rules(plugin: TierQuota, tier: str, body: bytes | None = None) -> lis
     return list(decide.build_plan(plugin.config, identity, chosen, "textgen", tokens).rules)
 
 
+#: The previous decision script's rate (kind 1, GCRA as a leaky-bucket meter) and calendar (kind 2)
+#: rules, line for line as limiter.lua had them before the sliding window (git 0f92996): the
+#: baseline for what exact rolling windows cost. Not used by the plugin.
+GCRA_SCRIPT = """
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+local EPS = 1e-6
+local n = (#ARGV - 1) / 4
+local reply, states, all_ok = {}, {}, true
+local values = redis.call('MGET', unpack(KEYS, 1, n))
+for i = 1, n do
+    local b = 2 + (i - 1) * 4
+    local kind, limit, param, cost = tonumber(ARGV[b]), tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]),
+                                     tonumber(ARGV[b + 3])
+    local ok, remaining, reset, retry, window = 0, 0, 0, 0, 0
+    if kind == 1 then
+        local level, last = 0, now
+        if values[i] then
+            local l, t = string.match(values[i], '^(%S+) (%S+)$')
+            level, last = tonumber(l), tonumber(t)
+        end
+        local rate = limit / param
+        local elapsed = now - last
+        if elapsed < 0 then elapsed = 0 end
+        level = level - elapsed * rate
+        if level < 0 then level = 0 end
+        if level + cost <= limit + EPS then
+            ok = 1
+            local new = level + cost
+            remaining = math.floor(limit - new + EPS)
+            reset = math.ceil(new / rate)
+            states[i] = {new, math.max(last, now), reset}
+        else
+            remaining = math.floor(limit - level + EPS)
+            reset = math.ceil(level / rate)
+            if cost <= limit then retry = math.ceil((level + cost - limit) / rate) else retry = reset end
+        end
+    else
+        window = math.floor(now / param)
+        local used = 0
+        if values[i] then
+            local w, u = string.match(values[i], '^(%S+) (%S+)$')
+            if tonumber(w) == window then used = tonumber(u) end
+        end
+        reset = (window + 1) * param - now
+        if used + cost <= limit then
+            ok = 1
+            remaining = limit - used - cost
+            states[i] = {window, used + cost, reset}
+        else
+            remaining = limit - used
+            retry = reset
+        end
+    end
+    if ok == 0 then all_ok = false end
+    reply[#reply + 1] = ok
+    reply[#reply + 1] = remaining
+    reply[#reply + 1] = reset
+    reply[#reply + 1] = retry
+    reply[#reply + 1] = window
+end
+if all_ok then
+    for i = 1, n do
+        local s = states[i]
+        redis.call('SET', KEYS[i], string.format('%.17g %.17g', s[1], s[2]), 'PX', math.ceil(s[3] / 1000) + 1000)
+    end
+end
+return reply
+"""
+
+
 def same_redis(host: str, port: int, n: int, rounds: int) -> tuple[float, float]:
     import limits
     import limits.storage
@@ -404,10 +476,19 @@ def same_redis(host: str, port: int, n: int, rounds: int) -> tuple[float, float]
     def script_alone() -> Any:
         return client.evalsha(CHECK_AND_CONSUME.sha, len(script_keys), *script_keys, *script_args)
 
+    # What the sliding window costs over the leaky bucket (GCRA) it replaced: the same rules,
+    # keys of their own, the previous script's kinds 1 and 2 line for line.
+    gcra_keys = [f"{key}:gcra" for key in script_keys]
+    gcra_sha = client.script_load(GCRA_SCRIPT)
+
+    def gcra_alone() -> Any:
+        return client.evalsha(gcra_sha, len(gcra_keys), *gcra_keys, *script_args)
+
     methods: list[tuple[str, Callable[[], Any], int]] = [
         ("PING", client.ping, 1),
         ("ours: allow path, 3 windows, one script", lambda: limiter.check_and_consume(std_rules), 1),
         ("  the same script's round trip alone (EVALSHA)", script_alone, 1),
+        ("  the leaky bucket it replaced (GCRA), same rules", gcra_alone, 1),
         ("ours: LLM request (rate+tokens+lease) + release", llm_decision, 2),
     ]
     for name, strategy in strategies.items():
