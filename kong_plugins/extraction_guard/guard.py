@@ -8,7 +8,7 @@ Access (on the request path, at most 2 storage round trips):
    tenant (and shares the tenant's hash tag: one Cluster slot), so one tenant's traffic can never
    block, throttle or read the state of another tenant's clients -- not even behind a shared NAT
    address, whose group score is kept per tenant;
-2. only for a throttled client, one limiter call (a tighter GCRA limit, atomic on every backend).
+2. only for a throttled client, one limiter call (a tighter sliding-window limit, atomic on every backend).
 
 Policy mitigations (``logit_bias`` + ``logprobs``, ``top_logprobs`` and ``logit_bias`` caps,
 instance caps) are checked on the already-read body, without storage.

@@ -35,13 +35,13 @@ LIMIT_RECORD = s.Record([
                                              "verified JWT subject, then the client IP), credential, tenant "
                                              "or ip."), required=True),
     SCOPE_FIELD,
-    s.Field("per_second", _count("Requests per second, enforced with GCRA (no bursts at window edges).")),
-    s.Field("per_minute", _count("Requests per minute, enforced with GCRA (no bursts at window edges).")),
-    s.Field("per_hour", _count("Requests per hour, enforced with GCRA (a rolling hour).")),
+    s.Field("per_second", _count("Requests per second: at most this many in any rolling second (sliding window).")),
+    s.Field("per_minute", _count("Requests per minute: at most this many in any rolling minute (sliding window).")),
+    s.Field("per_hour", _count("Requests per hour: at most this many in any rolling hour (sliding window).")),
     s.Field("per_day", _count("Requests per UTC calendar day; the count restarts at 00:00 UTC.")),
     s.Field("concurrency", _count("Requests of this caller in flight at once for the model.")),
-    s.Field("tokens_per_minute", _count("LLM tokens per minute: prompt estimate plus max_tokens reserved "
-                                        "before the call, settled with the real usage afterwards.")),
+    s.Field("tokens_per_minute", _count("LLM tokens in any rolling minute: prompt estimate plus max_tokens "
+                                        "reserved before the call, settled with the real usage afterwards.")),
     s.Field("tokens_per_day", _count("LLM tokens per UTC calendar day, reserved and settled like "
                                      "tokens_per_minute.")),
 ])
