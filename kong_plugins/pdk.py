@@ -6,10 +6,14 @@ that name in ``kong/pdk/request.lua``). Typing handlers against these Protocols 
 mypy error instead of a run-time "could not find pdk method" line in Kong's log.
 
 Every call is one full round trip to Kong: handlers should gather what they need in as few calls as
-possible. ``kong.log.serialize()`` returns, in one call, the request line and headers, the route,
-service, consumer, credential (``authenticated_entity``), the client IP Kong resolved and the
-request start time (Kong's ``kong/pdk/log.lua``; ``authorization`` and ``proxy-authorization``
-headers are redacted there).
+possible. Kong also checks the phase of most functions (``kong/pdk/private/phases.lua``
+``check_phase``) and a call in the wrong phase is a Lua error -- in the access phase, Kong's 500.
+In particular ``kong.log.serialize()`` (request line and headers, route, service, consumer,
+credential, client IP and start time in one call; ``kong/pdk/log.lua``) is a **log-phase**
+function: the plugin-server bridge answers it from saved data in the log timer only
+(``kong/runloop/plugin_servers/plugin.lua``). Before the log phase the same facts come from the
+Lua companion ``ai-suite-context`` through one ``kong.ctx.shared.get``
+(``kong_plugins.identity.gather_facts``).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ class Request(Protocol):
     def get_raw_body(self, max_allowed_file_size: int = ...) -> bytes | None: ...
     def get_method(self) -> str: ...
     def get_path(self) -> str: ...
+    def get_path_with_query(self) -> str: ...
     def get_start_time(self) -> float: ...
     def get_query(self, max_args: int = ...) -> dict[str, list[str]]: ...
 
@@ -82,7 +87,10 @@ class Context(Protocol):
 
 
 class Log(Protocol):
-    def serialize(self) -> str: ...
+    def serialize(self) -> str:
+        """Log phase only (``check_phase(PHASES_LOG)``): a Lua error, Kong's 500, in access."""
+        ...
+
     def err(self, *parts: Any) -> None: ...
     def warn(self, *parts: Any) -> None: ...
     def notice(self, *parts: Any) -> None: ...

@@ -2,7 +2,10 @@
 
 PDK calls per request (each one RPC round trip to Kong):
 
-- access: ``kong.log.serialize`` (identity, route, Kong's start time -- one call instead of five),
+- access: ``kong.ctx.shared.get`` of the request facts the Lua companion ``ai-suite-context``
+  publishes (identity, route, Kong's start time -- one call instead of eight;
+  ``kong_plugins.identity.gather_facts``, which falls back to those eight calls without the
+  companion; ``kong.log.serialize`` is log-only, a Lua error and Kong's 500 in access),
   ``kong.request.get_raw_body`` (POST/PUT/PATCH only), ``kong.ctx.shared.set`` (hands the body to
   the log phase), then at most one of ``kong.response.exit`` / ``kong.service.request.set_headers``;
   with ``decision_mark`` the hand-off is the decision mark (``kong_plugins.marks``) carrying the
@@ -33,9 +36,11 @@ from typing import Any, cast
 
 from kong_plugins.errors import StorageError
 from kong_plugins.identity import (
+    FactsNeeded,
     IdentityResolver,
     RequestFacts,
     TlsPDK,
+    gather_facts,
     parse_client_certificate,
     parse_facts,
     parse_identity_config,
@@ -111,7 +116,11 @@ class Plugin:
         self.failure_mode = self.cfg.failure_mode
         self.storage = build_storage(validated["storage"], path="storage")
         self.sink: WebhookSink | None = shared_sink(self.cfg.webhook) if self.cfg.webhook else None
-        self.identity = IdentityResolver(parse_identity_config(validated["identity"]), time.time)
+        identity_config = parse_identity_config(validated["identity"])
+        self.identity = IdentityResolver(identity_config, time.time)
+        #: Fetched one by one only without the companion: the client (consumer, credential, IP), the
+        #: route, Kong's start time, the method and size deciding whether to read the body.
+        self.facts_needed = FactsNeeded(service=False, tls=identity_config.mtls)
         region = parse_region_config(validated["region"], "region")
         self.guard = ExtractionGuard(self.cfg, self.storage, Detector(self.cfg),
                                      denylist=Denylist(self.storage, region=region.name))
@@ -131,7 +140,7 @@ class Plugin:
         return self.identity.resolve(facts, token, certificate).tenant
 
     def access(self, kong: Kong) -> None:
-        facts = parse_facts(kong.log.serialize())
+        facts = gather_facts(kong, self.facts_needed)
         ident = identify(facts, self.cfg, self._tenant(kong, facts))
         body = self._body(kong, facts)
         try:

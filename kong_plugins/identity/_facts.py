@@ -1,13 +1,18 @@
-"""What Kong tells a plugin about a request, parsed once from ``kong.log.serialize()``.
+"""What Kong tells a plugin about a request, as a serialize-shaped table, parsed once.
 
-``kong.log.serialize()`` (``kong/pdk/log.lua``, 3.9) returns in one PDK round trip the request line
-and headers, the matched route and service, the authenticated consumer and credential
+The shape is ``kong.log.serialize()``'s (``kong/pdk/log.lua``, 3.9): the request line and headers,
+the matched route and service, the authenticated consumer and credential
 (``authenticated_entity``), the client IP Kong resolved (``var.remote_addr`` after the realip
-module, i.e. honouring ``trusted_ips`` / ``real_ip_header``) and the request start time. In the log
-phase of an external plugin Kong answers it from the data saved when the response finished
-(``kong/runloop/plugin_servers/plugin.lua``, ``build_phases``), so the same call there also carries
-the response status and headers and the ``ai`` statistics Kong's ai-proxy plugins add with
-``kong.log.set_serialize_value``.
+module, i.e. honouring ``trusted_ips`` / ``real_ip_header``) and the request start time. Two
+producers:
+
+- the log phase: ``kong.log.serialize()`` itself, answered from the data Kong saved when the
+  response finished (``kong/runloop/plugin_servers/plugin.lua``, ``build_phases``), so it also
+  carries the response status and headers and the ``ai`` statistics Kong's ai-proxy plugins add
+  with ``kong.log.set_serialize_value``;
+- the access and response phases, where serialize is a Lua error (``check_phase(PHASES_LOG)``):
+  the subset the companion plugin ``ai-suite-context`` publishes in ``kong.ctx.shared``, or the
+  same subset assembled from individual PDK calls (``_gather.py``) -- no headers there.
 
 Only fields Kong sets from its own state are read here. Request headers are kept for callers that
 need a specific one, but identity never comes from them: ``X-Consumer-*`` and friends can be sent
@@ -23,7 +28,7 @@ from typing import Any
 
 
 class MalformedFacts(ValueError):
-    """``kong.log.serialize()`` returned something that is not the documented JSON object."""
+    """The facts (serialize's answer or the companion's table) are not the documented object."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +116,7 @@ def _headers(value: Any) -> dict[str, Any]:
 
 
 def parse_facts(serialized: str | bytes | Mapping[str, Any]) -> RequestFacts:
-    """Parse the answer of ``kong.log.serialize()`` (a JSON string, or an already decoded table).
+    """Parse serialize's answer (a JSON string) or a serialize-shaped table (companion, fallback).
 
     Missing parts become None/empty; a value that is not a JSON object raises MalformedFacts.
     """

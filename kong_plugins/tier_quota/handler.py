@@ -1,18 +1,24 @@
 """The ``ai-tier-quota`` phase handlers: gather in as few PDK calls as possible, decide, act once.
 
-PDK round trips (each one is a full RPC to Kong; HandleEvent itself is one):
+PDK round trips (each one is a full RPC to Kong; HandleEvent itself is one). The request facts
+(consumer, credential, route, service, client IP, start time) come from ONE
+``kong.ctx.shared.get`` of the table the Lua companion ``ai-suite-context`` leaves there
+(``kong_plugins.identity.gather_facts``); ``kong.log.serialize`` would be a Lua error -- Kong's
+500 -- before the log phase (``kong/pdk/log.lua``, ``check_phase(PHASES_LOG)``):
 
 =====================================  ===========================================================
-access, allow path (default config)    HandleEvent + ``kong.log.serialize`` + ``kong.response.set_headers``
+access, allow path (default config)    HandleEvent + ``kong.ctx.shared.get`` + ``kong.response.set_headers``
   with decision_mark                   the same count: ``kong.ctx.shared.set`` (mark with the headers)
                                        replaces ``set_headers`` (``kong_plugins.marks``)
   + token limits, estimate_from=body   + ``kong.request.get_raw_body`` (prompt and max_tokens)
   + upstream_headers                   + ``kong.service.request.set_headers``
-  + identity.jwt.enabled               + ``kong.request.get_header`` (serialize redacts it)
+  + identity.jwt.enabled               + ``kong.request.get_header`` (the facts carry no headers)
   + identity.mtls on a verified TLS    + ``kong.client.tls.get_full_client_certificate_chain``
-access, deny path                      HandleEvent + serialize (+ the above) + ``kong.response.exit``
-log (only with token or concurrency    HandleEvent + serialize, after the response: no latency
-limits; otherwise it returns at once)
+  without the companion                the ``ctx.shared.get`` (nil) + one call per fact the config
+                                       needs (6 to 10, ``FactsNeeded.fallback_calls``), warned once
+access, deny path                      HandleEvent + ``ctx.shared.get`` (+ the above) + ``kong.response.exit``
+log (only with token or concurrency    HandleEvent + ``kong.log.serialize`` (legal there: the saved
+limits; otherwise it returns at once)  data), after the response: no latency
 =====================================  ===========================================================
 
 Redis round trips: exactly one in access (the limiter's script decides every rule); in the log
@@ -32,10 +38,12 @@ from typing import Any, cast
 
 from kong_plugins.errors import StorageError
 from kong_plugins.identity import (
+    FactsNeeded,
     Identity,
     IdentityResolver,
     RequestFacts,
     TlsPDK,
+    gather_facts,
     parse_client_certificate,
     parse_facts,
 )
@@ -95,6 +103,13 @@ class TierQuota:
             self._exchange = shared_health(settings, self.storage, region.peers, region.stale_after_s)
         self.limiter = Limiter(self.storage, lease_ids or _new_lease, on_global_usage=journal_hook)
         self.identity = IdentityResolver(self.config.identity, clock)
+        cfg = self.config
+        #: Facts fetched one by one when the companion is absent: the fingerprint needs the request
+        #: line (settlement), tenancy redirects need the uri, token estimates the request size.
+        self.facts_needed = FactsNeeded(request_line=cfg.needs_settlement or cfg.tenancy.enabled,
+                                        size=cfg.has_token_limits, tls=cfg.identity.mtls)
+        #: What the response phase needs: the fingerprint only.
+        self.fingerprint_needed = FactsNeeded(service=False, request_line=True, size=False)
         self.pending = PendingSettlements(clock, max_age=float(self.config.lease_seconds))
         self._fallback = Limiter(MemoryStorage(clock=clock)) if self.config.fallback is not None else None
         #: Read by the runtime too: it marks ``failed_open`` when a handler raises in open mode.
@@ -105,7 +120,7 @@ class TierQuota:
 
     def access(self, kong: Kong) -> None:
         cfg = self.config
-        facts = parse_facts(kong.log.serialize())
+        facts = gather_facts(kong, self.facts_needed)
         token_header = None
         header_name = self.identity.needs_authorization_header
         if header_name is not None:
@@ -249,7 +264,8 @@ class BufferingTierQuota(TierQuota):
     def response(self, kong: Kong) -> None:
         if self.config.tokens.usage_source != "response_body" or not self.config.has_token_limits:
             return
-        facts = parse_facts(kong.log.serialize())
+        # serialize is log-only; the companion's facts match the log phase's serialize (fingerprint)
+        facts = gather_facts(kong, self.fingerprint_needed)
         key = fingerprint(facts)
         body = kong.service.response.get_raw_body()
         raw = body.encode() if isinstance(body, str) else body

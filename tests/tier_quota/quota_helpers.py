@@ -1,7 +1,11 @@
 """A fake ``kong`` for handler unit tests, the three-model gateway config, and serialize() answers.
 
 The fake records every PDK call (one entry = one round trip in real Kong) and raises on
-``kong.response.exit`` as the runtime does, so handlers run their real code paths.
+``kong.response.exit`` as the runtime does, so handlers run their real code paths. It knows the
+phase it serves: ``kong.log.serialize`` outside the log phase fails the test (in Kong it is a Lua
+error and a 500); before the log phase the request facts come from the companion's table in
+``kong.ctx.shared`` (``companion=True``, what ``ai-suite-context`` would publish) or from the
+individual PDK calls of the fallback.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from kong_plugins.companion import FACTS_KEY
 from kong_plugins.storage import MemoryStorage
 from kong_plugins.tier_quota import TierQuota
 
@@ -36,22 +41,54 @@ class _Node:
 
 class FakeKong:
     def __init__(self, serialized: dict[str, Any], *, body: bytes | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+                 headers: dict[str, str] | None = None, companion: bool = True) -> None:
         self.serialized = serialized
         self.body = body
         self.request_headers = {k.lower(): v for k, v in (headers or {}).items()}
+        self.companion = companion
+        self.phase = "access"
         self.calls: list[str] = []
         self.response_headers: dict[str, str] = {}
         self.upstream_headers: dict[str, str] = {}
         self.response_body: bytes | None = None
+        self.shared: dict[str, Any] = {}
 
     def __getattr__(self, name: str) -> Any:
         return _Node(self, f"kong.{name}")
 
     def call(self, method: str, args: tuple[Any, ...]) -> Any:
         self.calls.append(method)
+        data = self.serialized
+        request = data.get("request", {})
         if method == "kong.log.serialize":
-            return json.dumps(self.serialized)
+            assert self.phase == "log", f"kong.log.serialize in {self.phase}: a Lua error and Kong's 500"
+            return json.dumps(data)
+        if method == "kong.ctx.shared.get":
+            if args[0] == FACTS_KEY:
+                return suite_facts(data) if self.companion else None
+            return self.shared.get(args[0])
+        if method == "kong.ctx.shared.set":
+            self.shared[args[0]] = args[1]
+            return None
+        fallback: dict[str, Callable[[], Any]] = {
+            "kong.client.get_consumer": lambda: data.get("consumer"),
+            "kong.client.get_credential": lambda: (
+                {"id": data["authenticated_entity"]["id"]} if "authenticated_entity" in data else None),
+            "kong.router.get_route": lambda: data.get("route"),
+            "kong.router.get_service": lambda: data.get("service"),
+            "kong.client.get_forwarded_ip": lambda: data.get("client_ip"),
+            "kong.request.get_start_time": lambda: data.get("started_at"),
+            "kong.request.get_method": lambda: request.get("method"),
+            "kong.request.get_path_with_query": lambda: request.get("uri"),
+        }
+        if method in fallback:
+            return fallback[method]()
+        if method == "kong.nginx.get_var":
+            if args[0] == "request_length":
+                return str(request.get("size", 0))
+            if args[0] == "ssl_client_verify":
+                return (request.get("tls") or {}).get("client_verify")
+            return None
         if method == "kong.request.get_header":
             return self.request_headers.get(args[0].lower())
         if method == "kong.request.get_raw_body":
@@ -69,6 +106,25 @@ class FakeKong:
         if method.startswith("kong.log."):
             return None
         raise AssertionError(f"unexpected PDK call {method}")
+
+
+def suite_facts(serialized: dict[str, Any]) -> dict[str, Any]:
+    """What ``ai-suite-context`` publishes for a request that serializes to ``serialized``."""
+    request = serialized.get("request", {})
+    facts: dict[str, Any] = {
+        "request": {k: request[k] for k in ("method", "uri", "size", "tls") if k in request},
+        "client_ip": serialized.get("client_ip"),
+        "started_at": serialized.get("started_at"),
+    }
+    for name in ("route", "service"):
+        if serialized.get(name):
+            facts[name] = {k: serialized[name][k] for k in ("id", "name") if k in serialized[name]}
+    consumer = serialized.get("consumer")
+    if consumer:
+        facts["consumer"] = {k: consumer[k] for k in ("id", "username", "custom_id", "tags") if k in consumer}
+    if serialized.get("authenticated_entity"):
+        facts["authenticated_entity"] = {"id": serialized["authenticated_entity"]["id"]}
+    return facts
 
 
 def serialize(
@@ -134,6 +190,7 @@ def plugin(config: dict[str, Any] | None = None, *, clock: Callable[[], float] |
 
 
 def run(p: TierQuota, kong: FakeKong, phase: str = "access") -> Exited | None:
+    kong.phase = phase
     try:
         getattr(p, phase)(kong)
     except Exited as exited:

@@ -37,16 +37,16 @@ def test_allow_path_costs_three_round_trips_with_handle_event() -> None:
     p = plugin()
     kong = FakeKong(serialize(consumer=PREMIUM))
     assert run(p, kong) is None
-    assert kong.calls == ["kong.log.serialize", "kong.response.set_headers"]
+    assert kong.calls == ["kong.ctx.shared.get", "kong.response.set_headers"]
 
 
 def test_token_limits_read_the_body_once() -> None:
     kong = FakeKong(serialize(consumer=FREE), body=CHAT)
     run(plugin(), kong)
-    assert kong.calls == ["kong.log.serialize", "kong.request.get_raw_body", "kong.response.set_headers"]
+    assert kong.calls == ["kong.ctx.shared.get", "kong.request.get_raw_body", "kong.response.set_headers"]
     kong = FakeKong(serialize(consumer=FREE), body=CHAT)
     run(plugin(gateway_config(tokens={"estimate_from": "request_size"})), kong)
-    assert kong.calls == ["kong.log.serialize", "kong.response.set_headers"]
+    assert kong.calls == ["kong.ctx.shared.get", "kong.response.set_headers"]
 
 
 def test_a_tier_cannot_call_a_model_it_is_not_allowed() -> None:
@@ -164,7 +164,7 @@ def test_shadow_mode_reports_without_blocking() -> None:
 def test_hidden_headers_save_a_round_trip() -> None:
     kong = FakeKong(serialize(consumer=PREMIUM))
     assert run(plugin(gateway_config(hide_client_headers=True)), kong) is None
-    assert kong.calls == ["kong.log.serialize"]
+    assert kong.calls == ["kong.ctx.shared.get"]
 
 
 def test_upstream_learns_tier_tenant_and_reservation() -> None:
@@ -210,4 +210,4 @@ def test_invalid_jwt_is_401_and_forged_tokens_never_raise_the_tier() -> None:
     kong = FakeKong(serialize(), headers={"authorization": "Bearer not.a.token"})
     exited = run(plugin(config), kong)
     assert exited is not None and exited.status == 401 and exited.body["denied_by"] == "invalid_token"
-    assert kong.calls[:2] == ["kong.log.serialize", "kong.request.get_header"]
+    assert kong.calls[:2] == ["kong.ctx.shared.get", "kong.request.get_header"]

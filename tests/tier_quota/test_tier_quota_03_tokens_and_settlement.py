@@ -120,7 +120,7 @@ def test_response_body_usage_with_the_buffering_variant() -> None:
     response = FakeKong(data)
     response.response_body = json.dumps({"usage": {"prompt_tokens": 90, "completion_tokens": 10}}).encode()
     run(p, response, "response")
-    assert response.calls == ["kong.log.serialize", "kong.service.response.get_raw_body"]
+    assert response.calls == ["kong.ctx.shared.get", "kong.service.response.get_raw_body"]
     run(p, FakeKong(data), "log")
     assert run(p, FakeKong(serialize(consumer=USER, at=T0 + 0.1), body=chat(500))) is None
 

@@ -38,7 +38,7 @@ def with_token(token: str, **kw: Any) -> FakeKong:
 def test_a_verified_jwt_claim_picks_the_tier_at_the_cost_of_one_pdk_call() -> None:
     kong = with_token(rs256(CLAIMS))
     assert run(plugin(jwt_config()), kong) is None  # premium may call imagegen; anonymous "free" may not
-    assert kong.calls == ["kong.log.serialize", "kong.request.get_header", "kong.response.set_headers"]
+    assert kong.calls == ["kong.ctx.shared.get", "kong.request.get_header", "kong.response.set_headers"]
 
 
 @pytest.mark.parametrize(("token", "why"), [
@@ -127,7 +127,7 @@ def test_an_internal_service_is_recognised_by_its_verified_certificate() -> None
     kong = mtls_request("SUCCESS", client_certificate("billing-svc", "billing.internal"))
     kong.body = b"{}"
     assert run(plugin(MTLS_CONFIG), kong) is None  # internal may call docqa
-    assert kong.calls == ["kong.log.serialize", "kong.client.tls.get_full_client_certificate_chain",
+    assert kong.calls == ["kong.ctx.shared.get", "kong.client.tls.get_full_client_certificate_chain",
                           "kong.response.set_headers"]
 
 

@@ -1,0 +1,109 @@
+-- ai-suite-context: gathers, once per request and inside Kong, the request facts the
+-- kong-ai-plugins suite (ai-tier-quota, ai-prompt-inspector, ai-extraction-guard) needs in its
+-- access phase, and leaves them in kong.ctx.shared for the suite's external plugins to read with
+-- ONE plugin-server round trip (kong.ctx.shared.get).
+--
+-- Why: an external plugin cannot call kong.log.serialize() in the access phase. The plugin-server
+-- bridge answers it with kong.log.serialize() outside the log timer
+-- (kong/runloop/plugin_servers/plugin.lua, exposed_api), and serialize is a log-phase function
+-- (kong/pdk/log.lua: prepare_serialize -> check_phase(PHASES_LOG)), so the call is a Lua error and
+-- the request a 500. Gathering the same facts one PDK call at a time costs a round trip each.
+--
+-- What: the subset of kong.log.serialize() the suite reads, with the same values serialize would
+-- report later in the log phase (so a plugin can match its access-phase state with its log phase):
+-- request method, uri (ngx.var.request_uri) and size (ngx.var.request_length), the TLS client
+-- verification status, route and service (id, name), consumer (id, username, custom_id, tags),
+-- the credential id (authenticated_entity), the client IP Kong resolved and the start time.
+-- Nothing secret: no headers (no authorization), no credential material, no body.
+--
+-- Priority 1020: below every bundled authentication plugin that sets the consumer (jwt 1450,
+-- oauth2 1400, key-auth 1250, ldap-auth 1200, basic-auth 1100, hmac-auth 1030) and above the
+-- suite's first plugin (ai-extraction-guard 1010). kong.ctx.shared is per request and only
+-- plugins write it: a client cannot forge these facts.
+
+local kong = kong
+local ngx = ngx
+local type = type
+local ipairs = ipairs
+local tonumber = tonumber
+
+local FACTS_KEY = "ai_suite_facts"
+
+local SuiteContext = {
+  PRIORITY = 1020,
+  VERSION = "0.1.0",
+}
+
+
+local function text(value)
+  if type(value) == "string" and value ~= "" then
+    return value
+  end
+  return nil
+end
+
+
+local function entity(value)
+  if type(value) ~= "table" then
+    return nil
+  end
+  return { id = text(value.id), name = text(value.name) }
+end
+
+
+local function consumer_of(value)
+  if type(value) ~= "table" or not text(value.id) then
+    return nil
+  end
+  local tags
+  if type(value.tags) == "table" then
+    tags = {}
+    for _, tag in ipairs(value.tags) do
+      if type(tag) == "string" then
+        tags[#tags + 1] = tag
+      end
+    end
+  end
+  return {
+    id = value.id,
+    username = text(value.username),
+    custom_id = text(value.custom_id),
+    tags = tags,
+  }
+end
+
+
+local function credential_of(value)
+  if type(value) ~= "table" or not text(value.id) then
+    return nil
+  end
+  -- serialize's authenticated_entity: the credential's id (and consumer_id on old credentials)
+  return { id = value.id, consumer_id = text(value.consumer_id) }
+end
+
+
+function SuiteContext:access(conf)
+  local tls
+  if kong.request.get_scheme() == "https" then
+    -- serialize's request.tls.client_verify (kong/pdk/log.lua, prepare_serialize)
+    tls = { client_verify = ngx.ctx.CLIENT_VERIFY_OVERRIDE or ngx.var.ssl_client_verify }
+  end
+
+  kong.ctx.shared[FACTS_KEY] = {
+    request = {
+      method = kong.request.get_method(),
+      uri = kong.request.get_path_with_query(),
+      size = tonumber(ngx.var.request_length),
+      tls = tls,
+    },
+    route = entity(kong.router.get_route()),
+    service = entity(kong.router.get_service()),
+    consumer = consumer_of(kong.client.get_consumer()),
+    authenticated_entity = credential_of(kong.client.get_credential()),
+    client_ip = kong.client.get_forwarded_ip(),
+    started_at = kong.request.get_start_time(),
+  }
+end
+
+
+return SuiteContext
