@@ -12,10 +12,13 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
 
 from ._rpc import RpcAccount
+
+if TYPE_CHECKING:
+    from ._pdk import Pdk
 
 
 class DelayedResponse(Exception):
@@ -120,6 +123,9 @@ class RequestContext:
     unexpected: bool = False
     exited: bool = False
     proxied: bool = False
+    #: A collected plugin has a ``response`` handler: Kong buffers the upstream response into
+    #: ngx.ctx (``buffered_status/headers/body``), where ``kong.service.response`` reads it.
+    buffered_proxying: bool = False
     upstream_path: str | None = None
     upstream_query: str | None = None
     upstream_body: bytes | None = None
@@ -143,6 +149,8 @@ class RequestContext:
     rpc_seconds_by_plugin: dict[tuple[str, str], float] = field(default_factory=dict)
     #: The gateway's log sink (``kong.log.*`` of in-process plugins writes through it).
     emit: Callable[[RequestContext, str, str], None] = field(default=lambda ctx, level, message: None)
+    #: The gateway's PDK emulation: in-process Lua plugins (``_luaplugin.py``) call it.
+    pdk: Pdk | None = None
 
     # -- request-header helpers (ngx.req.set_header semantics) --------------------------------------
     def get_request_header(self, name: str) -> str | None:

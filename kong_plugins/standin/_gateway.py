@@ -367,6 +367,8 @@ class KongStandIn:
             path = f"plugins[{entity.name}]"
             if entity.name in STOCK_PLUGINS:
                 stock = STOCK_PLUGINS[entity.name]
+                if stock.no_consumer and entity.consumer_id is not None:
+                    raise ConfigError(f"{path}.consumer", "value must be null")
                 conf = stock.prepare(entity.config, f"{path}.config")
                 reg = registered.setdefault(
                     entity.name, _Registered(entity.name, stock.priority, frozenset({"access"}), stock=stock)
@@ -588,6 +590,7 @@ class KongStandIn:
             body=raw_body,
             client_body_buffer_size=self.client_body_buffer_size,
             emit=self._emit,
+            pdk=self.pdk,
         )
         matched = self._match(ctx.method, ctx.path, host_name)
         if matched is None:
@@ -727,6 +730,8 @@ class KongStandIn:
         collected: list[tuple[_Registered, dict[str, Any]]],
     ) -> StandInResponse:
         up_req = self._upstream_request(ctx, route, prefix)
+        responders = [(p, c) for p, c in collected if "response" in p.phases]
+        ctx.buffered_proxying = bool(responders)
         ctx.proxied = True
         t0 = time.perf_counter()
         up_resp = self._call_upstream(up_req)
@@ -742,7 +747,6 @@ class KongStandIn:
             (k, v) for k, v in up_headers if k.lower() not in HOP_BY_HOP and k.lower() not in overridden
         ] + set_in_access
         ctx.response_body = up_body
-        responders = [(p, c) for p, c in collected if "response" in p.phases]
         if responders:
             for plugin, conf in responders:
                 if not self._run(ctx, plugin, conf, "response"):

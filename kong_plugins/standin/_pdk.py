@@ -4,9 +4,11 @@
 the saved-data overrides of the log timer follow ``exposed_api`` in
 ``kong/runloop/plugin_servers/plugin.lua``; each function follows its ``kong/pdk/*.lua``
 counterpart (``request``, ``response``, ``client``, ``router``, ``ctx``, ``log``, ``nginx``,
-``service/request``, ``service/response``), including the Lua ``error()`` raised on bad arguments
-or in a phase where Kong forbids the call -- that error unwinds the plugin handler (a 500 in the
-access phase). Functions returning ``nil, err`` in Lua return only ``nil`` here, because
+``service/request``, ``service/response``), including the Lua ``error()`` raised on bad arguments.
+Where Kong lets each function run -- its ``check_phase`` mask, and what the log timer can still
+reach -- is in ``_phases.py`` and enforced for every call in :meth:`Pdk.invoke`: a forbidden call
+is a Lua error that unwinds the plugin handler (Kong's 500 in the access phase; only logged in the
+log timer). Functions returning ``nil, err`` in Lua return only ``nil`` here, because
 ``call_pdk_method`` keeps the first return value only.
 """
 
@@ -27,6 +29,7 @@ from ._context import (
     headers_multimap,
     parse_query,
 )
+from ._phases import TIMER_CONTEXT_ERROR, enforce
 from ._rpc import LuaError
 
 log = logging.getLogger("kong_plugins.standin")
@@ -80,20 +83,6 @@ HTTP_MESSAGES: dict[int, str] = {
 }
 
 JSON_CONTENT_TYPE = "application/json; charset=utf-8"
-
-_REQUEST_PHASES = frozenset({"rewrite", "access", "response", "log"})
-_BEFORE_CONTENT = frozenset({"rewrite", "access", "response"})
-_REWRITE_ACCESS = frozenset({"rewrite", "access"})
-_EXIT_PHASES = frozenset({"rewrite", "access", "response"})
-_RESPONSE_HEADER_PHASES = frozenset({"rewrite", "access", "response"})
-_SERVICE_RESPONSE_PHASES = frozenset({"response", "log"})
-
-
-def check_phase(ctx: RequestContext, allowed: frozenset[str]) -> None:
-    """``kong/pdk/private/phases.lua`` ``check_phase``: a Lua error outside the allowed phases."""
-    if ctx.phase not in allowed:
-        raise LuaError(f"function cannot be called in {ctx.phase} phase")
-
 
 # -- encodings shared with the stock plugins -----------------------------------------------------------
 
@@ -290,8 +279,7 @@ class Pdk:
 
     def call(self, ctx: RequestContext, method: str, args: Any) -> Any:
         """mp_rpc.lua ``call_pdk_method``: look up, unpack args, call, keep ret, apply ``must_fix``."""
-        fn = self.functions.get(method)
-        if fn is None:
+        if method not in self.functions:
             self._log(ctx, "err", f"could not find pdk method: {method}")
             return None
         if isinstance(args, list):
@@ -301,11 +289,23 @@ class Pdk:
             call_args = []
         else:
             call_args = [args]
-        ret = fn(ctx, *call_args)
+        ret = self.invoke(ctx, method, call_args, exposed_api=True)
         fix = MUST_FIX.get(method)
         if fix is not None:
             return fix(ret)
         return lua_value(ret)
+
+    def invoke(self, ctx: RequestContext, method: str, args: list[Any], *, exposed_api: bool) -> Any:
+        """Run one PDK function as Kong would in ``ctx.phase``: phase check first (``_phases.py``).
+
+        ``exposed_api``: called through the plugin-server bridge, whose wrappers answer from the
+        saved data in the log timer; False for a Lua plugin calling the PDK itself.
+        """
+        fn = self.functions.get(method)
+        if fn is None:
+            raise LuaError(f"attempt to call field '{method.rsplit('.', 1)[-1]}' (a nil value)")
+        enforce(method, ctx.phase, ctx.saved is not None, exposed_api=exposed_api)
+        return fn(ctx, *args)
 
     # The table below is long but flat on purpose: one line per PDK function Kong exposes.
     def _build(self) -> dict[str, PdkFunction]:
@@ -334,7 +334,7 @@ class Pdk:
             "kong.client.get_credential": lambda ctx: ctx.credential,
             "kong.client.authenticate": self.client_authenticate,
             "kong.client.load_consumer": self.client_load_consumer,
-            "kong.client.get_protocol": lambda ctx: ctx.scheme,
+            "kong.client.get_protocol": self.client_get_protocol,
             "kong.router.get_route": lambda ctx: ctx.route,
             "kong.router.get_service": lambda ctx: ctx.service,
             "kong.response.exit": self.response_exit,
@@ -405,7 +405,6 @@ class Pdk:
         argument and the file is not larger; otherwise it returns ``nil, err`` -- a plain ``nil``
         to an external plugin.
         """
-        check_phase(ctx, _BEFORE_CONTENT)
         body = ctx.body
         if len(body) <= ctx.client_body_buffer_size:
             return body
@@ -437,7 +436,6 @@ class Pdk:
 
     # kong.client ---------------------------------------------------------------------------------------
     def client_authenticate(self, ctx: RequestContext, consumer: Any = None, credential: Any = None) -> None:
-        check_phase(ctx, _REWRITE_ACCESS)
         if not consumer and not credential:
             raise LuaError("either credential or consumer must be provided")
         if consumer is not None and not isinstance(consumer, dict):
@@ -446,6 +444,17 @@ class Pdk:
             raise LuaError("credential must be a table or nil")
         ctx.consumer = consumer or None
         ctx.credential = credential or None
+
+    def client_get_protocol(self, ctx: RequestContext, allow_terminated: Any = None) -> Any:
+        """A route with one protocol answers it from ngx.ctx; otherwise the scheme (ngx.var)."""
+        protocols = (ctx.route or {}).get("protocols") or ["http", "https"]
+        if ctx.route is None:
+            return None
+        if len(protocols) == 1:
+            return protocols[0]
+        if ctx.saved is not None:
+            raise LuaError(TIMER_CONTEXT_ERROR)
+        return ctx.scheme
 
     def client_load_consumer(self, ctx: RequestContext, ident: Any = None, by_username: Any = False) -> Any:
         if not isinstance(ident, str):
@@ -456,32 +465,26 @@ class Pdk:
     def response_exit(
         self, ctx: RequestContext, status: Any = None, body: Any = None, headers: Any = None
     ) -> None:
-        check_phase(ctx, _EXIT_PHASES)
         trigger_exit(ctx, make_exit(_check_status(status, 100, 599), body, headers))
 
     def response_error(
         self, ctx: RequestContext, status: Any = None, message: Any = None, headers: Any = None
     ) -> None:
-        check_phase(ctx, _EXIT_PHASES)
         trigger_exit(ctx, make_error(_check_status(status, 400, 599), message, headers))
 
     def response_set_header(self, ctx: RequestContext, name: Any = None, value: Any = None) -> None:
-        check_phase(ctx, _RESPONSE_HEADER_PHASES)
         _check_header_name(name)
         ctx.set_response_header(name, _header_value_or_list(name, value))
 
     def response_add_header(self, ctx: RequestContext, name: Any = None, value: Any = None) -> None:
-        check_phase(ctx, _RESPONSE_HEADER_PHASES)
         _check_header_name(name)
         ctx.response_headers.append((name, _header_value(name, value)))
 
     def response_clear_header(self, ctx: RequestContext, name: Any = None) -> None:
-        check_phase(ctx, _RESPONSE_HEADER_PHASES)
         _check_header_name(name)
         ctx.clear_response_header(name)
 
     def response_set_headers(self, ctx: RequestContext, headers: Any = None) -> None:
-        check_phase(ctx, _RESPONSE_HEADER_PHASES)
         if headers == []:
             return
         if not isinstance(headers, dict):
@@ -491,7 +494,6 @@ class Pdk:
             ctx.set_response_header(k, _header_value_or_list(k, v))
 
     def response_set_status(self, ctx: RequestContext, status: Any = None) -> None:
-        check_phase(ctx, _RESPONSE_HEADER_PHASES)
         ctx.response_status = _check_status(status, 100, 599)
 
     def response_get_status(self, ctx: RequestContext) -> Any:
@@ -524,27 +526,22 @@ class Pdk:
         return "error"
 
     def response_get_raw_body(self, ctx: RequestContext) -> Any:
-        check_phase(ctx, frozenset({"response"}))
         return ctx.response_body
 
     # kong.service.request --------------------------------------------------------------------------------
     def service_request_set_header(self, ctx: RequestContext, name: Any = None, value: Any = None) -> None:
-        check_phase(ctx, _REWRITE_ACCESS)
         _check_header_name(name)
         ctx.set_request_header(name, _header_value_or_list(name, value))
 
     def service_request_add_header(self, ctx: RequestContext, name: Any = None, value: Any = None) -> None:
-        check_phase(ctx, _REWRITE_ACCESS)
         _check_header_name(name)
         ctx.add_request_header(name, _header_value(name, value))
 
     def service_request_clear_header(self, ctx: RequestContext, name: Any = None) -> None:
-        check_phase(ctx, _REWRITE_ACCESS)
         _check_header_name(name)
         ctx.clear_request_header(name)
 
     def service_request_set_headers(self, ctx: RequestContext, headers: Any = None) -> None:
-        check_phase(ctx, _REWRITE_ACCESS)
         if headers == []:
             return
         if not isinstance(headers, dict):
@@ -554,42 +551,50 @@ class Pdk:
             ctx.set_request_header(k, _header_value_or_list(k, v))
 
     def service_request_set_raw_body(self, ctx: RequestContext, body: Any = None) -> None:
-        check_phase(ctx, _REWRITE_ACCESS)
         if not isinstance(body, str | bytes):
             raise LuaError("body must be a string")
         ctx.upstream_body = body.encode("utf-8", "surrogateescape") if isinstance(body, str) else body
 
     def service_request_set_path(self, ctx: RequestContext, path: Any = None) -> None:
-        check_phase(ctx, _REWRITE_ACCESS)
         if not isinstance(path, str) or not path.startswith("/"):
             raise LuaError("path must be a string starting with '/'")
         ctx.upstream_path = path
 
     def service_request_set_raw_query(self, ctx: RequestContext, query: Any = None) -> None:
-        check_phase(ctx, _REWRITE_ACCESS)
         if not isinstance(query, str):
             raise LuaError("query must be a string")
         ctx.upstream_query = query
 
     # kong.service.response ---------------------------------------------------------------------------------
+    # With buffered proxying (a plugin with a response phase on the route) the upstream status,
+    # headers and body live in ngx.ctx (buffered_status/headers/body), which the log timer's
+    # clone still holds; otherwise they come from ngx.var / ngx.resp, which a timer cannot read.
     def service_response_get_status(self, ctx: RequestContext) -> Any:
-        check_phase(ctx, _SERVICE_RESPONSE_PHASES)
+        self._unbuffered_in_timer(ctx)
         return ctx.service_response_status
 
     def service_response_get_headers(self, ctx: RequestContext, max_headers: Any = None) -> Any:
-        check_phase(ctx, _SERVICE_RESPONSE_PHASES)
-        return headers_multimap(ctx.service_response_headers, _check_max(max_headers, "max_headers", 100))
+        limit = _check_max(max_headers, "max_headers", 100)
+        self._unbuffered_in_timer(ctx)
+        return headers_multimap(ctx.service_response_headers, limit)
 
     def service_response_get_header(self, ctx: RequestContext, name: Any = None) -> Any:
-        check_phase(ctx, _SERVICE_RESPONSE_PHASES)
         if not isinstance(name, str):
             raise LuaError("name must be a string")
+        self._unbuffered_in_timer(ctx)
         value = _ci_get(headers_multimap(ctx.service_response_headers), name)
         return value[0] if isinstance(value, list) else value
 
     def service_response_get_raw_body(self, ctx: RequestContext) -> Any:
-        check_phase(ctx, frozenset({"response"}))
-        return ctx.service_response_body
+        if not ctx.buffered_proxying:
+            raise LuaError("service body is only available with buffered proxying "
+                           "(see: kong.service.request.enable_buffering function)")
+        return ctx.service_response_body or b""
+
+    @staticmethod
+    def _unbuffered_in_timer(ctx: RequestContext) -> None:
+        if ctx.saved is not None and not ctx.buffered_proxying:
+            raise LuaError(TIMER_CONTEXT_ERROR)
 
     # kong.ctx.shared / kong.nginx ------------------------------------------------------------------------
     def ctx_shared_get(self, ctx: RequestContext, key: Any = None) -> Any:
@@ -639,6 +644,9 @@ class Pdk:
             "request_method": ctx.method,
             "request_length": str(len(ctx.body)),
             "request_id": ctx.request_id,
+            "https": "on" if ctx.scheme == "https" else "",
+            # no client certificates in the stand-in: nginx reports NONE on TLS, nothing otherwise
+            "ssl_client_verify": "NONE" if ctx.scheme == "https" else None,
             "upstream_uri": ctx.upstream_path,
         }
         if name in variables:

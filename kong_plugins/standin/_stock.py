@@ -1,7 +1,8 @@
 """Kong's bundled plugins that the suite's deployments rely on, re-implemented from their Lua.
 
 Each follows ``kong/plugins/<name>/handler.lua`` and ``schema.lua`` of Kong 3.9 (``pre-function`` and
-``post-function`` in ``_serverless.py``, which runs their Lua): priority, config
+``post-function`` in ``_serverless.py``, which runs their Lua; the suite's own Lua companion
+``ai-suite-context`` in ``_luaplugin.py``, which runs its real ``handler.lua``): priority, config
 defaults and checks, status codes, messages and the upstream headers they set
 (``X-Consumer-*``, ``X-Credential-Identifier``, ``X-Anonymous-Consumer``, ``X-Consumer-Groups``).
 They run in-process over the same :class:`RequestContext` and PDK emulation as external plugins.
@@ -27,6 +28,7 @@ from kong_plugins.schema import fill_defaults
 
 from ._context import RequestContext, headers_multimap, parse_query
 from ._entities import DeckConfig
+from ._luaplugin import LuaPlugin, load_lua_plugin
 from ._pdk import make_error, make_exit, trigger_exit
 from ._rpc import LuaError
 from ._serverless import SERVERLESS_SCHEMA, prepare_serverless, serverless_access
@@ -51,6 +53,8 @@ class StockPlugin:
     check: Callable[[dict[str, Any]], None]
     #: Replaces the generic fill-and-check (the serverless plugins compile their Lua here).
     custom_prepare: Callable[[str, dict[str, Any], str], dict[str, Any]] | None = None
+    #: ``consumer = typedefs.no_consumer`` in the schema: a consumer-scoped instance is refused.
+    no_consumer: bool = False
 
     def prepare(self, conf: dict[str, Any], path: str) -> dict[str, Any]:
         """Fill defaults and reject bad config as Kong does when it loads the decK file."""
@@ -516,6 +520,18 @@ def _no_check(conf: dict[str, Any]) -> None:
     """The serverless plugins check their config while compiling it (``prepare_serverless``)."""
 
 
+def _lua_stock_plugin(plugin: LuaPlugin) -> StockPlugin:
+    return StockPlugin(plugin.name, plugin.priority, plugin.config_schema, plugin.access, _no_check,
+                       lambda name, conf, path: plugin.prepare(conf, path), no_consumer=plugin.no_consumer)
+
+
+def _suite_companion() -> StockPlugin:
+    """``ai-suite-context`` from the package's Lua files (``kong_plugins.companion``)."""
+    from kong_plugins import companion
+
+    return _lua_stock_plugin(load_lua_plugin(companion.NAME, companion.handler_source(), companion.schema_source()))
+
+
 STOCK_PLUGINS: dict[str, StockPlugin] = {
     p.name: p
     for p in (
@@ -537,6 +553,7 @@ STOCK_PLUGINS: dict[str, StockPlugin] = {
                     prepare_serverless),
         StockPlugin("post-function", -1000, SERVERLESS_SCHEMA, serverless_access, _no_check,
                     prepare_serverless),
+        _suite_companion(),
     )
 }
 

@@ -41,8 +41,12 @@ def predict_body(row: Any) -> bytes:
     return json.dumps({"instances": [[float(v) for v in np.atleast_1d(row)]]}).encode()
 
 
-def guard_deck(guard_config: dict[str, Any], *, tap: bool = False, keys: int = 6) -> dict[str, Any]:
+def guard_deck(guard_config: dict[str, Any], *, tap: bool = False, keys: int = 6,
+               with_companion: bool = True) -> dict[str, Any]:
+    """The two-model gateway; the suite's Lua companion publishes the request facts unless told not to."""
     plugins: list[dict[str, Any]] = [{"name": "key-auth"}, {"name": "ai-extraction-guard", "config": guard_config}]
+    if with_companion:
+        plugins.insert(1, {"name": "ai-suite-context"})
     if tap:
         plugins.append({"name": "ai-extraction-guard-tap", "config": {}})
     return {

@@ -22,12 +22,12 @@ T0 = 1_700_000_000.0
 def gateway(tmp_path: Path) -> Iterator[Any]:
     opened: list[KongStandIn] = []
 
-    def start(config: dict[str, Any], tap: bool = False) -> KongStandIn:
+    def start(config: dict[str, Any], tap: bool = False, with_companion: bool = True) -> KongStandIn:
         servers = [PluginServerSpec.suite("ai-extraction-guard", prefix=tmp_path)]
         if tap:
             servers.append(PluginServerSpec.module("kong_plugins.extraction_guard.tap", prefix=tmp_path,
                                                    name="ai-extraction-guard-tap"))
-        gw = KongStandIn.from_deck(guard_deck(config, tap=tap), servers=servers,
+        gw = KongStandIn.from_deck(guard_deck(config, tap=tap, with_companion=with_companion), servers=servers,
                                    upstreams={"classifier": predict_upstream, "llm": llm_upstream})
         gw.start()
         opened.append(gw)
@@ -74,14 +74,24 @@ def test_axis_probing_is_blocked_before_d_plus_1_queries_and_benign_clients_pass
     assert _send(gw, "key2", predict_body(TRAIN[3]), t + 3601, ip="10.0.0.77").status == 200
 
 
+def test_without_the_companion_the_request_path_pays_a_call_per_fact(gateway: Any) -> None:
+    gw = gateway({"feature_stats": FEATURE_STATS}, with_companion=False)
+    r = _send(gw, "key1", predict_body(TRAIN[1]), T0)
+    assert r.status == 200 and not r.errors
+    # the nil ctx.shared.get; consumer, credential, route, client IP, start time, method, uri, size;
+    # then get_raw_body + ctx.shared.set
+    assert r.pdk_calls["ai-extraction-guard"]["access"] == 1 + 8 + 2
+
+
 def test_access_phase_pdk_calls_and_decision_log_line(gateway: Any) -> None:
     gw = gateway({"feature_stats": FEATURE_STATS})
     r = _send(gw, "key1", predict_body(TRAIN[1]), T0)
     assert r.status == 200
     calls = r.pdk_calls["ai-extraction-guard"]
-    # serialize + get_raw_body + ctx.shared.set on the request path
+    # ctx.shared.get (the companion's facts) + get_raw_body + ctx.shared.set on the request path
     assert calls["access"] == 3, calls
     assert calls["log"] <= 4, calls
+    assert not r.errors
     x0 = TRAIN[0].copy()
     t = T0
     for i in range(-1, DIM):

@@ -34,13 +34,15 @@ ROUTES: dict[str, dict[str, Any]] = {
 }
 
 
-def _deck() -> dict[str, Any]:
+def _deck(*, with_companion: bool = True) -> dict[str, Any]:
+    """Every route with its inspector config; the suite's Lua companion enabled globally, as in kong.yml."""
     return {
         "_format_version": "3.0",
         "services": [{"name": "llm", "url": "http://llm.internal:8000", "routes": [
             {"name": name, "paths": [f"/{name}"], "plugins": [{"name": NAME, "config": conf}]}
             for name, conf in ROUTES.items()
         ]}],
+        "plugins": [{"name": "ai-suite-context"}] if with_companion else [],
     }
 
 
@@ -84,9 +86,18 @@ def test_every_format_benign_passes_and_attack_is_blocked(gw: KongStandIn, fmt: 
 
 
 def test_allow_path_costs_two_pdk_calls(gw: KongStandIn) -> None:
+    """get_header + get_raw_body (+ HandleEvent = 3 round trips): the inspector reads no request facts."""
     r = post(gw, "block", chat(BENIGN))
-    assert r.status == 200
+    assert r.status == 200 and not r.errors
     assert sum(r.pdk_calls[NAME].values()) == 2
+
+
+def test_allow_path_costs_the_same_without_the_companion(tmp_path: Path) -> None:
+    with KongStandIn.from_deck(_deck(with_companion=False),
+                               servers=[PluginServerSpec.suite(NAME, prefix=tmp_path)]) as gateway:
+        r = post(gateway, "block", chat(BENIGN))
+        assert r.status == 200 and not r.errors
+        assert sum(r.pdk_calls[NAME].values()) == 2
 
 
 def test_flag_adds_a_header_for_the_upstream(gw: KongStandIn) -> None:

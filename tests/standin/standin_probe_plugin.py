@@ -11,7 +11,8 @@ import time
 Schema = (
     {"mode": {"type": "string", "default": "observe",
               "one_of": ["observe", "exit", "error", "raise_first", "raise_after_call", "sleep_first",
-                         "exit_then_call", "unknown_method", "bad_args", "big_body"]}},
+                         "exit_then_call", "unknown_method", "bad_args", "big_body",
+                         "serialize_in_access"]}},
     {"record_dir": {"type": "string"}},
     {"sleep": {"type": "number", "default": 0}},
     {"tag": {"type": "string"}},
@@ -50,6 +51,11 @@ class Plugin:
         if mode == "bad_args":
             kong.request.get_header(42)
             return
+        if mode == "serialize_in_access":
+            # kong.log.serialize is a log-phase function (kong/pdk/log.lua): a Lua error in access
+            kong.log.serialize()
+            kong.service.request.set_header("X-Probe-Serialized", "yes")
+            return
         if mode == "raise_after_call":
             kong.request.get_method()
             raise RuntimeError("probe failure after a PDK call")
@@ -71,7 +77,7 @@ class Plugin:
                 "ip": kong.client.get_ip(),
                 "start_time": kong.request.get_start_time(),
                 "config": self.config,
-                "serialize": json.loads(kong.log.serialize()),
+                "path": kong.request.get_path_with_query(),
             }
         kong.ctx.shared.set("probe", {"tag": self.config.get("tag"), "pid": os.getpid()})
         kong.service.request.set_header("X-Probe-Seen", json.dumps(seen, sort_keys=True))

@@ -65,7 +65,8 @@ def gateway() -> Iterator[Any]:
 # -- routing and configuration ---------------------------------------------------------------------------
 
 def test_unknown_plugin_name_lists_what_is_supported(gateway: Any) -> None:
-    with pytest.raises(ConfigError, match=r"'rate-limiting' is not supported.*acl, ip-restriction, jwt, key-auth"):
+    supported = r"acl, ai-suite-context, ip-restriction, jwt, key-auth"
+    with pytest.raises(ConfigError, match=r"'rate-limiting' is not supported.*" + supported):
         gateway(deck([{"name": "rate-limiting"}]))
 
 

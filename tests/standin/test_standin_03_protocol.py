@@ -27,9 +27,13 @@ Call = tuple[str, list[Any]]
 
 
 class FakePluginServer:
-    """Answers like a plugin server; each event makes the scripted PDK calls, then returns."""
+    """Answers like a plugin server; each event makes the scripted PDK calls, then returns.
 
-    def __init__(self, path: str, script: list[Call], *, notify_pid: Callable[[], int] | None = None) -> None:
+    ``script`` is one list of calls for every event, or a list per phase (``{"log": [...]}``).
+    """
+
+    def __init__(self, path: str, script: list[Call] | dict[str, list[Call]], *,
+                 notify_pid: Callable[[], int] | None = None) -> None:
         self.path = path
         self.script = script
         self.notify_pid = notify_pid
@@ -109,7 +113,8 @@ class FakePluginServer:
                     return self.fail_next_events_with.pop(0), None
                 eid = self._next_event
                 self._next_event += 1
-                self._events[eid] = list(self.script)
+                calls = self.script.get(arg["EventName"], []) if isinstance(self.script, dict) else self.script
+                self._events[eid] = list(calls)
                 return None, {"EventId": eid, "Data": self._next_step(eid)}
             if method.startswith("plugin.Step"):
                 eid = arg["EventId"]
@@ -160,7 +165,8 @@ def _spec(tmp_path: Path, phases: tuple[str, ...] = ("access",)) -> PluginServer
 def gateway(tmp_path: Path) -> Callable[..., tuple[KongStandIn, FakePluginServer]]:
     opened: list[tuple[KongStandIn, FakePluginServer]] = []
 
-    def make(script: list[Call], deck: dict[str, Any] = DECK, **kw: Any) -> tuple[KongStandIn, FakePluginServer]:
+    def make(script: list[Call] | dict[str, list[Call]], deck: dict[str, Any] = DECK,
+             **kw: Any) -> tuple[KongStandIn, FakePluginServer]:
         spec = _spec(tmp_path, kw.pop("phases", ("access",)))
         fake = FakePluginServer(spec.socket, script, notify_pid=kw.pop("notify_pid", None))
         gw = KongStandIn.from_deck(deck, servers=[spec], rpc_timeout=5, **kw)
@@ -361,14 +367,14 @@ def test_log_phase_runs_after_the_response_with_saved_data(gateway: Any) -> None
               ("kong.nginx.req_start_time", [])]
     deck = {**DECK, "consumers": [{"username": "ann", "keyauth_credentials": [{"key": "secret-key"}]}],
             "plugins": [{"name": "key-auth"}]}
-    gw, fake = gateway(script, deck, phases=("access", "log"))
+    gw, fake = gateway({"log": script}, deck, phases=("access", "log"))
     r = gw.request("GET", "/api", headers={"apikey": "secret-key", "Authorization": "Basic dXNlcjpwYXNz"},
                    start_time=1_700_000_000.25)
     assert r.status == 200
     gw.wait_log_phase()
     events = fake.messages("plugin.HandleEvent")
     assert [e["EventName"] for e in events] == ["access", "log"]
-    log_steps = [d for _, d in fake.steps()][len(script):]
+    log_steps = [d for _, d in fake.steps()]
     status, username, mark, serialized, start = log_steps
     assert status == 200 and username == "ann" and mark is None
     data = json.loads(serialized)

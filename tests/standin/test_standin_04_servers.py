@@ -44,6 +44,7 @@ def make_deck(record_dir: Path) -> dict[str, Any]:
             probe_route("/exit-then-call", mode="exit_then_call"),
             probe_route("/unknown", mode="unknown_method"),
             probe_route("/big", mode="big_body"),
+            probe_route("/serialize-in-access", mode="serialize_in_access"),
         ]}],
         "consumers": [{"username": "alice", "keyauth_credentials": [{"key": "alice-key"}]}, {"username": "anon"}],
         "plugins": [{"name": "key-auth", "config": {"anonymous": "anon"}}],
@@ -103,7 +104,7 @@ def test_plugin_sees_kongs_multimaps_body_consumer_and_filled_config(shared_gw: 
     config = s["config"]
     assert (config["mode"], config["sleep"], config["tag"]) == ("observe", 0, "observe")
     assert config["__plugin_id"] and "__seq__" in config and "__key__" in config
-    assert s["serialize"]["request"]["headers"]["apikey"] == "alice-key"
+    assert s["path"] == "/observe/x?flag&n=1"
     assert r.headers["x-probe"] == "seen"  # set in access, kept on the proxied response
     assert r.headers["x-probe-upstream"] == f"200 {len(r.body)}"  # response phase saw the buffered body
     assert r.pdk_calls[NAME]["access"] >= 10 and r.pdk_calls[NAME]["response"] == 3
@@ -128,6 +129,18 @@ def test_bodies_above_the_buffer_need_max_allowed_file_size(shared_gw: KongStand
     assert (small["plain"], small["sized"]) == (8192, 8192)
     big = seen(shared_gw.request("POST", "/big", body=b"a" * 20000))
     assert (big["plain"], big["sized"], big["type"]) == (None, 20000, "bytes")
+
+
+def test_a_log_phase_function_in_access_is_kongs_500_on_either_server(shared_gw: KongStandIn) -> None:
+    """kong.log.serialize in access: prepare_serialize's check_phase(PHASES_LOG) raises inside the
+    bridge loop; no Step goes back, the handler unwinds and Kong answers its 500."""
+    r = shared_gw.request("POST", "/serialize-in-access", headers={"apikey": "alice-key"}, body=b"{}")
+    assert (r.status, r.json()) == (500, {"message": "An unexpected error occurred"})
+    assert r.upstream_request is None and r.decided_by == NAME
+    assert any("function cannot be called in access phase (only in: log)" in e for e in r.errors)
+    # the same server keeps serving (the abandoned event waits for a Step that never comes)
+    assert shared_gw.request("GET", "/observe", headers={"apikey": "alice-key"}).status == 200
+    shared_gw.wait_log_phase()
 
 
 def test_log_phase_runs_after_the_response_with_saved_data(shared_gw: KongStandIn) -> None:

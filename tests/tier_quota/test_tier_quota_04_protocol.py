@@ -1,7 +1,9 @@
 """ai-tier-quota served by our runtime and driven by the Kong stand-in, as Kong 3.9 drives it.
 
 The three-model gateway: a free-tier text model, a premium image model and an internal-only
-document Q&A model, behind key-auth; consumers carry ``tier:`` / ``tenant:`` tags.
+document Q&A model, behind key-auth; consumers carry ``tier:`` / ``tenant:`` tags. The suite's Lua
+companion ``ai-suite-context`` is enabled globally (its real handler.lua runs in the stand-in),
+unless a test takes it away to pin the fallback.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from kong_plugins import companion
 from kong_plugins.standin import KongStandIn, PluginServerSpec, UpstreamRequest, UpstreamResponse
 
 pytestmark = pytest.mark.timeout(120)
@@ -29,7 +32,7 @@ QUOTA_CONFIG: dict[str, Any] = {
 }
 
 
-def deck(quota_config: dict[str, Any]) -> dict[str, Any]:
+def deck(quota_config: dict[str, Any], *, with_companion: bool = True) -> dict[str, Any]:
     def service(name: str) -> dict[str, Any]:
         return {"name": name, "url": f"http://{name}.internal:8000", "routes": [
             {"name": f"{name}-route", "paths": [f"/{name}"]}]}
@@ -46,6 +49,7 @@ def deck(quota_config: dict[str, Any]) -> dict[str, Any]:
         ],
         "plugins": [
             {"name": "key-auth", "config": {"key_names": ["apikey"]}},
+            *([{"name": companion.NAME}] if with_companion else []),
             {"name": "ai-tier-quota", "config": quota_config},
         ],
     }
@@ -61,9 +65,10 @@ def llm_upstream(request: UpstreamRequest) -> UpstreamResponse:
 def gateway(tmp_path: Path) -> Iterator[Any]:
     opened: list[KongStandIn] = []
 
-    def make(quota_config: dict[str, Any] = QUOTA_CONFIG, **kw: Any) -> KongStandIn:
+    def make(quota_config: dict[str, Any] = QUOTA_CONFIG, *, with_companion: bool = True, **kw: Any) -> KongStandIn:
         gw = KongStandIn.from_deck(
-            deck(quota_config), servers=[PluginServerSpec.suite("ai-tier-quota", prefix=tmp_path)],
+            deck(quota_config, with_companion=with_companion),
+            servers=[PluginServerSpec.suite("ai-tier-quota", prefix=tmp_path)],
             upstreams={"textgen": llm_upstream, "imagegen": llm_upstream, "docqa": llm_upstream}, **kw)
         gw.start()
         opened.append(gw)
@@ -106,12 +111,47 @@ def test_access_phase_round_trips_on_the_allow_path(gateway: Any) -> None:
     r = gw.request("POST", "/imagegen", headers={"apikey": "premium-key"}, body=CHAT)
     gw.wait_log_phase()
     calls = r.pdk_calls["ai-tier-quota"]
-    assert calls["access"] == 2  # + HandleEvent = 3 round trips
+    assert calls["access"] == 2  # ctx.shared.get + set_headers; + HandleEvent = 3 round trips
     # Token limits read the body: one more call.
     r = gw.request("POST", "/textgen", headers={"apikey": "free-key"}, body=CHAT)
     gw.wait_log_phase()
     assert r.pdk_calls["ai-tier-quota"]["access"] == 3
-    assert r.pdk_calls["ai-tier-quota"]["log"] == 1
+    assert r.pdk_calls["ai-tier-quota"]["log"] == 1  # serialize (saved data)
+    assert not r.errors
+
+
+def test_without_the_companion_the_facts_cost_one_call_each_and_a_warning(
+        gateway: Any) -> None:
+    gw = gateway(with_companion=False)
+    r = gw.request("POST", "/imagegen", headers={"apikey": "premium-key"}, body=CHAT)
+    gw.wait_log_phase()
+    assert r.status == 200 and not r.errors
+    # the nil ctx.shared.get, then consumer, credential, route, service, client IP, start time,
+    # method + uri (this config settles tokens and leases), request size; then set_headers
+    assert r.pdk_calls["ai-tier-quota"]["access"] == 1 + 9 + 1
+    r = gw.request("POST", "/textgen", headers={"apikey": "free-key"}, body=CHAT)
+    gw.wait_log_phase()
+    assert r.pdk_calls["ai-tier-quota"]["access"] == 1 + 9 + 2
+    # a config without settlement or tenancy skips the request line and size
+    lean = gateway({"default_tier": "free", "tiers": [{"name": "free", "models": ["*"],
+                                                      "limits": [{"per_minute": 100}]}]}, with_companion=False)
+    r = lean.request("POST", "/textgen", headers={"apikey": "free-key"}, body=CHAT)
+    assert r.status == 200 and r.pdk_calls["ai-tier-quota"]["access"] == 1 + 6 + 1
+
+
+@pytest.mark.parametrize("with_companion", [True, False], ids=["companion", "fallback"])
+def test_the_log_phase_finds_what_access_reserved(gateway: Any, with_companion: bool) -> None:
+    """Access (companion's facts or the fallback) and log (serialize) compute the same fingerprint:
+    a one-lease concurrency limit admits request after request only if every lease is released."""
+    gw = gateway({"default_tier": "free", "tiers": [{"name": "free", "models": ["*"],
+                                                    "limits": [{"concurrency": 1, "tokens_per_minute": 100000}]}]},
+                 with_companion=with_companion)
+    for i in range(4):
+        r = gw.request("POST", f"/textgen?n={i}", headers={"apikey": "free-key"}, body=CHAT,
+                       client_ip=f"10.0.0.{i}")
+        assert r.status == 200, r.body
+        gw.wait_log_phase()
+        assert not r.errors
 
 
 def test_forged_consumer_headers_do_not_lift_the_tier(gateway: Any) -> None:

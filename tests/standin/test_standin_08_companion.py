@@ -1,0 +1,146 @@
+"""The suite's Lua companion ``ai-suite-context`` running for real (its handler.lua in LuaJIT).
+
+It must hand an external plugin, in access and through ONE ``kong.ctx.shared.get``, the same facts
+``kong.log.serialize()`` reports in the log phase -- nothing secret -- and sit after the auth
+plugins and before the suite's first plugin.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from kong_plugins import companion
+from kong_plugins.errors import ConfigError
+from kong_plugins.standin import KongStandIn
+from kong_plugins.standin._context import RequestContext
+from kong_plugins.standin._luaplugin import load_lua_plugin
+from kong_plugins.standin._pdk import Pdk
+from kong_plugins.standin._rpc import LuaError
+from tests.standin.test_standin_03_protocol import DECK, gateway  # noqa: F401  (fixture)
+
+FACTS = [("kong.ctx.shared.get", [companion.FACTS_KEY])]
+
+
+def deck(*plugins: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **DECK,
+        "consumers": [{"username": "ann", "custom_id": "gold:acme", "tags": ["tier:gold", "tenant:acme"],
+                       "keyauth_credentials": [{"key": "secret-key"}]}],
+        "plugins": [{"name": "key-auth"}, *plugins],
+    }
+
+
+def test_an_external_plugin_reads_the_serialize_subset_in_access_with_one_call(gateway: Any) -> None:  # noqa: F811
+    gw, fake = gateway({"access": FACTS, "log": [("kong.log.serialize", [])]}, deck({"name": companion.NAME}),
+                       phases=("access", "log"))
+    r = gw.request("POST", "/api/x?q=1", headers={"apikey": "secret-key", "Authorization": "Bearer secret-token"},
+                   body=b'{"prompt":"hi"}', client_ip="10.9.8.7", start_time=1_700_000_000.125)
+    assert r.status == 200
+    gw.wait_log_phase()
+    facts, serialized = (data for _, data in fake.steps())
+    logged = json.loads(serialized)
+    assert facts["request"]["method"] == logged["request"]["method"] == "POST"
+    assert facts["request"]["uri"] == logged["request"]["uri"] == "/api/x?q=1"
+    assert facts["request"]["size"] == logged["request"]["size"]
+    assert facts["client_ip"] == logged["client_ip"] == "10.9.8.7"
+    assert facts["started_at"] == logged["started_at"] == 1_700_000_000_125
+    assert facts["route"] == {"id": logged["route"]["id"], "name": "r"}
+    assert facts["service"] == {"id": logged["service"]["id"], "name": "svc"}
+    assert facts["consumer"] == {"id": logged["consumer"]["id"], "username": "ann", "custom_id": "gold:acme",
+                                 "tags": ["tier:gold", "tenant:acme"]}
+    assert facts["authenticated_entity"]["id"] == logged["authenticated_entity"]["id"]
+    assert "tls" not in facts["request"]  # plain HTTP
+    # nothing secret: no headers (the bearer token, the API key), no credential material
+    text = json.dumps(facts)
+    assert "secret" not in text and "headers" not in facts["request"]
+    assert r.pdk_calls["fake"]["access"] == 1
+
+
+def test_https_requests_carry_the_client_verification_status(gateway: Any) -> None:  # noqa: F811
+    gw, fake = gateway({"access": FACTS}, deck({"name": companion.NAME}))
+    assert gw.request("GET", "/api", headers={"apikey": "secret-key"}, scheme="https").status == 200
+    ((_, facts),) = fake.steps()
+    assert facts["request"]["tls"] == {"client_verify": "NONE"}
+
+
+def test_without_the_companion_the_shared_table_is_empty(gateway: Any) -> None:  # noqa: F811
+    gw, fake = gateway({"access": FACTS}, deck())
+    assert gw.request("GET", "/api", headers={"apikey": "secret-key"}).status == 200
+    assert fake.steps() == [("plugin.Step", None)]
+
+
+def test_an_anonymous_request_has_no_consumer_or_credential(gateway: Any) -> None:  # noqa: F811
+    gw, fake = gateway({"access": FACTS}, {**DECK, "plugins": [{"name": companion.NAME}]})
+    assert gw.request("GET", "/api").status == 200
+    ((_, facts),) = fake.steps()
+    assert "consumer" not in facts and "authenticated_entity" not in facts
+    assert facts["route"]["name"] == "r" and facts["request"]["method"] == "GET"
+
+
+def test_it_runs_after_the_auth_plugins_and_before_the_suite(gateway: Any) -> None:  # noqa: F811
+    gw, _ = gateway({}, deck({"name": companion.NAME}))
+    order = gw.plugin_order
+    assert order.index("key-auth") < order.index(companion.NAME) < order.index("fake")
+    # basic-auth 1100 and hmac-auth 1030 (kong/plugins/*/handler.lua) set consumers too; the suite's
+    # first plugin, ai-extraction-guard, runs at 1010
+    assert 1010 < companion.PRIORITY < 1030
+
+
+def test_its_schema_refuses_config_and_consumer_scoped_instances() -> None:
+    base = {"_format_version": "3.0", "consumers": deck()["consumers"]}
+    with pytest.raises(ConfigError, match=r"plugins\[ai-suite-context\]\.config\.anything"):
+        KongStandIn.from_deck({**base, "plugins": [{"name": companion.NAME, "config": {"anything": 1}}]}).start()
+    scoped = {**base, "plugins": [{"name": companion.NAME, "consumer": "ann"}]}
+    with pytest.raises(ConfigError, match=r"plugins\[ai-suite-context\]\.consumer.*must be null"):
+        KongStandIn.from_deck(scoped).start()
+
+
+# -- the loader's fidelity, with handlers written for the test ----------------------------------------------
+
+SCHEMA = 'return { name = "probe-lua", fields = { { config = { type = "record", fields = {} } } } }'
+
+
+def _ctx(pdk: Pdk) -> RequestContext:
+    return RequestContext(method="GET", path="/", raw_query="", scheme="http", host="gw", port=80,
+                          client_ip="127.0.0.1", start_time=1.0, request_headers=[], body=b"",
+                          client_body_buffer_size=8192, pdk=pdk)
+
+
+def _pdk() -> Pdk:
+    return Pdk("node", lambda ctx, level, msg: None, lambda ctx: {}, lambda ident, by: None)
+
+
+def test_a_lua_plugin_calling_serialize_in_access_gets_kongs_phase_error() -> None:
+    handler = """
+      local P = { PRIORITY = 5, VERSION = "1" }
+      function P:access(conf) kong.ctx.shared.before = true; kong.log.serialize() end
+      return P"""
+    plugin = load_lua_plugin("probe-lua", handler, SCHEMA)
+    ctx = _ctx(_pdk())
+    with pytest.raises(LuaError, match=r"function cannot be called in access phase \(only in: log\)"):
+        plugin.access(ctx, {}, deck_config(), lambda: 0.0)
+    assert ctx.ctx_shared == {"before": True}
+
+
+def test_an_api_the_stand_in_does_not_emulate_is_a_lua_error_not_a_silent_nil() -> None:
+    handler = """
+      local P = { PRIORITY = 5, VERSION = "1" }
+      function P:access(conf) return ngx.req.get_headers() end
+      return P"""
+    with pytest.raises(LuaError, match=r"ngx\.req is not emulated"):
+        load_lua_plugin("probe-lua", handler, SCHEMA).access(_ctx(_pdk()), {}, deck_config(), lambda: 0.0)
+
+
+def test_a_lua_plugin_with_other_phases_is_refused_when_loaded() -> None:
+    handler = 'local P = { PRIORITY = 5, VERSION = "1" }; function P:log() end; return P'
+    with pytest.raises(ConfigError, match="only the access phase"):
+        load_lua_plugin("probe-lua", handler, SCHEMA)
+
+
+def deck_config() -> Any:
+    from kong_plugins.standin._entities import parse_deck
+
+    return parse_deck({"_format_version": "3.0"})
