@@ -6,7 +6,8 @@
 One run, side by side, on one throwaway redis-server (kong_plugins.testing.redis_servers):
 
 1. Plugin compute per request, in process: the handler's ``access`` and ``log`` methods with a PDK
-   that answers instantly (the JSON of ``kong.log.serialize`` is still parsed), on the memory
+   that answers instantly (the companion's facts table in access and the JSON of
+   ``kong.log.serialize`` in log are still parsed), on the memory
    backend, route baselines warm, 1,000 distinct consumers: a digits row (64 features), a batch of
    8 rows, an OpenAI-style chat request. The same on Redis, where the time includes its round
    trips. p50 / p99 in microseconds; compute per request = access + log.
@@ -45,6 +46,7 @@ from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from kong_plugins.companion import FACTS_KEY
 from kong_plugins.extraction_guard import Plugin
 from kong_plugins.extraction_guard.detector import Detector, Observation
 from kong_plugins.extraction_guard.guard import _encode_state
@@ -149,7 +151,8 @@ class _Service:
 
 
 class InstantKong:
-    """The PDK calls the guard makes, answered in process; ``serialize`` still returns JSON text."""
+    """The PDK calls the guard makes, answered in process; ``serialize`` still returns JSON text and
+    access reads the facts ai-suite-context would publish in ``kong.ctx.shared``."""
 
     def __init__(self, serialized: dict[str, Any], body: bytes) -> None:
         self.serialized = json.dumps(serialized)
@@ -160,6 +163,7 @@ class InstantKong:
         self.log = _Log(self)
         self.request = _Request(self)
         self.ctx = _Ctx()
+        self.ctx.shared.set(FACTS_KEY, serialized)
         self.response = _Response(self)
         self.service = _Service(self)
 
@@ -318,7 +322,8 @@ def upstreams() -> dict[str, Callable[[UpstreamRequest], UpstreamResponse]]:
 
 
 def deck(plugin: str, config: dict[str, Any], consumers: int = 200, key_auth: bool = True) -> dict[str, Any]:
-    plugins: list[dict[str, Any]] = [{"name": plugin, "config": config}]
+    # the suite's Lua companion publishes the request facts, as kong.yml enables it
+    plugins: list[dict[str, Any]] = [{"name": "ai-suite-context"}, {"name": plugin, "config": config}]
     if key_auth:
         plugins.insert(0, {"name": "key-auth"})
     return {

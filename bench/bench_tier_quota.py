@@ -45,6 +45,7 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from kong_plugins.companion import FACTS_KEY
 from kong_plugins.identity import parse_facts
 from kong_plugins.standin import KongStandIn, PluginServerSpec, UpstreamRequest, UpstreamResponse
 from kong_plugins.storage import Limiter, MemoryStorage, RedisStorage
@@ -85,6 +86,7 @@ def deck(storage: dict[str, Any]) -> dict[str, Any]:
         "consumers": [consumer("std", "std", KEYS["allow"]), consumer("capped", "capped", KEYS["deny"]),
                       consumer("llm", "llm", KEYS["llm"])],
         "plugins": [{"name": "key-auth", "config": {"key_names": ["apikey"]}},
+                    {"name": "ai-suite-context"},
                     {"name": "ai-tier-quota", "config": quota_config(storage)}],
     }
 
@@ -323,8 +325,8 @@ class _Path:
 
     def __call__(self, *args: Any) -> Any:
         kong, path = self._kong, self._path
-        if path == "kong.log.serialize":
-            return kong.serialized
+        if path == "kong.log.serialize" or (path == "kong.ctx.shared.get" and args[0] == FACTS_KEY):
+            return kong.serialized  # the log phase's serialize; in access, ai-suite-context's facts
         if path == "kong.request.get_raw_body":
             return kong.body
         if path == "kong.response.exit":

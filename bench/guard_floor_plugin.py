@@ -21,7 +21,7 @@ class Plugin:
         self.config = config
 
     def access(self, kong: Any) -> None:
-        kong.log.serialize()
+        kong.ctx.shared.get("ai_suite_facts")  # the facts ai-suite-context publishes (serialize is log-only)
         body = kong.request.get_raw_body(65536)
         if isinstance(body, bytes | bytearray):
             body = bytes(body).decode("utf-8", "replace")

@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
+from kong_plugins import companion
 from kong_plugins.runtime.module import load_plugin_module
 
 from .gateway import SUITE_PLUGINS, Gateway
@@ -29,6 +30,17 @@ def _config_fields(schema: dict[str, Any]) -> list[str]:
 def test_kong_loaded_every_suite_plugin(admin: httpx.Client) -> None:
     enabled = admin.get("/plugins/enabled").json()["enabled_plugins"]
     assert set(SUITE_PLUGINS) <= set(enabled), enabled
+    # the Lua companion the image copies into Kong's Lua path (kong.plugins.ai-suite-context)
+    assert companion.NAME in enabled, enabled
+
+
+def test_the_lua_companion_runs_globally_with_its_shipped_schema(admin: httpx.Client, gateway: Gateway) -> None:
+    """Kong accepted schema.lua (MetaSchema) and the reference config enables it once, globally."""
+    r = admin.get(f"/schemas/plugins/{companion.NAME}")
+    assert r.status_code == 200, r.text
+    assert _config_fields(r.json()) == []
+    [running] = [p for p in gateway.plugins if p["name"] == companion.NAME]
+    assert running["enabled"] and not (running.get("route") or running.get("service") or running.get("consumer"))
 
 
 @pytest.mark.parametrize("name", SUITE_PLUGINS)

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kong_plugins import SUITE_PLUGINS
+from kong_plugins import SUITE_PLUGINS, companion
 from kong_plugins.demo.reference import find_kong_yml
 from kong_plugins.marks import guard_lua
 from kong_plugins.runtime.module import load_plugin_module
@@ -71,6 +71,12 @@ def _kong_config(entity: PluginEntity, schema: dict[str, Any]) -> dict[str, Any]
             conf[key] = value
     conf.update({"__plugin_id": entity.id, "__seq__": 1, "__key__": f"plugins:{entity.name}"})
     return conf
+
+
+def test_the_lua_companion_is_enabled_globally_without_config() -> None:
+    [entity] = [p for p in parse_deck(KONG_YML).plugins if p.name == companion.NAME]
+    assert (entity.route_id, entity.service_id, entity.consumer_id) == (None, None, None)
+    assert entity.enabled and not entity.config
 
 
 @pytest.mark.parametrize("entity", _suite_entities(), ids=lambda e: f"{e.name}@{e.service_id or 'global'}")

@@ -201,3 +201,20 @@ def test_the_logit_extraction_primitive_is_refused_on_textgen(gw: KongStandIn) -
     r = gw.request("POST", CHAT, headers={**JSON, "apikey": PREMIUM_KEY}, body=body, start_time=at_time(gw, t))
     assert r.status == 400
     assert r.upstream_request is None
+
+
+def test_the_companion_hands_every_suite_plugin_its_facts_in_one_round_trip(gw: KongStandIn) -> None:
+    """kong.yml enables ai-suite-context globally: no plugin calls serialize before the log phase
+    (that would be Kong's 500) and none pays a round trip per fact."""
+    t = next_day()
+    r = chat(gw, t, PREMIUM_KEY)
+    gw.wait_log_phase()
+    assert r.status == 200 and not r.errors
+    # each + HandleEvent: the guard reads the facts, the body and leaves its mark carrying the body;
+    # ai-tier-quota reads the facts and the body (token limits) and leaves its mark with the headers;
+    # the inspector reads the Content-Type and the body and leaves its mark
+    assert r.pdk_calls["ai-extraction-guard"]["access"] == 3
+    assert r.pdk_calls["ai-tier-quota"]["access"] == 3
+    assert r.pdk_calls["ai-prompt-inspector"]["access"] == 3
+    # the log phases read serialize (saved data): legal there
+    assert r.pdk_calls["ai-tier-quota"]["log"] == 1

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kong_plugins import SUITE_PLUGINS
+from kong_plugins import SUITE_PLUGINS, companion
 
 from .helpers import COMPOSE_FILE, PYTHON, REPO, Dockerfile, serve_until_socket, stop, wiring
 
@@ -43,7 +43,20 @@ def dump(plugin: str) -> list[dict[str, Any]]:
 def test_kong_loads_bundled_plus_exactly_the_suite(dockerfile: Dockerfile) -> None:
     plugins = dockerfile.env["KONG_PLUGINS"].split(",")
     assert plugins[0] == "bundled"
-    assert sorted(plugins[1:]) == sorted(SUITE_PLUGINS)
+    assert sorted(plugins[1:]) == sorted([*SUITE_PLUGINS, companion.NAME])
+
+
+#: Where the kong:3.9 image keeps Kong's own Lua modules (kong/plugins/key-auth/handler.lua...): on
+#: Kong's Lua path, so kong.plugins.<name>.handler resolves there for a plugin copied in.
+KONG_LUA_TREE = "/usr/local/share/lua/5.1"
+
+
+def test_the_lua_companion_is_copied_into_kongs_lua_path(dockerfile: Dockerfile) -> None:
+    copies = [i.args.split() for i in dockerfile.instructions if i.keyword == "COPY" and i.stage == "gateway"]
+    target = f"{KONG_LUA_TREE}/kong/plugins/{companion.NAME}"
+    [(source, _)] = [(src, dest) for *srcs, dest in copies for src in srcs if dest == target]
+    assert (REPO / source).resolve() == Path(str(companion.LUA_DIR)).resolve()
+    assert {p.name for p in (REPO / source).iterdir()} == {"handler.lua", "schema.lua"}
 
 
 def test_one_plugin_server_per_suite_plugin_and_nothing_else(dockerfile: Dockerfile) -> None:

@@ -92,6 +92,21 @@ def test_the_venv_holds_the_suite_not_the_repository(installed: tuple[Dockerfile
     assert str(venv) in out and str(REPO) not in out
 
 
+def test_the_wheel_ships_the_lua_companion(installed: tuple[Dockerfile, Path]) -> None:
+    """Package data: a pip-installed suite carries ai-suite-context's handler.lua and schema.lua."""
+    _, venv = installed
+    code = ("from kong_plugins import companion; "
+            "print(companion.LUA_DIR); print(companion.handler_source() == open(str(companion.LUA_DIR) + "
+            "'/handler.lua').read())")
+    out = subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True, check=True,
+                         cwd="/", timeout=60).stdout.split()
+    assert out[0].startswith(str(venv)) and out[1] == "True"
+    for name in ("handler.lua", "schema.lua"):
+        shipped = Path(out[0]) / name
+        assert shipped.read_text() == (REPO / "kong_plugins" / "lua" / "kong" / "plugins" / "ai-suite-context" /
+                                       name).read_text()
+
+
 #: The kong:3.9 image: Ubuntu 24.04, Python 3.12, glibc 2.39, amd64 and arm64 -- and no compiler.
 IMAGE_PYTHON = "3.12"
 IMAGE_GLIBC_MINOR = 39
