@@ -177,3 +177,28 @@ def test_bad_config_is_refused_at_instance_start(gateway: Any) -> None:
     # closes that gap; what we guarantee is a clear error naming the field.
     assert any("default_tier" in rec.message for rec in gw.logs)
     assert r.status in (200, 500)
+
+
+@pytest.mark.parametrize("with_companion", [True, False], ids=["companion", "fallback"])
+def test_the_buffering_variant_reads_usage_in_the_response_phase_without_serialize(
+        tmp_path: Path, with_companion: bool) -> None:
+    """AI_TIER_QUOTA_RESPONSE_PHASE=on: the response phase finds the request's reservation by the
+    same facts (serialize would be a Lua error there too) and the log phase settles the real usage:
+    200 tokens a minute admit ten requests that reserve ~60 but use 12 each."""
+    base = PluginServerSpec.suite("ai-tier-quota", prefix=tmp_path)
+    spec = PluginServerSpec(base.name, base.start_cmd, base.query_cmd, base.socket,
+                            env={"AI_TIER_QUOTA_RESPONSE_PHASE": "on"})
+    config = {"default_tier": "free", "tiers": [{"name": "free", "models": ["*"],
+                                                 "limits": [{"tokens_per_minute": 200}]}],
+              "tokens": {"usage_source": "response_body"}}
+    with KongStandIn.from_deck(deck(config, with_companion=with_companion), servers=[spec],
+                               upstreams={"textgen": llm_upstream}) as gw:
+        for i in range(10):
+            r = gw.request("POST", "/textgen", headers={"apikey": "free-key"}, body=CHAT, start_time=5000.0 + i)
+            gw.wait_log_phase()
+            assert r.status == 200, (i, r.body)
+            assert not r.errors
+        calls = r.pdk_calls["ai-tier-quota"]
+        # response: the facts (one get, or the nil get + consumer, credential, route, client IP,
+        # start time, method, uri) + the upstream body
+        assert calls["response"] == (2 if with_companion else 1 + 7 + 1)
