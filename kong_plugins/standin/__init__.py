@@ -15,8 +15,11 @@ fixture in ``kong_plugins.testing.pytest_plugin``).
 
 Everything Kong-specific is written from Kong's Lua source (Kong/kong 3.9):
 ``kong/runloop/plugin_servers/{process,plugin}.lua``, ``rpc/mp_rpc.lua``, ``kong/init.lua``,
-``kong/pdk/*.lua`` and ``kong/plugins/{key-auth,jwt,acl,ip-restriction,request-size-limiting}``;
-each module names the files it follows.
+``kong/pdk/*.lua`` -- including each function's ``check_phase``: a PDK call in a phase Kong forbids
+is a Lua error, Kong's 500 in access (``_phases.py``) -- and
+``kong/plugins/{key-auth,jwt,acl,ip-restriction,request-size-limiting}``; each module names the
+files it follows. Lua plugins really run in LuaJIT: ``pre-function``/``post-function`` and the
+suite's companion ``ai-suite-context`` (``_serverless.py``, ``_luaplugin.py``).
 
 Errors::
 
