@@ -82,16 +82,25 @@ class FeatureModel:
         self.prepare()
 
     def prepare(self) -> None:
-        """Precompute what each request's evaluation needs (call again after changing a field)."""
+        """Precompute what each request's evaluation needs (call again after changing a field).
+
+        Everything a request's rows are compared with is derived here, once per baseline refresh,
+        so that :meth:`evaluate` is a handful of array operations whatever the route.
+        """
+        #: What a detector derives from this model (its ``_Shape``), dropped with the model.
+        self.memo: dict[object, object] = {}
         #: 1/std in the ring's float32, for the per-row near-duplicate distance.
         self.inv_std32 = (1.0 / self.std).astype(np.float32)
         self._inv_unit = 1.0 / self.unit
         self._dist_scale = 1.0 / (self.dim * self.m_ref)
         cut = planes(self.dim) / self.std[:, None]
         self._cell_planes, self._cell_offset = cut, self.mean @ cut
+        self._grid_idx: np.ndarray | None = None
         if self.grid is not None:
-            self._grid_idx = np.flatnonzero(~np.isnan(self.grid))
-            self._inv_grid = 1.0 / self.grid[self._grid_idx]
+            idx = np.flatnonzero(~np.isnan(self.grid))
+            self._inv_grid = 1.0 / self.grid[idx]
+            # Most routes have a grid on every feature: no column selection then.
+            self._grid_idx = None if len(idx) == self.dim else idx
 
     @classmethod
     def from_rows(cls, rows: np.ndarray, axis_max: int = 1, ring: int = 16,
@@ -177,8 +186,11 @@ class FeatureModel:
 
     def out_of_domain(self, rows: np.ndarray) -> np.ndarray:
         """Rows reaching further beyond the learned ranges than any benign held-out row did."""
-        beyond = np.maximum(self.lo - rows, rows - self.hi) * self._inv_unit
-        result: np.ndarray = beyond.max(axis=1) > self.ood_limit
+        beyond = np.maximum(self.lo - rows, rows - self.hi)
+        if beyond.max() <= 0.0:
+            # every value within the learned range (most requests): none is out of domain
+            return np.zeros(rows.shape[0], dtype=bool)
+        result: np.ndarray = (beyond * self._inv_unit).max(axis=1) > self.ood_limit
         return result
 
     def span(self) -> np.ndarray:
@@ -197,11 +209,25 @@ class FeatureModel:
         if self.grid is None:
             none = np.zeros(rows.shape[0], dtype=bool)
             return none, none
-        scaled = rows[:, self._grid_idx] * self._inv_grid
-        finer = np.abs(scaled - np.rint(scaled)) > 1e-6 * np.maximum(1.0, np.abs(scaled))
-        fine = scaled * (1.0 / GRID_SLACK)
-        off = np.abs(fine - np.rint(fine)) > 1e-6 * np.maximum(1.0, np.abs(fine))
-        return np.asarray(off.any(axis=1)), np.asarray(finer.any(axis=1))
+        scaled = (rows if self._grid_idx is None else rows[:, self._grid_idx]) * self._inv_grid
+        # Both tests in one pass: plane 0 the values in grid units, plane 1 in units of the slack
+        # (x 100, exactly what scaling plane 0 by 1 / GRID_SLACK gives).
+        both = scaled * _GRID_PLANES
+        nearest = np.rint(both)
+        if (nearest == both).all():
+            # every value exactly on the grid (benign rows, mostly): neither test can fail
+            none = np.zeros(rows.shape[0], dtype=bool)
+            return none, none
+        bad = np.abs(both - nearest) > 1e-6 * np.maximum(1.0, np.abs(both))
+        per_row = bad.any(axis=2)
+        return per_row[1], per_row[0]
+
+    def evaluate(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+        """``(distance, out_of_domain, off_grid, finer_than_grid, cell)`` of each row; ``cell`` is
+        ``None`` until the route's benign cell occupancy is learned."""
+        off, finer = self.grid_checks(rows)
+        return (self.distance(rows), self.out_of_domain(rows), off, finer,
+                None if self.cells is None else self.cell(rows))
 
     def off_grid(self, rows: np.ndarray) -> np.ndarray:
         return self.grid_checks(rows)[0]
@@ -209,6 +235,9 @@ class FeatureModel:
     def finer_than_grid(self, rows: np.ndarray) -> np.ndarray:
         return self.grid_checks(rows)[1]
 
+
+#: Multipliers of ``grid_checks``' two planes: the grid itself, then the grid refined by the slack.
+_GRID_PLANES = np.array([1.0, 1.0 / GRID_SLACK])[:, None, None]
 
 _PLANES_CACHE: dict[int, np.ndarray] = {}
 

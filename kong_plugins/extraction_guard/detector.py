@@ -19,6 +19,7 @@ proportionate answer to it.
 from __future__ import annotations
 
 import math
+import operator
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -101,9 +102,12 @@ class Evidence:
     score: str  # "extraction" or "abuse"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Assessment:
-    """The outcome of one observation for one client (or group), with its explanation."""
+    """The outcome of one observation for one client (or group), with its explanation.
+
+    Not frozen: one is made per observed state (two per request), and a frozen dataclass's
+    initialiser costs three times as much; nothing changes one after it is returned."""
 
     level: int
     previous_level: int
@@ -137,11 +141,15 @@ class Assessment:
         }
 
 
-@dataclass
 class _Acc:
-    extraction: float = 0.0
-    abuse: float = 0.0
-    evidence: list[Evidence] = field(default_factory=list)
+    """The evidence of one observation and its sum per score."""
+
+    __slots__ = ("abuse", "evidence", "extraction")
+
+    def __init__(self) -> None:
+        self.extraction = 0.0
+        self.abuse = 0.0
+        self.evidence: list[Evidence] = []
 
     def add(self, signal: str, value: float, weight: float, score: str = "extraction") -> None:
         self.evidence.append(Evidence(signal, value, weight, score))
@@ -175,17 +183,30 @@ def _finer_than_precision(step: np.ndarray, x: np.ndarray, model: FeatureModel |
 
 
 def _mostly_equal(values: np.ndarray) -> bool:
-    """At least 80% of the (positive) values within a 1% band of each other."""
+    """At least 80% of the (positive) values within a 1% band of each other.
+
+    Such a band holds ``m`` consecutive values of the sorted ones, so it holds the sorted values
+    ``n - m`` to ``m - 1`` whatever its position: two order statistics (one partition) rule out
+    most inputs before the sort and scan. Bounds are computed in the values' own precision
+    (float32 for raw moves), as the scan does.
+    """
     n = int(values.size)
     if n == 0:
         return False
     m = -(-4 * n // 5)  # ceil(0.8 n)
+    one_pct = values.dtype.type(1.01)
+    if n > 2:
+        lo, hi = np.partition(values, (n - m, m - 1))[[n - m, m - 1]].tolist()
+        if not hi <= float(one_pct * values.dtype.type(lo)):
+            return False
     v = np.sort(values)
-    return bool((v[m - 1:] <= 1.01 * v[: n - m + 1]).any())
+    low, high = (one_pct * v).tolist(), v.tolist()
+    return any(map(operator.le, high[m - 1:], low[: n - m + 1]))
 
 
 class _RowFacts:
-    """One request's rows as float32 (the ring's type), change tolerances and the model's verdicts."""
+    """One request's rows as float32 (the ring's type), change tolerances and the model's verdicts
+    (as Python lists: each row reads them one value at a time)."""
 
     __slots__ = ("cells", "dist", "finer", "grid", "model", "ood", "rows32", "tolerance")
 
@@ -194,13 +215,16 @@ class _RowFacts:
         self.rows32 = rows.astype(np.float32)
         # a coordinate "changed" when it moved by more than float32 rounding of its value
         self.tolerance = 1e-6 * (np.abs(self.rows32) + 1.0)
-        self.cells: np.ndarray | None = None
-        self.finer: np.ndarray | None = None
+        self.cells: list[int] | None = None
+        self.finer: list[bool] | None = None
+        self.dist: list[float] = []
+        self.ood: list[bool] = []
+        self.grid: list[bool] = []
         if model is not None:
-            self.dist, self.ood = model.distance(rows), model.out_of_domain(rows)
-            self.grid, self.finer = model.grid_checks(rows)
-            if model.cells is not None:
-                self.cells = model.cell(rows)
+            dist, ood, grid, finer, cells = model.evaluate(rows)
+            self.dist, self.ood, self.grid, self.finer = dist.tolist(), ood.tolist(), grid.tolist(), finer.tolist()
+            if cells is not None:
+                self.cells = cells.tolist()
 
 
 class _Shape:
@@ -235,6 +259,10 @@ class Detector:
         self.baselines = baselines or Baselines(cfg.baseline_min_samples, cfg.feature_stats,
                                                 ring=cfg.recent_inputs)
         self._memo: tuple[Observation, _RowFacts] | None = None
+        #: ``_Shape`` of each input width while a route has no model yet (see ``_shape``).
+        self._cold_shapes: dict[object, object] = {}
+        #: How long a verdict of each level lasts (allow: none).
+        self._ttl = (0.0, cfg.flag_ttl_s, cfg.throttle_ttl_s, cfg.block_ttl_s, cfg.revoke_ttl_s)
 
     def observe(self, state: ClientState | None, obs: Observation, *, is_group: bool = False,
                 learn: bool = True, member: str | None = None) -> tuple[ClientState, Assessment]:
@@ -297,7 +325,9 @@ class Detector:
         if obs.rows is not None and obs.rows.shape[0]:
             if st.rows is not None and st.rows.shape[1] != obs.rows.shape[1]:
                 st.rows, st.rows_n, st.last_diff, st.step_profile = None, 0, None, None
-            for row in obs.rows.astype(np.float32):
+            memo = self._memo
+            rows32 = memo[1].rows32 if memo is not None and memo[0] is obs else obs.rows.astype(np.float32)
+            for row in rows32:
                 st.push_row(row, self.cfg.recent_inputs)
         req = obs.llm
         if req is not None:
@@ -355,6 +385,15 @@ class Detector:
         self._memo = (obs, facts)
         return facts
 
+    def _shape(self, dim: int, model: FeatureModel | None) -> _Shape:
+        """The route's ``_Shape``, derived once per baseline refresh (kept on the model itself)."""
+        memo = model.memo if model is not None else self._cold_shapes
+        key = self if model is not None else dim
+        shape = memo.get(key)
+        if not isinstance(shape, _Shape):
+            shape = memo[key] = _Shape(dim, model, self.cfg)
+        return shape
+
     def _rows(self, st: ClientState, obs: Observation, route: RouteBaseline, acc: _Acc, learn: bool) -> None:
         cfg = self.cfg
         rows = obs.rows
@@ -367,7 +406,7 @@ class Detector:
         if st.rows is not None and st.rows.shape[1] != d:
             # another route (or model) of the same client: structure is only compared within one
             st.rows, st.rows_n, st.last_diff, st.step_profile = None, 0, None, None
-        shape = _Shape(d, model, cfg)
+        shape = self._shape(d, model)
         clean: list[int] = []
         for i in range(rows.shape[0]):
             x = facts.rows32[i]
@@ -378,21 +417,23 @@ class Detector:
                 diff = recent - x
                 absd = np.abs(diff)
                 changed = absd > facts.tolerance[i]
-                nz = np.count_nonzero(changed, axis=1)
-                duplicate = bool(nz.min() == 0)
+                # coordinates changed per recent input; a list: the ring is short, Python scans it
+                # faster than numpy reduces it
+                nz: list[int] = changed.sum(axis=1).tolist()
+                duplicate = 0 in nz
                 # A retry carries no new information: it is neither evidence nor structure.
                 st.dup_ewma += 0.05 * ((1.0 if duplicate else 0.0) - st.dup_ewma)
                 if not duplicate:
                     self._structure(st, x, recent, diff, absd, changed, nz, shape, acc)
             off_model = False
             if model is not None and not duplicate:
-                r = float(facts.dist[i])
+                r = facts.dist[i]
                 # Graded: just past the furthest benign row is weak evidence, twice as far is strong.
                 far = r / model.far
                 w = min(W_OFF_MANIFOLD_STRONG, 2.0 * math.log2(far)) if far > 1.0 else 0.0
                 if w >= 0.25:
                     acc.add("off_manifold", r, round(w, 3))
-                ood, grid = bool(facts.ood[i]), bool(facts.grid[i])
+                ood, grid = facts.ood[i], facts.grid[i]
                 if ood:
                     acc.add("out_of_domain", 1.0, W_OUT_OF_DOMAIN)
                 if grid:
@@ -400,7 +441,7 @@ class Detector:
                 off_model = far > 1.0 or ood or grid
                 st.ood_ewma += 0.05 * ((1.0 if off_model else 0.0) - st.ood_ewma)
                 if facts.cells is not None:
-                    self._coverage(st, int(facts.cells[i]), model, acc)
+                    self._coverage(st, facts.cells[i], model, acc)
             if margins is not None and i < len(margins):
                 self._margin_evidence(st, float(margins[i]), route, acc, learn)
             if not off_model and not duplicate and not (facts.finer is not None and facts.finer[i]):
@@ -447,18 +488,20 @@ class Detector:
             acc.add("new_rare_region", float(st.coverage.bit_count()), W_RARE_REGION)
 
     def _structure(self, st: ClientState, x: np.ndarray, recent: np.ndarray, diff: np.ndarray,
-                   absd: np.ndarray, changed: np.ndarray, nz: np.ndarray, shape: _Shape, acc: _Acc) -> None:
+                   absd: np.ndarray, changed: np.ndarray, nz: list[int], shape: _Shape, acc: _Acc) -> None:
         """Systematic perturbations of recent inputs: axis steps, sign steps, line searches, jitter."""
         signed = False
-        axis = np.flatnonzero((nz >= 1) & (nz <= shape.axis_max)) if shape.axis_signal else np.empty(0, int)
-        if axis.size:
+        axis = -1
+        if shape.axis_signal:
+            top = shape.axis_max
+            axis = next((j for j, n in enumerate(nz) if 1 <= n <= top), -1)
+        if axis >= 0:
             # One coordinate away from an earlier input happens by chance on coarse data; several
             # different coordinates stepped from the *same* anchor is finite differencing.
-            j = int(axis[0])
-            anchor = zlib.crc32(recent[j].tobytes())
+            anchor = zlib.crc32(recent[axis].tobytes())
             coords = 0
-            for c in np.flatnonzero(changed[j]):
-                coords |= 1 << (int(c) % 64)
+            for c in np.flatnonzero(changed[axis]).tolist():
+                coords |= 1 << (c % 64)
             if anchor == st.axis_anchor and coords & ~st.axis_coords:
                 acc.add("axis_probe", float(bin(st.axis_coords | coords).count("1")), W_AXIS_CONFIRMED)
                 st.axis_coords |= coords
@@ -467,43 +510,45 @@ class Detector:
                 st.axis_anchor, st.axis_coords = anchor, coords
         if shape.inv_scale is None or shape.whiten is None or shape.span is None:
             return  # cold start: steps and distances need the route's scales
+        dim = x.shape[0]
         z = diff * shape.inv_scale
         d2 = np.einsum("ij,ij->i", z, z)
         nearest = int(d2.argmin())  # the input this one was most likely derived from
-        near = math.sqrt(float(d2[nearest]) / x.shape[0])
-        n_near = int(nz[nearest])
-        if not axis.size and n_near >= max(4, x.shape[0] // 4):
-            # x + lambda * sign(gradient) (Papernot et al. 2017): many coordinates moved by one and
-            # the same amount, absolute or relative to each feature's range. Natural neighbours
-            # move each coordinate by its own amount. Equal *absolute* moves happen by chance on a
-            # few coarse features (iris: 8 of 9,015 row pairs), so they count on wide moves only;
-            # equal moves relative to unequal ranges did not occur in any of the four datasets.
-            moved = absd[nearest][changed[nearest]]
-            if (n_near >= AXIS_MIN_DIM and _mostly_equal(moved)) or _mostly_equal(
-                    moved / shape.span[changed[nearest]]):
-                acc.add("sign_step", float(moved.mean()), W_SIGN_STEP)
-                signed = True
+        near = math.sqrt(float(d2[nearest]) / dim)
+        n_near = nz[nearest]
         if n_near >= 4:
-            self._repeated_step(st, x, diff[nearest], changed[nearest], acc, signed, shape)
+            moved_at = changed[nearest]
+            if axis < 0 and n_near >= max(4, dim // 4):
+                # x + lambda * sign(gradient) (Papernot et al. 2017): many coordinates moved by one and
+                # the same amount, absolute or relative to each feature's range. Natural neighbours
+                # move each coordinate by its own amount. Equal *absolute* moves happen by chance on a
+                # few coarse features (iris: 8 of 9,015 row pairs), so they count on wide moves only;
+                # equal moves relative to unequal ranges did not occur in any of the four datasets.
+                moved = absd[nearest, moved_at]
+                if (n_near >= AXIS_MIN_DIM and _mostly_equal(moved)) or _mostly_equal(
+                        moved / shape.span[moved_at]):
+                    acc.add("sign_step", float(moved.mean()), W_SIGN_STEP)
+                    signed = True
+            self._repeated_step(st, x, diff[nearest], moved_at, n_near, acc, signed, shape)
         hit = near < shape.near_distance
         st.near_ewma += 0.1 * ((1.0 if hit else 0.0) - st.near_ewma)
         if hit and st.near_ewma > 0.25:
             acc.add("near_duplicate", near, W_NEAR_DUPLICATE)
         assert st.rows is not None
-        last = (st.rows_n - 1) % st.rows.shape[0]  # the ring slot of the previous input
         if st.rows_n > 0:
+            last = (st.rows_n - 1) % st.rows.shape[0]  # the ring slot of the previous input
             # Whitened, so that benign steps point anywhere: on correlated data (a few latent
             # factors) raw steps are nearly collinear by chance -- 3% of the time in 2-d. The
             # sign of the step does not matter (|cos| below).
-            step_vec = shape.whiten @ diff[last].astype(np.float64)
+            step_vec = shape.whiten @ diff[last]  # float64: matmul promotes the float32 step
             prev = st.last_diff
             # A line along one axis is an axis step; where those are natural (coarse,
             # low-dimensional data) collinear one-coordinate steps are too.
-            moved = int(nz[last])
             if prev is not None and prev.shape == step_vec.shape and (
-                    shape.axis_signal or moved > shape.axis_max):
-                n1 = float(np.linalg.norm(step_vec))
-                n2 = float(np.linalg.norm(prev))
+                    shape.axis_signal or nz[last] > shape.axis_max):
+                # |v| as numpy's norm computes it: sqrt(v . v) in v's own precision
+                n1 = math.sqrt(float(step_vec.dot(step_vec)))
+                n2 = float(np.sqrt(prev.dot(prev)))
                 if n1 > 0 and n2 > 0:
                     cos = abs(float(step_vec @ prev)) / (n1 * n2)
                     if cos > 0.999:
@@ -511,8 +556,8 @@ class Detector:
             st.last_diff = step_vec.astype(np.float32)
 
     @staticmethod
-    def _repeated_step(st: ClientState, x: np.ndarray, step: np.ndarray, moved: np.ndarray, acc: _Acc,
-                       signed: bool, shape: _Shape) -> None:
+    def _repeated_step(st: ClientState, x: np.ndarray, step: np.ndarray, moved: np.ndarray, n_moved: int,
+                       acc: _Acc, signed: bool, shape: _Shape) -> None:
         """The same step again: an input moved from its nearest recent input by the very amounts
         (coordinate by coordinate) the previous one was.
 
@@ -522,24 +567,26 @@ class Detector:
         least 4 coordinates only (smaller ones are the axis signal's business); on fewer than 8
         coordinates of coarse data small steps recur by chance (iris: 0.2% of benign rows), so
         there only a step finer than the data's own precision -- which no two real inputs can
-        differ by -- counts.
+        differ by -- counts. ``step`` is a row of this input's own difference array (never
+        written again), so it is kept as is.
         """
         prev = st.step_profile
-        st.step_profile = step.copy()
+        st.step_profile = step
         if signed or prev is None or prev.shape != step.shape:
             return
         union = moved | (prev != 0)
         a, b = step[union], prev[union]
-        if np.array_equal(a, b) or np.array_equal(a, -b):
+        mag_a, mag_b = np.abs(a), np.abs(b)
+        if (mag_a == mag_b).all() and ((a == b).all() or (a == -b).all()):
             # the same two inputs again (a client going back and forth between two rows, one of
-            # them re-sent after leaving the ring): no new step was taken
+            # them re-sent after leaving the ring): no new step was taken. (Equal magnitudes are
+            # necessary for either: the cheap test first.)
             return
-        if int(moved.sum()) < AXIS_MIN_DIM and not _finer_than_precision(step, x, shape.model):
+        if n_moved < AXIS_MIN_DIM and not _finer_than_precision(step, x, shape.model):
             return
-        a, b = np.abs(a), np.abs(b)
-        same = np.abs(a - b) <= 0.01 * np.maximum(a, b)
+        same = np.abs(mag_a - mag_b) <= 0.01 * np.maximum(mag_a, mag_b)
         if np.count_nonzero(same) >= 0.8 * same.size:
-            acc.add("repeated_step", float(np.median(a)), W_SIGN_STEP)
+            acc.add("repeated_step", float(np.median(mag_a)), W_SIGN_STEP)
 
     def _margin_evidence(self, st: ClientState, margin: float, route: RouteBaseline, acc: _Acc,
                          learn: bool) -> None:
@@ -611,8 +658,7 @@ class Detector:
                 ex >= th.revoke or st.blocks >= REPEAT_OFFENDER_BLOCKS):
             level = REVOKE
         current = st.level if st.level_until > now else ALLOW
-        ttl = {FLAG: cfg.flag_ttl_s, THROTTLE: cfg.throttle_ttl_s, BLOCK: cfg.block_ttl_s,
-               REVOKE: cfg.revoke_ttl_s}.get(level, 0.0)
+        ttl = self._ttl[level]
         publish = False
         until = st.level_until
         if level > current or (level == current and level > ALLOW and st.level_until - now < ttl / 2):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 
 from .config import Mitigations
 from .sketches import prompt_hash, simhash64
@@ -30,14 +31,25 @@ class LLMRequest:
 
 
 def parse_json(body: bytes | None) -> Any:
+    """The JSON document of a body, ``None`` when it is not one.
+
+    orjson parses a predict body of 8 rows in ~10 us where the standard library takes ~85 (its
+    number parsing is per-token Python work); a body orjson refuses but ``json`` accepts (NaN and
+    Infinity literals, integers beyond 64 bits, lone surrogate escapes, UTF-16/32 text) is read
+    by ``json`` as before -- what the guard reads must not depend on the parser a client targets.
+    """
     if not body:
         return None
     head = body.lstrip()[:1]
     if head not in (b"{", b"["):
         return None
     try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
+    try:
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
 
 
@@ -46,6 +58,7 @@ def parse_json(body: bytes | None) -> Any:
 #: inputs) and per-route baselines (1024 benign rows and a covariance) stay bounded whatever a
 #: client sends -- a 64 KB body of "0," would otherwise be 32,000 features and 128 KB per input.
 MAX_FEATURES = 256
+_INT64 = 1 << 63
 
 
 def predict_rows(doc: Any, max_rows: int) -> np.ndarray | None:
@@ -122,9 +135,12 @@ def llm_request(doc: Any) -> LLMRequest | None:
     if isinstance(bias, dict):
         for k in bias:
             try:
-                ids.append(int(k))
+                token = int(k)
             except (TypeError, ValueError):
                 continue
+            # a token id is a vocabulary index; the state stores ids as signed 64-bit integers
+            if -_INT64 <= token < _INT64:
+                ids.append(token)
     lp = doc.get("logprobs")
     # chat-completions: logprobs is a boolean and top_logprobs a count; completions: logprobs is the count
     top = doc.get("top_logprobs")

@@ -14,12 +14,15 @@ import hashlib
 import itertools
 import re
 import zlib
+from array import array
 
 import numpy as np
 
 _WORD = re.compile(r"\w+")
-_SHIFTS = np.arange(64, dtype=np.uint64)
-_ONE = np.uint64(1)
+#: ``\w+`` on ASCII text, matched on its bytes: the same words, without encoding each bigram.
+_WORD_ASCII = re.compile(rb"\w+")
+_JOIN = " ".join
+_JOIN_BYTES = b" ".join
 _SEED_HI = 0x5BD1E995
 #: Prompts are fingerprinted on their first characters only: bounded cost whatever the body size.
 MAX_PROMPT_CHARS = 4096
@@ -32,19 +35,32 @@ def prompt_hash(text: str) -> int:
 
 
 def simhash64(text: str) -> int:
-    """SimHash of word bigrams as a signed 64-bit int (0 for text without words)."""
-    words = _WORD.findall(text[:MAX_PROMPT_CHARS].lower())
-    if not words:
+    """SimHash of word bigrams as a signed 64-bit int (0 for text without words).
+
+    Bit ``j`` is set when more than half of the bigrams' 64-bit hashes (CRC-32 of the bigram, and
+    CRC-32 seeded with ``_SEED_HI`` as the high half) have it set. Written for the log phase's
+    budget: the per-bigram work stays in C (``map``), the bit counting is one unpack and one
+    product; ASCII text (most prompts) is split as bytes, which is what ``\\w+`` matches there.
+    """
+    low = text[:MAX_PROMPT_CHARS].lower()
+    shingles: list[bytes]
+    if low.isascii():
+        words = _WORD_ASCII.findall(low.encode())
+        shingles = list(map(_JOIN_BYTES, itertools.pairwise(words))) or words[:1]
+    else:
+        found = _WORD.findall(low)
+        shingles = list(map(str.encode, map(_JOIN, itertools.pairwise(found)))) or [w.encode() for w in found[:1]]
+    n = len(shingles)
+    if not n:
         return 0
-    shingles = [f"{a} {b}".encode() for a, b in itertools.pairwise(words)] or [words[0].encode()]
-    hashes = np.fromiter(
-        ((zlib.crc32(s) | (zlib.crc32(s, _SEED_HI) << 32)) for s in shingles),
-        dtype=np.uint64, count=len(shingles),
-    )
-    ones = ((hashes[:, None] >> _SHIFTS) & _ONE).sum(axis=0)
-    bits = ones * 2 > len(shingles)
-    value = int((bits.astype(np.uint64) << _SHIFTS).sum(dtype=np.uint64))
-    return value - (1 << 64) if value >= (1 << 63) else value
+    halves = array("I", map(zlib.crc32, shingles))
+    halves.extend(map(zlib.crc32, shingles, itertools.repeat(_SEED_HI, n)))
+    # (low halves, high halves) x bigram x bit, bit i of each 32-bit half at position i
+    words32 = np.frombuffer(halves, dtype=np.uint32).astype("<u4", copy=False)
+    bits = np.unpackbits(words32.view(np.uint8), bitorder="little")
+    ones = np.ones(n, dtype=np.float32) @ bits.reshape(2, n, 32).astype(np.float32)
+    packed = np.packbits(ones.ravel() * 2 > n, bitorder="little")
+    return int.from_bytes(packed.tobytes(), "little", signed=True)
 
 
 def hamming(a: int, b: int) -> int:

@@ -3,24 +3,44 @@
 One ``ClientState`` per client (and one per client group) is all the guard remembers: a few
 decayed counters and scores, a ring of the last ``recent_inputs`` numeric rows (float32, at most
 ``MAX_FEATURES`` wide), rings of 16 prompt fingerprints, at most 128 distinct biased token ids and
-a 256-cell coverage bitmap. Serialised (msgpack, before base64) a client of a 64-feature model is
-about 0.5 KB after one request and 4.3 KB with a full ring of 16, whatever the client's volume
+a 256-cell coverage bitmap. Serialised, a client of a 64-feature model is about 0.5 KB after one
+request and 4.3 KB with a full ring of 16, whatever the client's volume
 (``bench/bench_extraction_guard.py`` measures it); the number of clients is bounded by the storage
 backend (LRU + TTL in memory, TTL in Redis).
+
+The serialised form is a fixed binary layout (``struct`` for the scalars, raw little-endian arrays
+for the rings) read and written once per request and state: every client and group state is
+decoded and re-encoded on every request it sees, so the codec is on the log phase's budget. A
+general-purpose format (msgpack, version 2) cost ~20 us per state to decode into fields; this one
+costs a few. Version 2 blobs are still read, so an upgrade keeps every client's score.
 """
 
 from __future__ import annotations
 
 import math
+import struct
+from array import array
 from dataclasses import dataclass, field
-from typing import Any
 
 import msgpack
 import numpy as np
 
 PROMPT_RING = 16
 MAX_BIASED_IDS = 128
-_VERSION = 2
+_VERSION = 3
+_MSGPACK_VERSION = 2
+
+#: The scalars, in field order, then the lengths of the variable parts that follow them:
+#: contrib names (UTF-8, NUL-separated) and values, prompts, simhashes, biased ids, members
+#: (signed 64-bit each), the ring's filled rows, last_diff and step_profile (float32).
+_HEAD = struct.Struct("<B2dq11dbdIIQI32s" "BHBBHB" "HHqHH")
+_F32 = np.dtype("<f4")
+_I64 = "q"
+assert array(_I64).itemsize == 8
+
+
+def _f32_bytes(values: np.ndarray) -> bytes:
+    return values.tobytes() if values.dtype == _F32 else values.astype(_F32).tobytes()
 
 
 def decay(value: float, dt: float, tau: float) -> float:
@@ -28,7 +48,7 @@ def decay(value: float, dt: float, tau: float) -> float:
     return value * math.exp(-dt / tau) if dt > 0 else value
 
 
-@dataclass
+@dataclass(slots=True)
 class ClientState:
     t_first: float
     t_last: float
@@ -92,34 +112,82 @@ class ClientState:
         return self.coverage.bit_count() / 256.0
 
     def to_bytes(self) -> bytes:
-        doc: dict[str, Any] = {
-            "v": _VERSION, "tf": self.t_first, "tl": self.t_last, "n": self.n,
-            "rs": self.rate_short, "rl": self.rate_long, "sm": self.size_mu,
-            "ex": self.extraction, "ab": self.abuse, "ot": self.out_tokens,
-            "du": self.dup_ewma, "ne": self.near_ewma, "oo": self.ood_ewma,
-            "lm": self.low_margin_ewma, "te": self.template_ewma,
-            "cv": self.coverage.to_bytes(32, "little"),
-            "lv": self.level, "lu": self.level_until, "bl": self.blocks, "ct": self.contrib,
-            "aa": self.axis_anchor, "ac": self.axis_coords, "tg": self.taught,
-            "pr": self.prompts, "sh": self.simhashes, "bi": self.biased_ids, "mb": self.members,
-        }
-        if self.rows is not None:
+        names = "\0".join(self.contrib).encode()
+        rows = self.rows
+        k = d = filled = 0
+        ring = ld = sp = b""
+        if rows is not None:
             # Only the filled part of the ring: most clients send a few requests, and a 64-feature
             # ring of 16 is 4 KB whether one slot is used or all of them.
-            filled = min(self.rows_n, self.rows.shape[0])
-            doc["rw"] = [self.rows.shape[0], self.rows.shape[1], self.rows[:filled].tobytes(), self.rows_n]
+            k, d = rows.shape
+            filled = min(self.rows_n, k)
+            ring = rows[:filled].tobytes() if rows.dtype == _F32 else rows[:filled].astype(_F32).tobytes()
             if self.last_diff is not None:
-                doc["ld"] = self.last_diff.astype(np.float32).tobytes()
+                ld = _f32_bytes(self.last_diff)
             if self.step_profile is not None:
-                doc["sp"] = self.step_profile.astype(np.float32).tobytes()
-        return msgpack.packb(doc, use_bin_type=True)  # type: ignore[no-any-return]
+                sp = _f32_bytes(self.step_profile)
+        head = _HEAD.pack(
+            _VERSION, self.t_first, self.t_last, self.n, self.rate_short, self.rate_long, self.size_mu,
+            self.extraction, self.abuse, self.out_tokens, self.dup_ewma, self.near_ewma, self.ood_ewma,
+            self.low_margin_ewma, self.template_ewma, self.level, self.level_until, self.blocks,
+            self.axis_anchor, self.axis_coords, self.taught, self.coverage.to_bytes(32, "little"),
+            len(self.contrib), len(names), len(self.prompts), len(self.simhashes), len(self.biased_ids),
+            len(self.members), k, d, self.rows_n, len(ld) // 4, len(sp) // 4)
+        return b"".join((head, names, array("d", self.contrib.values()).tobytes(),
+                         array(_I64, self.prompts).tobytes(), array(_I64, self.simhashes).tobytes(),
+                         array(_I64, self.biased_ids).tobytes(), array(_I64, self.members).tobytes(),
+                         ring, ld, sp))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ClientState | None:
-        """Decode a stored state; ``None`` for bytes of another format version or corrupt bytes."""
+        """Decode a stored state; ``None`` for bytes of an unknown format version or corrupt bytes."""
+        if data[:1] != b"\x03":
+            return cls._from_msgpack(data)
+        try:
+            (_, t_first, t_last, n, rate_short, rate_long, size_mu, extraction, abuse, out_tokens, dup_ewma,
+             near_ewma, ood_ewma, low_margin_ewma, template_ewma, level, level_until, blocks, axis_anchor,
+             axis_coords, taught, coverage, n_contrib, names_len, n_prompts, n_simhashes, n_biased, n_members,
+             k, d, rows_n, ld_len, sp_len) = _HEAD.unpack_from(data)
+            at = _HEAD.size
+            names = data[at:at + names_len].decode().split("\0") if n_contrib else []
+            at += names_len
+            values = array("d", data[at:at + 8 * n_contrib])
+            at += 8 * n_contrib
+            lists: list[list[int]] = []
+            for count in (n_prompts, n_simhashes, n_biased, n_members):
+                lists.append(array(_I64, data[at:at + 8 * count]).tolist() if count else [])
+                at += 8 * count
+            st = cls(t_first, t_last, n, rate_short, rate_long, size_mu, extraction, abuse, out_tokens, dup_ewma,
+                     near_ewma, ood_ewma, low_margin_ewma, template_ewma, int.from_bytes(coverage, "little"),
+                     level, level_until, blocks, axis_anchor, axis_coords, taught,
+                     dict(zip(names, values, strict=True)), None, 0, None, None, *lists)
+            if k:
+                # The ring is writable (push_row fills its slots), the two step vectors are only
+                # ever replaced: views of the stored bytes.
+                size = 4 * min(rows_n, k) * d
+                ring = bytearray(4 * k * d)
+                ring[:size] = memoryview(data)[at:at + size]
+                st.rows = np.ndarray((k, d), dtype=_F32, buffer=ring)
+                st.rows_n = rows_n
+                at += size
+                if ld_len:
+                    st.last_diff = np.frombuffer(data, _F32, ld_len, at)
+                    at += 4 * ld_len
+                if sp_len:
+                    st.step_profile = np.frombuffer(data, _F32, sp_len, at)
+                    at += 4 * sp_len
+            if at != len(data):
+                return None
+            return st
+        except (ValueError, TypeError, struct.error):
+            return None
+
+    @classmethod
+    def _from_msgpack(cls, data: bytes) -> ClientState | None:
+        """The version 2 (msgpack) format of earlier releases."""
         try:
             doc = msgpack.unpackb(data, raw=False, strict_map_key=False)
-            if not isinstance(doc, dict) or doc.get("v") != _VERSION:
+            if not isinstance(doc, dict) or doc.get("v") != _MSGPACK_VERSION:
                 return None
             st = cls(
                 t_first=float(doc["tf"]), t_last=float(doc["tl"]), n=int(doc["n"]),
