@@ -93,6 +93,8 @@ class FeatureModel:
         self.inv_std32 = (1.0 / self.std).astype(np.float32)
         self._inv_unit = 1.0 / self.unit
         self._dist_scale = 1.0 / (self.dim * self.m_ref)
+        #: whiten.T, contiguous: the row-major matmul of ``distance`` without a strided operand
+        self._whiten_t = np.ascontiguousarray(self.whiten.T)
         cut = planes(self.dim) / self.std[:, None]
         self._cell_planes, self._cell_offset = cut, self.mean @ cut
         self._grid_idx: np.ndarray | None = None
@@ -180,8 +182,8 @@ class FeatureModel:
 
     def distance(self, rows: np.ndarray) -> np.ndarray:
         """Mean squared whitened distance per row, in units of the route's held-out 99th percentile."""
-        z = (rows - self.mean) @ self.whiten.T
-        result: np.ndarray = np.einsum("ij,ij->i", z, z) * self._dist_scale
+        z = (rows - self.mean) @ self._whiten_t
+        result: np.ndarray = np.vecdot(z, z) * self._dist_scale
         return result
 
     def out_of_domain(self, rows: np.ndarray) -> np.ndarray:
