@@ -34,6 +34,8 @@ import json
 import time
 from typing import Any, cast
 
+import orjson
+
 from kong_plugins.errors import StorageError
 from kong_plugins.identity import (
     FactsNeeded,
@@ -99,6 +101,15 @@ def _prefix(ip: str) -> str:
         return ip
     bits = 24 if addr.version == 4 else 64
     return str(ipaddress.ip_network(f"{addr}/{bits}", strict=False))
+
+
+def _serialized(raw: str | bytes) -> Any:
+    """serialize's JSON text: orjson (~3x faster on it), the standard parser for what orjson
+    refuses (NaN, huge integers), which raises as before on text that is not JSON."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)
 
 
 def route_of(facts: RequestFacts) -> str:
@@ -192,7 +203,7 @@ class Plugin:
 
     def log(self, kong: Kong) -> None:
         raw = kong.log.serialize()
-        data = json.loads(raw) if isinstance(raw, str | bytes) else raw
+        data = _serialized(raw) if isinstance(raw, str | bytes) else raw
         facts = parse_facts(data)
         if self.decision_mark_key is not None:
             mark = kong.ctx.shared.get(self.decision_mark_key)

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
 
 from kong_plugins.errors import StorageError
+from kong_plugins.extraction_guard import Plugin
 from kong_plugins.extraction_guard.config import GuardConfig, Mitigations
 from kong_plugins.extraction_guard.detector import BLOCK, REVOKE, Assessment, Observation
 from kong_plugins.extraction_guard.guard import ExtractionGuard, Identity, Verdict, build_observation
+from kong_plugins.extraction_guard.handler import BODY_KEY
+from kong_plugins.extraction_guard.state import ClientState
 from kong_plugins.storage import MemoryStorage, Script, ScriptArg
 
 from .guard_helpers import TRAIN, predict_body
@@ -154,3 +158,32 @@ def test_learning_round_trips_per_request() -> None:
     guard.learn(ALICE, Observation(T0, "predict", 100, rows=TRAIN[:1]))
     # one read of client+group state, one write each; verdicts only when a level is reached
     assert store.calls == ["mget", "set", "set"]
+
+
+class _LogPDK:
+    """The PDK calls of the log phase, answered in process: serialize's JSON text and the body
+    the access phase stashed in ``kong.ctx.shared``."""
+
+    def __init__(self, serialized: str, body: bytes) -> None:
+        self.lines: list[str] = []
+        shared = {BODY_KEY: body.decode()}
+        self.log = SimpleNamespace(serialize=lambda: serialized, warn=self.lines.append,
+                                   err=self.lines.append, notice=self.lines.append)
+        self.ctx = SimpleNamespace(shared=SimpleNamespace(get=shared.get))
+        self.request = SimpleNamespace(get_header=lambda name: None)
+
+
+@pytest.mark.parametrize("latency", [12.5, float("nan")], ids=["plain", "nan"])
+def test_the_log_phase_learns_from_serialize_text_even_with_values_strict_json_parsers_refuse(
+        latency: float) -> None:
+    plugin = Plugin({"storage": {"strategy": "memory"}})
+    body = predict_body(TRAIN[0])
+    serialized = json.dumps({  # json.dumps writes NaN as Kong's cjson does: a bare NaN token
+        "request": {"method": "POST", "uri": "/v1/models/m:predict", "size": len(body)},
+        "response": {"status": 200, "size": 300}, "route": {"id": "r1"}, "client_ip": "10.0.0.1",
+        "consumer": {"id": f"c-{latency}"}, "started_at": T0 * 1000, "latencies": {"request": latency}})
+    for _ in range(2):
+        plugin.log(_LogPDK(serialized, body))  # type: ignore[arg-type]
+    raw = plugin.storage.get(ExtractionGuard.state_key(f"consumer:c-{latency}"), now=T0)
+    state = ClientState.from_bytes(raw.encode("latin-1")) if raw else None
+    assert state is not None and state.n == 2
