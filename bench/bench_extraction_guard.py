@@ -453,7 +453,7 @@ def state_sizes() -> None:
     rng = np.random.default_rng(0)
 
     def sizes(st: ClientState) -> str:
-        return f"{len(st.to_bytes()):6,} B msgpack, {len(_encode_state(st)):6,} B stored"
+        return f"{len(st.to_bytes()):6,} B encoded, {len(_encode_state(st)):6,} B stored"
 
     st, _ = det.observe(None, Observation(T0, "d", 300, rows=DIGITS[:1]))
     print(f"   64-feature client, 1 request        {sizes(st)}")
