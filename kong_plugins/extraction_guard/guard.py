@@ -48,8 +48,8 @@ NS = "xg"
 #: percent-escaped part by part (~2 us each, four per request), and the clients of a busy node
 #: recur. ~0.3 KB each.
 KEY_CACHE = 16384
-#: Stored text of the decoded states kept by ``StateCache``: ~2,000 clients of a 64-feature
-#: model with full rings, ~10,000 LLM clients.
+#: Memory of the decoded states kept by ``StateCache``: ~1,500 clients of a 64-feature model with
+#: full rings (~2,700 after one request each), ~4,000 LLM clients with full prompt rings.
 STATE_CACHE_BYTES = 16 * 1024 * 1024
 
 
@@ -295,45 +295,60 @@ class StateCache:
     the key expired, a Redis failover lost the write) does not match and is decoded as usual. An
     entry is removed while its state is being updated, so a concurrent request for the same
     client (another greenlet) decodes storage's text rather than sharing the object. Bounded by
-    ``max_bytes`` of stored text (plus a fixed allowance per entry for the decoded objects).
+    ``max_bytes`` of memory: an entry counts its text, its decoded arrays (the ring is allocated at
+    its full capacity even for a client's first input: 4 KB for a 64-feature model, where the text
+    of that state is ~0.5 KB), its integers and a fixed allowance for the other objects. Counting
+    the text alone let a 16 MB cache hold ~66 MB of fresh 64-feature clients.
     """
 
     __slots__ = ("_bytes", "_entries", "max_bytes")
 
-    #: Memory of a decoded state beyond its stored text (Python objects, array headers).
-    ENTRY_OVERHEAD = 1024
+    #: Memory of a decoded state beyond its text, arrays and integers (the state object, its lists
+    #: and dict, array headers, the entry and its key): ~1.4 KB measured for a 64-feature client.
+    ENTRY_OVERHEAD = 1536
+    #: An integer of the state's prompt, token and member lists: a list slot and an int object.
+    INT_BYTES = 40
 
     def __init__(self, max_bytes: int = STATE_CACHE_BYTES) -> None:
         self.max_bytes = max_bytes
-        self._entries: OrderedDict[str, tuple[str, ClientState]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[str, ClientState, int]] = OrderedDict()
         self._bytes = 0
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    @property
+    def bytes_held(self) -> int:
+        """The memory the entries are counted for (at most ``max_bytes``)."""
+        return self._bytes
 
     def take(self, key: str, text: str) -> ClientState | None:
         """The decoded state of ``text`` if this cache holds it (and no longer does), else None."""
         entry = self._entries.pop(key, None)
         if entry is None:
             return None
-        self._bytes -= len(entry[0]) + self.ENTRY_OVERHEAD
+        self._bytes -= entry[2]
         if entry[0] is text or entry[0] == text:
             return entry[1]
         return None
 
     def put(self, key: str, text: str, state: ClientState) -> None:
         """Remember ``state`` as the decoding of ``text`` (just written under ``key``)."""
-        size = len(text) + self.ENTRY_OVERHEAD
+        size = len(text) + self.ENTRY_OVERHEAD + self.INT_BYTES * (
+            len(state.prompts) + len(state.simhashes) + len(state.biased_ids) + len(state.members))
+        for array_ in (state.rows, state.last_diff, state.step_profile):
+            if array_ is not None:
+                size += array_.nbytes
         old = self._entries.pop(key, None)
         if old is not None:
-            self._bytes -= len(old[0]) + self.ENTRY_OVERHEAD
+            self._bytes -= old[2]
         if size > self.max_bytes:
             return
-        self._entries[key] = (text, state)
+        self._entries[key] = (text, state, size)
         self._bytes += size
         while self._bytes > self.max_bytes:
-            _, (evicted, _) = self._entries.popitem(last=False)
-            self._bytes -= len(evicted) + self.ENTRY_OVERHEAD
+            _, (_, _, evicted) = self._entries.popitem(last=False)
+            self._bytes -= evicted
 
 
 #: The outcome of most requests; immutable in practice (nothing writes an outcome's headers).

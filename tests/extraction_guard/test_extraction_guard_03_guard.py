@@ -14,7 +14,14 @@ from kong_plugins.errors import StorageError
 from kong_plugins.extraction_guard import Plugin
 from kong_plugins.extraction_guard.config import GuardConfig, Mitigations
 from kong_plugins.extraction_guard.detector import BLOCK, REVOKE, Assessment, Observation
-from kong_plugins.extraction_guard.guard import ExtractionGuard, Identity, Verdict, build_observation
+from kong_plugins.extraction_guard.guard import (
+    ExtractionGuard,
+    Identity,
+    StateCache,
+    Verdict,
+    _encode_state,
+    build_observation,
+)
 from kong_plugins.extraction_guard.handler import BODY_KEY
 from kong_plugins.extraction_guard.state import ClientState
 from kong_plugins.storage import MemoryStorage, Script, ScriptArg
@@ -187,3 +194,15 @@ def test_the_log_phase_learns_from_serialize_text_even_with_values_strict_json_p
     raw = plugin.storage.get(ExtractionGuard.state_key(f"consumer:c-{latency}"), now=T0)
     state = ClientState.from_bytes(raw.encode("latin-1")) if raw else None
     assert state is not None and state.n == 2
+
+
+def test_the_decoded_state_cache_stays_within_its_memory_budget_counting_each_ring_at_capacity() -> None:
+    # A client's first input allocates the whole ring (16 x 64 float32 = 4 KB) while its stored
+    # text is ~0.5 KB: a budget counted in text alone held four times its size.
+    cache = StateCache(max_bytes=64 * 1024)
+    for i in range(100):
+        st = ClientState.new(T0)
+        st.push_row(np.full(64, float(i), dtype=np.float32), 16)
+        cache.put(f"client-{i}", _encode_state(st), st)
+    assert 0 < len(cache) <= 64 * 1024 // (16 * 64 * 4)
+    assert cache.bytes_held <= 64 * 1024
