@@ -58,7 +58,7 @@ def is_internal(address: str | None) -> bool:
 
 @dataclass(frozen=True)
 class Endpoints:
-    """Where Kong is, from the environment (see docs/readme/docker.md)."""
+    """Where Kong is, from the environment (see README.md section 'The Docker path')."""
 
     proxy_url: str | None
     admin_url: str | None
@@ -78,7 +78,7 @@ class Endpoints:
     def unreachable_reason(self) -> str | None:
         """Why the specs cannot run against this gateway, or None when both APIs answer."""
         how = ("start the stack (docker compose -f docker/compose.yml up -d --build --wait) and set "
-               "KONG_PROXY_URL / KONG_ADMIN_URL, or run the spec service (docs/readme/docker.md)")
+               "KONG_PROXY_URL / KONG_ADMIN_URL, or run the spec service (README.md section 'The Docker path')")
         if not self.proxy_url or not self.admin_url:
             return f"Kong end-to-end specs skipped: KONG_PROXY_URL and KONG_ADMIN_URL are not set; {how}"
         for what, url, path in (("KONG_ADMIN_URL", self.admin_url, "/status"), ("KONG_PROXY_URL", self.proxy_url, "/")):

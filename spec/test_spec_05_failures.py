@@ -1,7 +1,7 @@
 """Failures: a killed plugin server (Kong restarts it; the fail-closed guard refuses meanwhile) and Redis down.
 
 These act on the compose stack through the docker CLI and skip with the reason where it is missing
-(the ``spec`` compose service has none: run them from the host, see docs/readme/docker.md).
+(the ``spec`` compose service has none: run them from the host, see README.md section "The Docker path").
 """
 
 from __future__ import annotations

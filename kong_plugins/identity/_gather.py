@@ -113,7 +113,8 @@ def _warn_once(needed: FactsNeeded) -> None:
     _warned.set()
     log.warning(
         "kong.ctx.shared has no %r: the companion plugin %s is not enabled, so request facts cost %d PDK "
-        "round trips per request instead of 1; install it and enable it globally (docs/readme/deployment.md)",
+        "round trips per request instead of 1; install it and enable it globally "
+        "(README.md section 'The reference deployment')",
         FACTS_KEY, NAME, 1 + needed.fallback_calls)
 
 

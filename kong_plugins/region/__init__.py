@@ -13,7 +13,7 @@ region. What must hold globally is exchanged asynchronously by one sync worker p
 
 Operators use ``kong-ai-ops`` (:mod:`.ops`); SOAR playbooks call its HMAC-signed callback server.
 Configuration: the plugins' ``region`` block and the regions file (:mod:`.config`). The design,
-the over-admission bound and the measured figures are in ``docs/readme/multiregion.md``.
+the over-admission bound and the measured figures are in the README ("Multi-tenant, multi-region").
 """
 
 from .config import (

