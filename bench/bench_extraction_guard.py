@@ -1,7 +1,7 @@
 """ai-extraction-guard speed (issue 5 "Speed"): printed figures, no pass/fail.
 
-    flock /tmp/team/bench.lock python3 bench/bench_extraction_guard.py            # full run
-    flock /tmp/team/bench.lock python3 bench/bench_extraction_guard.py --quick    # smoke run
+    python3 bench/bench_extraction_guard.py            # full run
+    python3 bench/bench_extraction_guard.py --quick    # smoke run
 
 One run, side by side, on one throwaway redis-server (kong_plugins.testing.redis_servers):
 

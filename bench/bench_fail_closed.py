@@ -10,8 +10,8 @@ machine is shared. Reported per route and gateway:
 - the whole request through the stand-in (routing, stock plugins, the guard's Lua in LuaJIT,
   the upstream call), p50/p99 -- the stand-in's Python is slower than Kong's, so read the delta.
 
-    flock /tmp/team/bench.lock python bench/bench_fail_closed.py            # ~1 minute
-    flock /tmp/team/bench.lock python bench/bench_fail_closed.py --rounds 50
+    python bench/bench_fail_closed.py            # ~1 minute
+    python bench/bench_fail_closed.py --rounds 50
 """
 
 from __future__ import annotations

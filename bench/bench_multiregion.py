@@ -1,7 +1,7 @@
 """Three regions on this machine: global over-admission vs the stated bound, denylist propagation,
 decision latency of global vs strict limits, and outages. Printed figures, no pass/fail.
 
-    flock /tmp/team/bench.lock python3 bench/bench_multiregion.py [--nodes 2] [--limit 60] [--seconds 10]
+    python3 bench/bench_multiregion.py [--nodes 2] [--limit 60] [--seconds 10]
         [--blocks 50] [--latency 400] [--sync-ms 100] [--journal-ms 50] [--lanes 1] [--json out.json]
 
 Topology (kong_plugins.testing.multiregion): us = plain redis-server, eu = 3-master Redis Cluster,

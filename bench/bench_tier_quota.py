@@ -1,7 +1,7 @@
 """ai-tier-quota benchmark (issue 3 "Measure"): printed figures, no pass/fail.
 
-    flock /tmp/team/bench.lock python3 bench/bench_tier_quota.py            # full run (~5 minutes)
-    flock /tmp/team/bench.lock python3 bench/bench_tier_quota.py --quick    # smoke run
+    python3 bench/bench_tier_quota.py            # full run (~5 minutes)
+    python3 bench/bench_tier_quota.py --quick    # smoke run
 
 One run, one throwaway redis-server (kong_plugins.testing.redis_servers), side by side:
 

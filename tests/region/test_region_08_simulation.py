@@ -3,7 +3,7 @@
 us (plain Redis), eu (3-master Cluster), apac (plain Redis, AOF); one gateway node per region (a
 Kong stand-in with ai-extraction-guard and ai-tier-quota plugin-server processes); a real
 ``kong-ai-region-sync`` process per region. The full form with more nodes, longer runs and the
-figures is ``flock /tmp/team/bench.lock python3 bench/bench_multiregion.py``.
+figures is ``python3 bench/bench_multiregion.py``.
 """
 
 from __future__ import annotations
