@@ -155,6 +155,32 @@ def test_kong_pdk_flags_still_serve_concurrently_with_python_style_errors(flags:
         stop(proc)
 
 
+def test_the_startup_heap_is_frozen_so_full_collections_do_not_rescan_it(tmp_path: Path) -> None:
+    """A full cyclic collection stalls every event in flight on the process; the plugin module and
+    its libraries (numpy, compiled patterns) are loaded once and never garbage, so the server
+    freezes them before serving and a collection scans only what events created."""
+    plugin = tmp_path / "heap.py"
+    plugin.write_text(
+        "import gc\n"
+        "import numpy\n"
+        "Schema = ()\nversion = '1'\npriority = 1\n"
+        "class Plugin:\n"
+        "    def __init__(self, config): pass\n"
+        "    def access(self, kong):\n"
+        "        kong.response.set_header('X-Frozen', str(gc.get_freeze_count()))\n"
+    )
+    sock = tmp_path / "heap.sock"
+    proc = serve([script("kong-plugins-serve"), str(plugin), "-p", str(tmp_path)], sock, tmp_path / "stderr")
+    try:
+        kong = RawKong(str(sock))
+        iid = kong.start_instance("heap")
+        header = kong.run_event(iid, "access", {})[-1]
+        assert header["Method"] == "kong.response.set_header" and header["Args"][0] == "X-Frozen"
+        assert int(header["Args"][1]) > 10_000  # the runtime, gevent, msgpack and numpy at least
+    finally:
+        stop(proc)
+
+
 def test_a_plugin_that_cannot_load_exits_with_a_message_not_a_traceback(tmp_path: Path) -> None:
     proc = subprocess.run([script("kong-plugins-serve"), "no_such_module_anywhere", "-p", str(tmp_path)],
                           capture_output=True, text=True, timeout=60)
