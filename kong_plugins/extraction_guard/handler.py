@@ -6,17 +6,19 @@ PDK calls per request (each one RPC round trip to Kong):
   publishes (identity, route, Kong's start time -- one call instead of eight;
   ``kong_plugins.identity.gather_facts``, which falls back to those eight calls without the
   companion; ``kong.log.serialize`` is log-only, a Lua error and Kong's 500 in access),
-  ``kong.request.get_raw_body`` (POST/PUT/PATCH only), ``kong.ctx.shared.set`` (hands the body to
-  the log phase), then at most one of ``kong.response.exit`` / ``kong.service.request.set_headers``;
-  with ``decision_mark`` the hand-off is the decision mark (``kong_plugins.marks``) carrying the
-  body -- the same call, plus one on requests without an analysable body;
+  ``kong.request.get_raw_body`` (POST/PUT/PATCH only), ``kong.ctx.shared.set`` (hands the body and
+  the caller's tenant to the log phase), then at most one of ``kong.response.exit`` /
+  ``kong.service.request.set_headers``; with ``decision_mark`` the hand-off is the decision mark
+  (``kong_plugins.marks``) carrying the body -- the same call, plus one on requests without an analysable body;
 - log: ``kong.log.serialize`` (the data Kong saved for the log timer), two ``kong.ctx.shared.get``
   and one log line per decision.
 
 Why the body travels through ``kong.ctx.shared``: the log phase runs in a timer after the
 response; ``kong/runloop/plugin_servers/plugin.lua`` saves the serialize data, request/response
 headers, status and ``kong.ctx.shared`` for it -- but no request or response body. What the
-access phase puts in ``kong.ctx.shared`` is what the log phase can read.
+access phase puts in ``kong.ctx.shared`` is what the log phase can read. The tenant travels with
+the body for the same reason: a client certificate cannot be read in the timer, and a JWT would
+cost a round trip to verify again.
 
 Response-derived signals (top-1/top-2 margins, real output-token counts) need the response body,
 which only a ``response`` handler sees -- and declaring one makes Kong buffer *every* response of
@@ -152,7 +154,8 @@ class Plugin:
 
     def access(self, kong: Kong) -> None:
         facts = gather_facts(kong, self.facts_needed)
-        ident = identify(facts, self.cfg, self._tenant(kong, facts))
+        tenant = self._tenant(kong, facts)
+        ident = identify(facts, self.cfg, tenant)
         body = self._body(kong, facts)
         try:
             outcome = self.guard.check_access(ident, facts.started_at, body)
@@ -161,14 +164,14 @@ class Plugin:
                          f"{self.failure_mode}")
             if self.failure_mode == "closed":
                 kong.response.exit(503, {"message": "service temporarily unavailable"})
-            self._hand_off(kong, "degraded", None)
+            self._hand_off(kong, "degraded", None, tenant)
             return
         if outcome.status is not None:
             if outcome.action == "throttle":
                 # A throttled client's queries are still evidence of what it is doing: the log phase
                 # learns them (unanswered), so throttling an extraction does not stall its score
                 # (a finite-difference chain with refused links would look broken otherwise).
-                self._hand_off(kong, "throttle", body)
+                self._hand_off(kong, "throttle", body, tenant)
             kong.response.exit(outcome.status, {"message": outcome.message}, outcome.headers or None)
         if outcome.shadow_action is not None:
             kong.log.notice(json.dumps({"event": "ai-extraction-guard.shadow", "client": ident.client,
@@ -177,15 +180,24 @@ class Plugin:
             kong.service.request.set_headers(outcome.upstream_headers)
         verdict = "shadow" if outcome.shadow_action is not None else (
             "flag" if outcome.upstream_headers else "allow")
-        self._hand_off(kong, verdict, body)
+        self._hand_off(kong, verdict, body, tenant)
 
-    def _hand_off(self, kong: Kong, verdict: str, body: bytes | None) -> None:
-        """Leave the body for the log phase and, with decision_mark, the mark -- in one call."""
+    def _hand_off(self, kong: Kong, verdict: str, body: bytes | None, tenant: str) -> None:
+        """Leave the body and the caller's tenant for the log phase and, with decision_mark, the
+        mark -- in one call.
+
+        The tenant travels because the log phase cannot always work it out again: it runs in
+        Kong's log timer, where ``kong.client.tls`` has no connection to read a client certificate
+        from (``kong/runloop/plugin_servers/plugin.lua`` saves serialize data, headers and
+        ``kong.ctx.shared`` for the timer, not the TLS session), and re-verifying a JWT there
+        would cost another round trip.
+        """
         text = body.decode("utf-8", "replace") if body is not None else None
         if self.decision_mark_key is not None:
-            kong.ctx.shared.set(self.decision_mark_key, mark_value(verdict, body=text))
+            kong.ctx.shared.set(self.decision_mark_key,
+                                mark_value(verdict, body=text, tenant=tenant if text is not None else None))
         elif text is not None:
-            kong.ctx.shared.set(BODY_KEY, text)
+            kong.ctx.shared.set(BODY_KEY, {"body": text, "tenant": tenant})
 
     def _body(self, kong: Kong, facts: RequestFacts) -> bytes | None:
         if facts.method.upper() not in _BODY_METHODS or facts.size > self.cfg.max_body_bytes + 8192:
@@ -205,11 +217,11 @@ class Plugin:
         raw = kong.log.serialize()
         data = _serialized(raw) if isinstance(raw, str | bytes) else raw
         facts = parse_facts(data)
-        if self.decision_mark_key is not None:
-            mark = kong.ctx.shared.get(self.decision_mark_key)
-            stashed = mark.get("body") if isinstance(mark, dict) else None
-        else:
-            stashed = kong.ctx.shared.get(BODY_KEY)
+        handed = kong.ctx.shared.get(self.decision_mark_key or BODY_KEY)
+        if isinstance(handed, dict):
+            stashed, carried = handed.get("body"), handed.get("tenant")
+        else:  # a plain string: the hand-off of a release before the tenant travelled with it
+            stashed, carried = handed, None
         if stashed is None:
             # Refused by this plugin (or no analysable body): nothing the model should learn from.
             return
@@ -222,7 +234,8 @@ class Plugin:
                                 response_size=int(response_size) if isinstance(response_size, int) else 0,
                                 tap=tap if isinstance(tap, dict) else None)
         try:
-            decisions = self.guard.learn(identify(facts, self.cfg, self._tenant(kong, facts)), obs)
+            tenant = carried if isinstance(carried, str) else self._tenant(kong, facts)
+            decisions = self.guard.learn(identify(facts, self.cfg, tenant), obs)
         except StorageError as exc:
             kong.log.err(f"ai-extraction-guard: storage failed in log phase ({type(exc).__name__})")
             return

@@ -171,13 +171,21 @@ class _LogPDK:
     """The PDK calls of the log phase, answered in process: serialize's JSON text and the body
     the access phase stashed in ``kong.ctx.shared``."""
 
-    def __init__(self, serialized: str, body: bytes) -> None:
+    def __init__(self, serialized: str, body: bytes, tenant: str | None = None) -> None:
         self.lines: list[str] = []
-        shared = {BODY_KEY: body.decode()}
+        shared: dict[str, Any] = {BODY_KEY: body.decode()}
+        if tenant is not None:
+            shared[BODY_KEY] = {"body": body.decode(), "tenant": tenant}
         self.log = SimpleNamespace(serialize=lambda: serialized, warn=self.lines.append,
                                    err=self.lines.append, notice=self.lines.append)
         self.ctx = SimpleNamespace(shared=SimpleNamespace(get=shared.get))
         self.request = SimpleNamespace(get_header=lambda name: None)
+        self.client = SimpleNamespace(tls=SimpleNamespace(get_full_client_certificate_chain=self._no_tls))
+
+    @staticmethod
+    def _no_tls() -> str:
+        # what Kong's log timer answers: there is no TLS session to read a certificate from
+        raise RuntimeError("kong.client.tls: API disabled in the context of ngx.timer")
 
 
 @pytest.mark.parametrize("latency", [12.5, float("nan")], ids=["plain", "nan"])
@@ -206,3 +214,26 @@ def test_the_decoded_state_cache_stays_within_its_memory_budget_counting_each_ri
         cache.put(f"client-{i}", _encode_state(st), st)
     assert 0 < len(cache) <= 64 * 1024 // (16 * 64 * 4)
     assert cache.bytes_held <= 64 * 1024
+
+
+def test_the_log_phase_learns_under_the_tenant_access_resolved_even_from_a_client_certificate() -> None:
+    """mTLS tenants: the certificate is readable in access, not in Kong's log timer. The access
+    phase hands the tenant over with the body, so learning lands in the tenant's state -- not in
+    an error, and not in the default tenant's."""
+    plugin = Plugin({"storage": {"strategy": "memory"}, "identity": {
+        "tenant_sources": ["mtls_subject"],
+        "mtls": {"enabled": True, "tenants": {"CN=acme-batch": "acme"}}}})
+    body = predict_body(TRAIN[0])
+    serialized = json.dumps({
+        "request": {"method": "POST", "uri": "/v1/models/m:predict", "size": len(body),
+                    "tls": {"version": "TLSv1.3", "client_verify": "SUCCESS"}},
+        "response": {"status": 200, "size": 300}, "route": {"id": "r1"}, "client_ip": "10.0.0.1",
+        "consumer": {"id": "c-mtls"}, "started_at": T0 * 1000})
+    pdk = _LogPDK(serialized, body, tenant="acme")
+    plugin.log(pdk)  # type: ignore[arg-type]
+    raw = plugin.storage.get(ExtractionGuard.state_key("consumer:c-mtls", "acme"), now=T0)
+    assert raw and ClientState.from_bytes(raw.encode("latin-1")).n == 1
+    assert plugin.storage.get(ExtractionGuard.state_key("consumer:c-mtls"), now=T0) is None
+    # without the tenant in the hand-off the log phase would have to read the certificate: it fails
+    with pytest.raises(RuntimeError, match=r"ngx\.timer"):
+        plugin.log(_LogPDK(serialized, body))  # type: ignore[arg-type]
