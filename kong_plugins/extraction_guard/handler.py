@@ -187,10 +187,11 @@ class Plugin:
         mark -- in one call.
 
         The tenant travels because the log phase cannot always work it out again: it runs in
-        Kong's log timer, where ``kong.client.tls`` has no connection to read a client certificate
-        from (``kong/runloop/plugin_servers/plugin.lua`` saves serialize data, headers and
-        ``kong.ctx.shared`` for the timer, not the TLS session), and re-verifying a JWT there
-        would cost another round trip.
+        Kong's log timer (``kong/runloop/plugin_servers/plugin.lua`` saves serialize data, headers
+        and ``kong.ctx.shared`` for it), where ``kong.client.tls.get_full_client_certificate_chain``
+        fails -- lua-kong-nginx-module's ``resty.kong.tls`` refuses any nginx phase but rewrite,
+        access, balancer, content and log, and a timer's is "timer" -- and re-verifying a JWT
+        there would cost another round trip.
         """
         text = body.decode("utf-8", "replace") if body is not None else None
         if self.decision_mark_key is not None:
