@@ -503,10 +503,12 @@ def _release_twin(state: MemoryState, keys: Sequence[str], args: Sequence[Script
 
 _PKG = "kong_plugins.storage"
 CHECK_AND_CONSUME = register_script(
-    Script.from_package(_PKG, "scripts/limiter.lua", _check_twin, name="kp.limiter.check")
+    Script.from_package(_PKG, "scripts/limiter.lua", _check_twin, name="kp.limiter.check",
+                        prelude=("scripts/rate_state.lua",))
 )
 ADJUST = register_script(
-    Script.from_package(_PKG, "scripts/limiter_adjust.lua", _adjust_twin, name="kp.limiter.adjust")
+    Script.from_package(_PKG, "scripts/limiter_adjust.lua", _adjust_twin, name="kp.limiter.adjust",
+                        prelude=("scripts/rate_state.lua",))
 )
 RELEASE = register_script(
     Script.from_package(_PKG, "scripts/limiter_release.lua", _release_twin, name="kp.limiter.release")

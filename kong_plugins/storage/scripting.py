@@ -70,9 +70,13 @@ class Script:
         object.__setattr__(self, "sha", hashlib.sha1(self.lua.encode("utf-8")).hexdigest())
 
     @classmethod
-    def from_package(cls, package: str, path: str, twin: Twin, name: str | None = None) -> Script:
-        """Load ``path`` (e.g. ``"scripts/limiter.lua"``) from ``package``'s data files."""
-        lua = resources.files(package).joinpath(path).read_text(encoding="utf-8")
+    def from_package(cls, package: str, path: str, twin: Twin, name: str | None = None,
+                     prelude: Sequence[str] = ()) -> Script:
+        """Load ``path`` (e.g. ``"scripts/limiter.lua"``) from ``package``'s data files, after the
+        ``prelude`` files: Lua functions several scripts share (Redis cannot include a script in
+        another, so the source sent is the concatenation)."""
+        files = resources.files(package)
+        lua = "\n".join(files.joinpath(p).read_text(encoding="utf-8") for p in (*prelude, path))
         return cls(name=name or f"{package}:{path}", lua=lua, twin=twin)
 
 

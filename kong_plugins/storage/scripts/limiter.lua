@@ -66,43 +66,8 @@ local function slide(buckets, counts, top, used, limit, cost, at, width, span)
     return 0, limit - used, reset, reset
 end
 
--- A kind 1 state as arrays: the buckets >= lo, ascending (buckets[j], counts[j], j = 1..top),
--- leading empty ones dropped. nil for a value in another format.
-local function rate_parse(value, lo)
-    local newest, rest = string.match(value, '^(%d+):%d+:%d+:(.*)$')
-    if not newest then return nil end
-    local given, k = {}, 0
-    for c in string.gmatch(rest, '%d+') do
-        k = k + 1
-        given[k] = tonumber(c)
-    end
-    newest = tonumber(newest)
-    local buckets, counts, top = {}, {}, 0
-    for j = k, 1, -1 do
-        local bucket, c = newest - j + 1, given[j]
-        if bucket >= lo and (top > 0 or c > 0) then
-            top = top + 1
-            buckets[top] = bucket
-            counts[top] = c
-        end
-    end
-    return buckets, counts, top
-end
-
--- The string of a kind 1 state (arrays of consecutive buckets, ascending), empty buckets at
--- either end dropped; nil when nothing is left.
-local function rate_text(buckets, counts, top)
-    while top > 0 and counts[top] == 0 do top = top - 1 end
-    local low = 1
-    while low <= top and counts[low] == 0 do low = low + 1 end
-    if low > top then return nil end
-    local parts, total = {}, 0
-    for j = top, low, -1 do
-        parts[#parts + 1] = string.format('%d', counts[j])
-        total = total + counts[j]
-    end
-    return string.format('%d:%d:%d:', buckets[top], buckets[low], total) .. table.concat(parts, ' ')
-end
+-- rate_parse and rate_text (kind 1 states as arrays and back) come from rate_state.lua,
+-- prepended at load: limiter_adjust.lua uses them too.
 
 for i = 1, n do
     local b = 2 + (i - 1) * 4
