@@ -385,6 +385,28 @@ class _Block:
             self._steps(shape, facts, step0)
             self._lines(shape, line0, line_steps)
 
+    def _chained(self, members: list[int], wanted: Sequence[bool], values: np.ndarray,
+                 first: np.ndarray | None, dim: int) -> tuple[list[int], list[np.ndarray]]:
+        """Each member row's value (``values[k]`` for the k-th of ``members``, ascending) paired
+        with the previous member's -- ``first`` (the client's kept one) before the first member --
+        the chain cut where a new ring starts: the k of the rows ``wanted`` that have a
+        predecessor of the right width, and those predecessors."""
+        tested: list[int] = []
+        prevs: list[np.ndarray] = []
+        prev = first
+        member = set(members)
+        k = 0
+        for r in range(len(self.structure)):
+            if r in member:
+                if wanted[r] and prev is not None and prev.shape == (dim,):
+                    tested.append(k)
+                    prevs.append(prev)
+                prev = values[k]
+                k += 1
+            if self.new_ring[r]:
+                prev = None
+        return tested, prevs
+
     def _steps(self, shape: _Shape, facts: _RowFacts, step0: np.ndarray | None) -> None:
         """Sign steps and repeated steps (see ``Detector._structure``) of every row, at once."""
         size = len(self.structure)
@@ -415,19 +437,7 @@ class _Block:
                 self.signed[moved_rows[k]] = rel or ab
         # The repeated step: each such row's step against the previous one's (the client's kept
         # step for the first), unless a new ring started in between.
-        prev: np.ndarray | None = step0
-        tested: list[int] = []
-        prevs: list[np.ndarray] = []
-        k = 0
-        for r in range(size):
-            if self.structure[r] and self.n_near[r] >= 4:
-                if not self.signed[r] and prev is not None and prev.shape == (dim,):
-                    tested.append(k)
-                    prevs.append(prev)
-                prev = steps[k]
-                k += 1
-            if self.new_ring[r]:
-                prev = None
+        tested, prevs = self._chained(moved_rows, [not s for s in self.signed], steps, step0, dim)
         if not tested:
             return
         every = len(tested) == len(moved_rows)
@@ -464,19 +474,7 @@ class _Block:
         vecs = steps @ shape.whiten.T  # float64: matmul promotes the float32 steps
         self.vecs = kept = vecs.astype(np.float32)
         self.vecs_at = {r: k for k, r in enumerate(rows)}
-        prev: np.ndarray | None = line0
-        tested: list[int] = []
-        prevs: list[np.ndarray] = []
-        k = 0
-        for r in range(len(self.structure)):
-            if self.structure[r]:
-                if line_steps[r] and prev is not None and prev.shape == (dim,):
-                    tested.append(k)
-                    prevs.append(prev)
-                prev = kept[k]
-                k += 1
-            if self.new_ring[r]:
-                prev = None
+        tested, prevs = self._chained(rows, line_steps, kept, line0, dim)
         if not tested:
             return
         # |v| as numpy's norm computes it: sqrt(v . v) in v's own precision (p: float32)
