@@ -22,7 +22,7 @@ Errors: :class:`MalformedFacts` when the facts are not the documented (serialize
 ``Identity.jwt_error``; :class:`kong_plugins.errors.ConfigError` from :func:`parse_identity_config`.
 """
 
-from ._facts import Consumer, Entity, MalformedFacts, RequestFacts, parse_facts
+from ._facts import Consumer, Entity, MalformedFacts, RequestFacts, load_serialized, parse_facts
 from ._gather import FactsNeeded, FactsPDK, gather_facts, reset_companion_warning
 from ._jwt import ALL_ALGORITHMS, JwtError, JwtSettings, JwtVerifier, VerificationKey, bearer_token, claim
 from ._resolve import (
@@ -63,6 +63,7 @@ __all__ = [
     "bearer_token",
     "claim",
     "gather_facts",
+    "load_serialized",
     "parse_client_certificate",
     "parse_facts",
     "parse_identity_config",

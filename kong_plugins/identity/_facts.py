@@ -26,6 +26,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 
 class MalformedFacts(ValueError):
     """The facts (serialize's answer or the companion's table) are not the documented object."""
@@ -115,6 +117,16 @@ def _headers(value: Any) -> dict[str, Any]:
     return {str(k).lower(): v for k, v in value.items()}
 
 
+def load_serialized(raw: str | bytes) -> Any:
+    """serialize's JSON text, parsed: orjson (~3x faster on it), the standard parser for what
+    orjson refuses (NaN -- Kong's cjson writes it as a bare token -- and integers beyond 64 bits).
+    Raises ValueError on text that is not JSON."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)
+
+
 def parse_facts(serialized: str | bytes | Mapping[str, Any]) -> RequestFacts:
     """Parse serialize's answer (a JSON string) or a serialize-shaped table (companion, fallback).
 
@@ -122,7 +134,7 @@ def parse_facts(serialized: str | bytes | Mapping[str, Any]) -> RequestFacts:
     """
     if isinstance(serialized, str | bytes):
         try:
-            data = json.loads(serialized)
+            data = load_serialized(serialized)
         except ValueError as exc:
             raise MalformedFacts("kong.log.serialize() did not return JSON") from exc
     else:
