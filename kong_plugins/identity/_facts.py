@@ -88,18 +88,24 @@ def _first(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
+# Every object read here is tested with ``type(v) is dict or isinstance(v, Mapping)``: JSON and
+# the companion's table give plain dicts, for which the first test answers in a few nanoseconds,
+# where ``isinstance(v, Mapping)`` alone goes through the ABC machinery (~0.15 us, ~20 per call);
+# any other mapping still takes the second test, so what is accepted is unchanged.
+
+
 def _str(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
 def _entity(value: Any) -> Entity | None:
-    if not isinstance(value, Mapping):
+    if not (type(value) is dict or isinstance(value, Mapping)):
         return None
     return Entity(id=_str(value.get("id")), name=_str(value.get("name")))
 
 
 def _consumer(value: Any) -> Consumer | None:
-    if not isinstance(value, Mapping) or not _str(value.get("id")):
+    if not (type(value) is dict or isinstance(value, Mapping)) or not _str(value.get("id")):
         return None
     tags = value.get("tags")
     tag_tuple = tuple(t for t in tags if isinstance(t, str)) if isinstance(tags, list) else ()
@@ -112,9 +118,17 @@ def _consumer(value: Any) -> Consumer | None:
 
 
 def _headers(value: Any) -> dict[str, Any]:
-    if not isinstance(value, Mapping):
+    if not (type(value) is dict or isinstance(value, Mapping)):
         return {}
     return {str(k).lower(): v for k, v in value.items()}
+
+
+def _table(value: Any) -> Mapping[str, Any]:
+    """``value`` if it is an object, else an empty one."""
+    return value if type(value) is dict or isinstance(value, Mapping) else _EMPTY
+
+
+_EMPTY: Mapping[str, Any] = {}
 
 
 def load_serialized(raw: str | bytes) -> Any:
@@ -139,40 +153,46 @@ def parse_facts(serialized: str | bytes | Mapping[str, Any]) -> RequestFacts:
             raise MalformedFacts("kong.log.serialize() did not return JSON") from exc
     else:
         data = serialized
-    if not isinstance(data, Mapping):
+    if not (type(data) is dict or isinstance(data, Mapping)):
         raise MalformedFacts("kong.log.serialize() did not return a JSON object")
-    request = data.get("request") if isinstance(data.get("request"), Mapping) else {}
-    assert isinstance(request, Mapping)
-    tls = request.get("tls") if isinstance(request.get("tls"), Mapping) else {}
-    assert isinstance(tls, Mapping)
-    response = data.get("response") if isinstance(data.get("response"), Mapping) else {}
-    assert isinstance(response, Mapping)
-    entity = data.get("authenticated_entity")
-    credential_id = _str(entity.get("id")) if isinstance(entity, Mapping) else None
-    started = data.get("started_at")
-    size = request.get("size")
+    get = data.get
+    request = _table(get("request"))
+    tls = _table(request.get("tls"))
+    response = _table(get("response"))
+    entity = get("authenticated_entity")
+    credential_id = _str(entity.get("id")) if type(entity) is dict or isinstance(entity, Mapping) else None
+    started = get("started_at")
+    size: Any = request.get("size")
     status = response.get("status")
-    ai = data.get("ai")
-    latencies = data.get("latencies")
-    latency: Any = latencies.get("request") if isinstance(latencies, Mapping) else None
+    ai = get("ai")
+    latencies = get("latencies")
+    latency: Any = latencies.get("request") if type(latencies) is dict or isinstance(latencies, Mapping) else None
+    method = request.get("method")
+    uri = request.get("uri")
+    client_ip = get("client_ip")
+    route = get("route")
+    service = get("service")
     return RequestFacts(
-        method=_str(request.get("method")) or "",
-        uri=_str(request.get("uri")) or "",
-        size=int(size) if isinstance(size, int | float) and not isinstance(size, bool) and size > 0 else 0,
-        client_ip=_str(data.get("client_ip")) or "",
-        started_at=float(started) / 1000.0 if isinstance(started, int | float) else 0.0,
-        consumer=_consumer(data.get("consumer")),
+        method=method if type(method) is str else _str(method) or "",
+        uri=uri if type(uri) is str else _str(uri) or "",
+        size=int(size) if _is_number(size) and size > 0 else 0,
+        client_ip=client_ip if type(client_ip) is str else _str(client_ip) or "",
+        started_at=float(started) / 1000.0 if isinstance(started, _NUMBER) else 0.0,
+        consumer=_consumer(get("consumer")),
         credential_id=credential_id,
-        route=_entity(data.get("route")),
-        service=_entity(data.get("service")),
+        route=None if route is None else _entity(route),
+        service=None if service is None else _entity(service),
         tls_client_verify=_str(tls.get("client_verify")),
         headers=_headers(request.get("headers")),
         response_status=int(status) if isinstance(status, int) and not isinstance(status, bool) else None,
         response_headers=_headers(response.get("headers")),
-        ai=ai if isinstance(ai, Mapping) else {},
+        ai=ai if type(ai) is dict or isinstance(ai, Mapping) else {},
         latency_ms=float(latency) if _is_number(latency) and latency > 0 else 0.0,
     )
 
 
+_NUMBER = (int, float)
+
+
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, _NUMBER) and not isinstance(value, bool)
