@@ -5,6 +5,9 @@ from __future__ import annotations
 import sys
 import threading
 
+import pytest
+
+from kong_plugins.errors import StorageError
 from kong_plugins.storage import Limiter, MemoryStorage, RateRule, make_key
 from kong_plugins.storage.hyperloglog import HyperLogLog
 
@@ -74,3 +77,17 @@ def test_state_operations_from_many_threads_lose_no_update() -> None:
         t.join()
     assert store.get("shared") == "4000"
     assert store.hgetall("hash") == {"n": "4000"}
+
+
+def test_mget_reads_each_key_as_get_does() -> None:
+    clock = FakeClock()
+    store = MemoryStorage(clock=clock)
+    store.set("short", "gone soon", ttl=1)
+    store.set("long", "stays", ttl=100)
+    store.incr("count", 3)
+    store.hincr("hash", {"f": 1})
+    clock.advance(2)
+    assert store.mget(["short", "long", "count", "absent"]) == [None, "stays", "3", None]
+    assert len(store) == 3  # the expired key was dropped by the read
+    with pytest.raises(StorageError, match="'hash' does not hold a string"):
+        store.mget(["long", "hash"])
