@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 from dataclasses import replace
 
 import numpy as np
@@ -20,7 +21,7 @@ from kong_plugins.extraction_guard.payloads import (
     predict_rows,
     response_margins,
 )
-from kong_plugins.extraction_guard.sketches import hamming, simhash64
+from kong_plugins.extraction_guard.sketches import MAX_PROMPT_CHARS, _simhash_python, hamming, simhash64
 from kong_plugins.extraction_guard.state import ClientState
 
 from .guard_helpers import FEATURE_STATS, TRAIN
@@ -196,6 +197,34 @@ def test_simhash_puts_template_variants_close_and_unrelated_prompts_far() -> Non
     b = simhash64("You are an expert tutor. Explain black holes to a beginner in detail with examples.")
     c = simhash64("What is the weather in Paris tomorrow and should I bring an umbrella")
     assert hamming(a, b) <= GuardConfig().template_hamming < hamming(a, c)
+
+
+def test_simhash_of_one_bigram_is_its_two_crcs() -> None:
+    # One shingle: every bit is its own majority, so the SimHash is the 64-bit hash itself.
+    expected = zlib.crc32(b"hello world") | zlib.crc32(b"hello world", 0x5BD1E995) << 32
+    assert simhash64("  Hello,   WORLD! ") == expected - (1 << 64 if expected >= 1 << 63 else 0)
+    assert simhash64("Hello") == simhash64("hello") != 0  # one word is its own shingle
+    assert simhash64("") == simhash64("?! --") == 0
+
+
+_WORDS = st.sampled_from(["the", "Report", "DATA", "x_1", "42", "a", "K", "__", "z9"])
+_GAPS = st.sampled_from([" ", ",", "  ", "\t", "\n", "\x1f", "-", "", "_", "'", "\x00", "\x7f"])
+_ASCII_PROMPTS = (st.text(st.characters(max_codepoint=127), max_size=200)
+                  | st.lists(st.tuples(_WORDS, _GAPS).map("".join), max_size=40).map("".join))
+
+
+@settings(max_examples=300, deadline=None)
+@given(_ASCII_PROMPTS)
+def test_compiled_simhash_of_ascii_text_is_the_reference_simhash(text: str) -> None:
+    assert simhash64(text) == _simhash_python(text)
+
+
+def test_simhash_reads_the_first_characters_only_whatever_the_path() -> None:
+    long_ascii = "alpha beta gamma delta " * (MAX_PROMPT_CHARS // 10)
+    assert simhash64(long_ascii) == _simhash_python(long_ascii[:MAX_PROMPT_CHARS])
+    assert simhash64(long_ascii) == simhash64(long_ascii[:MAX_PROMPT_CHARS] + " omega")
+    # Not ASCII (a Kelvin sign lower-cases to "k"): the reference path, the same words.
+    assert simhash64("\u212a report data") == simhash64("k report data")
 
 
 @settings(max_examples=200, deadline=None)
