@@ -88,10 +88,14 @@ def _first(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-# Every object read here is tested with ``type(v) is dict or isinstance(v, Mapping)``: JSON and
-# the companion's table give plain dicts, for which the first test answers in a few nanoseconds,
-# where ``isinstance(v, Mapping)`` alone goes through the ABC machinery (~0.15 us, ~20 per call);
-# any other mapping still takes the second test, so what is accepted is unchanged.
+# Every object read here is tested with ``_is_object``: JSON and the companion's table give plain
+# dicts (or nothing), which the first two tests answer in a few nanoseconds, where
+# ``isinstance(v, Mapping)`` alone goes through the ABC machinery (~0.15 us, ~20 per call); any
+# other mapping still takes the last test, so what is accepted is unchanged.
+
+
+def _is_object(value: Any) -> bool:
+    return type(value) is dict or (value is not None and isinstance(value, Mapping))
 
 
 def _str(value: Any) -> str | None:
@@ -99,33 +103,29 @@ def _str(value: Any) -> str | None:
 
 
 def _entity(value: Any) -> Entity | None:
-    if not (type(value) is dict or isinstance(value, Mapping)):
+    if not _is_object(value):
         return None
-    return Entity(id=_str(value.get("id")), name=_str(value.get("name")))
+    return Entity(_str(value.get("id")), _str(value.get("name")))  # id, name
 
 
 def _consumer(value: Any) -> Consumer | None:
-    if not (type(value) is dict or isinstance(value, Mapping)) or not _str(value.get("id")):
+    if not _is_object(value) or not _str(value.get("id")):
         return None
     tags = value.get("tags")
     tag_tuple = tuple(t for t in tags if isinstance(t, str)) if isinstance(tags, list) else ()
-    return Consumer(
-        id=str(value["id"]),
-        username=_str(value.get("username")),
-        custom_id=_str(value.get("custom_id")),
-        tags=tag_tuple,
-    )
+    # id, username, custom_id, tags (positional: cheaper than keywords)
+    return Consumer(str(value["id"]), _str(value.get("username")), _str(value.get("custom_id")), tag_tuple)
 
 
 def _headers(value: Any) -> dict[str, Any]:
-    if not (type(value) is dict or isinstance(value, Mapping)):
+    if not _is_object(value):
         return {}
     return {str(k).lower(): v for k, v in value.items()}
 
 
 def _table(value: Any) -> Mapping[str, Any]:
     """``value`` if it is an object, else an empty one."""
-    return value if type(value) is dict or isinstance(value, Mapping) else _EMPTY
+    return value if _is_object(value) else _EMPTY
 
 
 _EMPTY: Mapping[str, Any] = {}
@@ -153,41 +153,41 @@ def parse_facts(serialized: str | bytes | Mapping[str, Any]) -> RequestFacts:
             raise MalformedFacts("kong.log.serialize() did not return JSON") from exc
     else:
         data = serialized
-    if not (type(data) is dict or isinstance(data, Mapping)):
+    if not _is_object(data):
         raise MalformedFacts("kong.log.serialize() did not return a JSON object")
     get = data.get
     request = _table(get("request"))
     tls = _table(request.get("tls"))
     response = _table(get("response"))
     entity = get("authenticated_entity")
-    credential_id = _str(entity.get("id")) if type(entity) is dict or isinstance(entity, Mapping) else None
     started = get("started_at")
     size: Any = request.get("size")
     status = response.get("status")
     ai = get("ai")
     latencies = get("latencies")
-    latency: Any = latencies.get("request") if type(latencies) is dict or isinstance(latencies, Mapping) else None
+    latency: Any = latencies.get("request") if _is_object(latencies) else None
     method = request.get("method")
     uri = request.get("uri")
     client_ip = get("client_ip")
     route = get("route")
     service = get("service")
+    # Positional, in field order: keywords cost ~0.6 us more for fifteen fields.
     return RequestFacts(
-        method=method if type(method) is str else _str(method) or "",
-        uri=uri if type(uri) is str else _str(uri) or "",
-        size=int(size) if _is_number(size) and size > 0 else 0,
-        client_ip=client_ip if type(client_ip) is str else _str(client_ip) or "",
-        started_at=float(started) / 1000.0 if isinstance(started, _NUMBER) else 0.0,
-        consumer=_consumer(get("consumer")),
-        credential_id=credential_id,
-        route=None if route is None else _entity(route),
-        service=None if service is None else _entity(service),
-        tls_client_verify=_str(tls.get("client_verify")),
-        headers=_headers(request.get("headers")),
-        response_status=int(status) if isinstance(status, int) and not isinstance(status, bool) else None,
-        response_headers=_headers(response.get("headers")),
-        ai=ai if type(ai) is dict or isinstance(ai, Mapping) else {},
-        latency_ms=float(latency) if _is_number(latency) and latency > 0 else 0.0,
+        method if type(method) is str else _str(method) or "",  # method
+        uri if type(uri) is str else _str(uri) or "",  # uri
+        int(size) if _is_number(size) and size > 0 else 0,  # size
+        client_ip if type(client_ip) is str else _str(client_ip) or "",  # client_ip
+        float(started) / 1000.0 if isinstance(started, _NUMBER) else 0.0,  # started_at
+        _consumer(get("consumer")),  # consumer
+        _str(entity.get("id")) if _is_object(entity) else None,  # credential_id
+        None if route is None else _entity(route),  # route
+        None if service is None else _entity(service),  # service
+        _str(tls.get("client_verify")),  # tls_client_verify
+        _headers(request.get("headers")),  # headers
+        int(status) if isinstance(status, int) and not isinstance(status, bool) else None,  # response_status
+        _headers(response.get("headers")),  # response_headers
+        ai if _is_object(ai) else {},  # ai
+        float(latency) if _is_number(latency) and latency > 0 else 0.0,  # latency_ms
     )
 
 
