@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import kernels
 from .config import FeatureStats
 
 MAX_ROUTES = 256
@@ -93,16 +94,17 @@ class FeatureModel:
         self.inv_std32 = (1.0 / self.std).astype(np.float32)
         self._inv_unit = 1.0 / self.unit
         self._dist_scale = 1.0 / (self.dim * self.m_ref)
-        #: whiten.T, contiguous: the row-major matmul of ``distance`` without a strided operand
-        self._whiten_t = np.ascontiguousarray(self.whiten.T)
+        self._mean = np.ascontiguousarray(self.mean, dtype=np.float64)
+        self._whiten = np.ascontiguousarray(self.whiten, dtype=np.float64)
         cut = planes(self.dim) / self.std[:, None]
-        self._cell_planes, self._cell_offset = cut, self.mean @ cut
-        self._grid_idx: np.ndarray | None = None
-        if self.grid is not None:
-            idx = np.flatnonzero(~np.isnan(self.grid))
-            self._inv_grid = 1.0 / self.grid[idx]
-            # Most routes have a grid on every feature: no column selection then.
-            self._grid_idx = None if len(idx) == self.dim else idx
+        self._cell_planes, self._cell_offset = np.ascontiguousarray(cut), np.ascontiguousarray(self.mean @ cut)
+        # the features with a grid (none without one) and their inverse precision
+        idx = np.flatnonzero(~np.isnan(self.grid)) if self.grid is not None else np.zeros(0, dtype=np.int64)
+        self._grid_idx = idx.astype(np.int64)
+        self._inv_grid = np.ascontiguousarray(1.0 / self.grid[idx]) if self.grid is not None else np.zeros(0)
+        # the kernel's float64 operands, contiguous (the types it was compiled for)
+        self._lo, self._hi = np.ascontiguousarray(self.lo, dtype=np.float64), np.ascontiguousarray(self.hi, np.float64)
+        self._inv_unit = np.ascontiguousarray(self._inv_unit, dtype=np.float64)
 
     @classmethod
     def from_rows(cls, rows: np.ndarray, axis_max: int = 1, ring: int = 16,
@@ -173,33 +175,19 @@ class FeatureModel:
         # Good-Turing: the mass of cells not yet seen is about the share of cells seen exactly once.
         self.unseen_cell_rate = float((counts == 1).sum()) / max(1, len(rows))
 
-    def cell(self, rows: np.ndarray) -> np.ndarray:
-        """Coverage cell of each row: sign pattern of the standardised row against fixed random
-        hyperplanes through the route's mean (identical on every node)."""
-        bits = np.atleast_2d(rows) @ self._cell_planes > self._cell_offset
-        result: np.ndarray = np.packbits(bits, axis=1)[:, 0]
-        return result
-
     def distance(self, rows: np.ndarray) -> np.ndarray:
         """Mean squared whitened distance per row, in units of the route's held-out 99th percentile."""
-        z = (rows - self.mean) @ self._whiten_t
-        result: np.ndarray = np.vecdot(z, z) * self._dist_scale
-        return result
+        return self.evaluate(rows)[0]
 
     def out_of_domain(self, rows: np.ndarray) -> np.ndarray:
         """Rows reaching further beyond the learned ranges than any benign held-out row did."""
-        beyond = np.maximum(self.lo - rows, rows - self.hi)
-        if beyond.max() <= 0.0:
-            # every value within the learned range (most requests): none is out of domain
-            return np.zeros(rows.shape[0], dtype=bool)
-        result: np.ndarray = (beyond * self._inv_unit).max(axis=1) > self.ood_limit
-        return result
+        return self.evaluate(rows)[1]
 
     def span(self) -> np.ndarray:
         return self.unit
 
     def grid_checks(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(off_grid, finer_than_grid)`` per row, sharing one pass over the values.
+        """``(off_grid, finer_than_grid)`` per row.
 
         ``off_grid``: a value between the grid points benign traffic always used (e.g. 0.1 steps),
         with two decimals of slack -- a rare benign value written with one more digit than the
@@ -208,28 +196,32 @@ class FeatureModel:
         make the next window's precision finer, and an attacker's slightly-off queries (x + 0.1 *
         range is one decimal finer than iris data) would ratchet the grid away.
         """
-        if self.grid is None:
-            none = np.zeros(rows.shape[0], dtype=bool)
-            return none, none
-        scaled = (rows if self._grid_idx is None else rows[:, self._grid_idx]) * self._inv_grid
-        # Both tests in one pass: plane 0 the values in grid units, plane 1 in units of the slack
-        # (x 100, exactly what scaling plane 0 by 1 / GRID_SLACK gives).
-        both = scaled * _GRID_PLANES
-        nearest = np.rint(both)
-        if (nearest == both).all():
-            # every value exactly on the grid (benign rows, mostly): neither test can fail
-            none = np.zeros(rows.shape[0], dtype=bool)
-            return none, none
-        bad = np.abs(both - nearest) > 1e-6 * np.maximum(1.0, np.abs(both))
-        per_row = bad.any(axis=2)
-        return per_row[1], per_row[0]
+        _, _, off, finer, _ = self._verdicts(rows)
+        return off, finer
 
     def evaluate(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
         """``(distance, out_of_domain, off_grid, finer_than_grid, cell)`` of each row; ``cell`` is
         ``None`` until the route's benign cell occupancy is learned."""
-        off, finer = self.grid_checks(rows)
-        return (self.distance(rows), self.out_of_domain(rows), off, finer,
-                None if self.cells is None else self.cell(rows))
+        dist, ood, off, finer, cells = self._verdicts(rows)
+        return dist, ood, off, finer, None if self.cells is None else cells
+
+    def cell(self, rows: np.ndarray) -> np.ndarray:
+        """Coverage cell of each row: sign pattern of the standardised row against fixed random
+        hyperplanes through the route's mean (identical on every node)."""
+        return self._verdicts(np.atleast_2d(rows))[4]
+
+    def _verdicts(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Every per-row verdict in one compiled pass (``kernels.evaluate_rows``)."""
+        rows = np.ascontiguousarray(rows, dtype=np.float64)
+        n = rows.shape[0]
+        dist = np.empty(n)
+        flags = np.empty((3, n), dtype=np.bool_)
+        ood, off, finer = flags
+        cells = np.empty(n, dtype=np.int64)
+        kernels.evaluate_rows(rows, self._mean, self._whiten, self._dist_scale, self._lo, self._hi,
+                              self._inv_unit, self.ood_limit, self._grid_idx, self._inv_grid, 1.0 / GRID_SLACK,
+                              self._cell_planes, self._cell_offset, dist, ood, off, finer, cells)
+        return dist, ood, off, finer, cells
 
     def off_grid(self, rows: np.ndarray) -> np.ndarray:
         return self.grid_checks(rows)[0]
@@ -237,9 +229,6 @@ class FeatureModel:
     def finer_than_grid(self, rows: np.ndarray) -> np.ndarray:
         return self.grid_checks(rows)[1]
 
-
-#: Multipliers of ``grid_checks``' two planes: the grid itself, then the grid refined by the slack.
-_GRID_PLANES = np.array([1.0, 1.0 / GRID_SLACK])[:, None, None]
 
 _PLANES_CACHE: dict[int, np.ndarray] = {}
 

@@ -19,7 +19,6 @@ proportionate answer to it.
 from __future__ import annotations
 
 import math
-import operator
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from . import kernels
 from .baseline import Baselines, FeatureBaseline, FeatureModel, RouteBaseline, axis_max
 from .config import LEVELS, GuardConfig
 from .payloads import LLMRequest
@@ -171,72 +171,68 @@ def _profile(st: ClientState) -> dict[str, float]:
     }
 
 
-def _finer_than_precision(step: np.ndarray, x: np.ndarray, model: FeatureModel | None) -> bool:
-    """A step between two float32 inputs that is not a multiple of the route's value precision."""
-    if model is None or model.grid is None:
-        return False
-    scaled = step / model.grid
-    err = np.abs(scaled - np.round(scaled))
-    # float32 rounding of both inputs, in grid units
-    tolerance = 2.4e-7 * (np.abs(x) + 1.0) / model.grid
-    return bool(np.nan_to_num(err > tolerance, nan=0.0).any())
+class _Block:
+    """A request's rows against the client's recent inputs, measured by one compiled kernel.
 
-
-def _mostly_equal(values: np.ndarray) -> bool:
-    """``_mostly_equal_rows`` of one row's selected values: one partition rules out most rows
-    before any sort (see there)."""
-    n = int(values.size)
-    m = -(-4 * n // 5)  # ceil(0.8 n)
-    one_pct = values.dtype.type(1.01)
-    if n > 2:
-        lo, hi = np.partition(values, (n - m, m - 1))[[n - m, m - 1]].tolist()
-        if not hi <= float(one_pct * values.dtype.type(lo)):
-            return False
-    v = np.sort(values)
-    low, high = (one_pct * v).tolist(), v.tolist()
-    return any(map(operator.le, high[m - 1:], low[: n - m + 1]))
-
-
-def _mostly_equal_rows(values: np.ndarray, mask: np.ndarray) -> list[bool]:
-    """Per row: at least 80% of the (positive) values selected by ``mask`` within a 1% band of
-    each other -- for the rows of a block at once.
-
-    Such a band holds ``m = ceil(0.8 n)`` consecutive values of the sorted ones, so it holds the
-    sorted values ``n - m`` to ``m - 1`` whatever its position: those two rule out most rows
-    before the scan. Unselected values sort last (infinity); every row selects at least one.
-    Bounds are computed in the values' own precision (float32 for raw moves).
+    Row ``r`` is compared with the client's recent inputs *as they are when its turn comes*: the
+    ring at the start of the request with the request's earlier rows pushed into it one by one
+    (``kernels.measure_rows`` pushes them into the client's ring as it goes; a repeat is not
+    pushed). For each row that is not a repeat it finds the axis neighbour (an input at most a
+    few coordinates away: its moved coordinates and CRC-32), the nearest input (distance and
+    step) and the step from the previous input, then tests those steps (equal moves, a repeated
+    step, collinear steps). ``Detector._structure`` reads the results row by row, in order, where
+    the evidence and the client's running state are updated.
     """
-    if len(values) == 1:
-        return [_mostly_equal(values[0][mask[0]])]
-    counts: list[int] = mask.sum(axis=1).tolist()
-    ordered = np.sort(np.where(mask, values, np.inf), axis=1)
-    width = ordered.shape[1]
-    ends: list[int] = []  # flat positions of the sorted values m - 1 and n - m of each row
-    for r, n in enumerate(counts):
-        m = -(-4 * n // 5)  # ceil(0.8 n)
-        ends += (r * width + m - 1, r * width + n - m)
-    bounds: list[float] = ordered.ravel()[ends].tolist()
-    one_pct = values.dtype.type(1.01)
-    result = [False] * len(counts)
-    for r, n in enumerate(counts):
-        if bounds[2 * r] <= float(one_pct * values.dtype.type(bounds[2 * r + 1])):
-            m = -(-4 * n // 5)
-            v = ordered[r, :n]
-            low, high = (one_pct * v).tolist(), v.tolist()
-            result[r] = any(map(operator.le, high[m - 1:], low[: n - m + 1]))
-    return result
+
+    __slots__ = ("anchor", "axis", "coords", "duplicate", "line_cos", "n_near", "near", "new_ring", "repeat",
+                 "sign_value", "signed", "structure", "vectors")
+
+    def __init__(self, st: ClientState, facts: _RowFacts, shape: _Shape, capacity: int) -> None:
+        rows32 = facts.rows32
+        size, dim = rows32.shape
+        fresh = st.rows is None
+        if st.rows is None:
+            st.rows = np.zeros((capacity, dim), dtype=np.float32)
+            st.rows_n = 0
+            st.last_diff = st.step_profile = None
+        step0, line0 = st.step_profile, st.last_diff
+        warm = shape.inv_scale is not None and shape.whiten is not None and shape.span is not None
+        flags = np.empty((size, 6), dtype=np.int64)
+        coords = np.empty(size, dtype=np.uint64)
+        values = np.empty((size, 4))
+        #: per row: the step from its nearest input and the whitened step from the previous input
+        #: (float32: a moved row's first becomes the client's step profile, the last row's second its
+        #: last step)
+        self.vectors = np.zeros((2, size, dim), dtype=np.float32)
+        st.rows_n = kernels.measure_rows(
+            st.rows, st.rows_n, rows32, facts.tolerance, shape.inv_scale if warm else _NO_SCALE, warm, fresh,
+            shape.axis_signal, shape.axis_max, shape.span if warm else _NO_GRID, shape.grid,
+            shape.whiten if warm else _NO_MATRIX, _kept(step0, dim), step0 is not None and step0.shape == (dim,),
+            _kept(line0, dim), line0 is not None and line0.shape == (dim,), AXIS_MIN_DIM, flags, coords, values,
+            self.vectors)
+        self.duplicate, self.structure, self.axis, self.anchor, self.n_near, self.signed = flags.T.tolist()
+        #: per row: the coordinates moved from the axis neighbour (bit ``c % 64``)
+        self.coords: list[int] = coords.tolist()
+        #: per row: the distance to the nearest input, the sign step's mean move, the repeated step's
+        #: median move (NaN: none), |cos| of the line search (-1: none)
+        self.near, self.sign_value, self.repeat, self.line_cos = values.T.tolist()
+        #: ``new_ring[r]``: row r started a new ring (the client's step vectors were forgotten)
+        self.new_ring = fresh
 
 
-def _pairs(values: np.ndarray, rows: list[int], cols: list[int]) -> np.ndarray:
-    """``values[rows, cols]`` of a (row, input, feature) array: one (row, input) pair per row.
-    A single pair is a view (a one-row request, the common case: no gather)."""
-    result: np.ndarray = values[rows[0], cols[0]][None] if len(rows) == 1 else values[rows, cols]
-    return result
+#: Stand-ins for the kernels' optional arrays (the kernels take typed arrays, never None).
+_NO_SCALE = np.zeros(0, dtype=np.float32)
+_NO_STEP = np.zeros(0, dtype=np.float32)
+_NO_GRID = np.zeros(0, dtype=np.float64)
+_NO_MATRIX = np.zeros((0, 0), dtype=np.float64)
 
 
-def _stacked(vectors: list[np.ndarray]) -> np.ndarray:
-    """The vectors as the rows of one array (one vector: a view)."""
-    return vectors[0][None] if len(vectors) == 1 else np.stack(vectors)
+def _kept(vector: np.ndarray | None, dim: int) -> np.ndarray:
+    """A step vector the client's state kept, as the kernels take it: writable float32 (a decoded
+    state's vectors are read-only views of the stored bytes, another type to a compiled kernel)."""
+    if vector is None or vector.shape != (dim,):
+        return _NO_STEP
+    return np.array(vector, dtype=np.float32)
 
 
 class _RowFacts:
@@ -262,237 +258,11 @@ class _RowFacts:
                 self.cells = cells.tolist()
 
 
-#: Rows of one request compared with the recent inputs in one block (bounds the block's arrays:
-#: at most 16 x (64 + 15) x 256 float32 values, ~1.3 MB each, at the schema's limits).
-COMPARE_CHUNK = 16
-
-
-class _Block:
-    """Rows ``start:stop`` of a request against the inputs each is compared with, all at once.
-
-    Row ``r`` of the block is compared with the client's recent inputs *as they are when its turn
-    comes*: the ring at the start of the block (columns ``0:base`` of ``cand``, ring slot order)
-    with the block's earlier rows pushed into it one by one (column ``base + j`` for row ``j``).
-    Every such pair is computed in one pass (difference, changed coordinates, scaled squared
-    distance). The constructor then walks the rows in order -- which slots each row sees, whether
-    it repeats one of them (not pushed then), its axis neighbour, nearest input and the previous
-    input -- pushing the rows into the client's ring as it goes. What the structure signals test
-    on those pairs (equal moves, a repeated step, collinear steps) is then computed for all rows
-    in one pass each (``_steps``, ``_lines``), and ``Detector._structure`` reads the results row
-    by row, in order, where the evidence and the client's running state are updated. A request of
-    8 rows costs about a third less than row by row; a single row (most traffic, every attack
-    here) takes the same shortcuts the row-by-row code did (views instead of gathers, one
-    partition instead of a sort).
-    """
-
-    __slots__ = ("absd", "anchor", "axis", "base", "cand", "changed", "col_axis", "col_last", "col_near", "diff",
-                 "duplicate", "line_cos", "n_near", "near", "new_ring", "repeat", "signed", "start", "steps",
-                 "steps_at", "structure", "vecs", "vecs_at")
-
-    def __init__(self, st: ClientState, facts: _RowFacts, start: int, stop: int, shape: _Shape,
-                 capacity: int) -> None:
-        self.start = start
-        rows32 = facts.rows32[start:stop]
-        size = stop - start
-        recent = st.recent_rows()
-        self.base = base = 0 if recent is None else recent.shape[0]
-        # the block's last row is never a candidate (no later row of the block to compare with it)
-        earlier = rows32[:-1]
-        if recent is None:
-            self.cand = earlier
-        elif len(earlier):
-            self.cand = np.concatenate((recent, earlier))
-        else:
-            self.cand = recent
-        #: recent - x for each (row, candidate), float32 as the ring
-        self.diff = self.cand[None, :, :] - rows32[:, None, :]
-        self.absd = np.abs(self.diff)
-        # a coordinate "changed" when it moved by more than float32 rounding of its value
-        self.changed = self.absd > facts.tolerance[start:stop, None, :]
-        counts: list[list[int]] = self.changed.sum(axis=2).tolist()
-        d2_all: list[list[float]] | None = None
-        inv_scale = shape.inv_scale
-        warm = False
-        if inv_scale is not None and self.cand.shape[0] > 0:
-            warm = True
-            z = self.diff * inv_scale
-            d2_all = np.vecdot(z, z).tolist()
-        dim = rows32.shape[1]
-        self.duplicate = [False] * size
-        self.structure = [False] * size
-        self.axis = [-1] * size
-        self.col_axis = [0] * size
-        #: CRC-32 of the axis neighbour (the finite-difference anchor)
-        self.anchor = [0] * size
-        self.near = [0.0] * size
-        self.n_near = [0] * size
-        self.col_near = [0] * size
-        self.col_last = [0] * size
-        #: ``new_ring[r]``: row r started a new ring (the client's step vectors were forgotten)
-        self.new_ring = [False] * size
-        slots = list(range(base))  # the cand column each ring slot holds, in slot order
-        step0, line0 = st.step_profile, st.last_diff  # pushing a row into a new ring forgets them
-        line_steps = [False] * size
-        top = shape.axis_max
-        for r in range(size):
-            if slots:
-                row_counts = counts[r]
-                nz = [row_counts[c] for c in slots]
-                if 0 in nz:
-                    # A retry carries no new information: it is neither evidence nor structure.
-                    self.duplicate[r] = True
-                    continue
-                self.structure[r] = True
-                if shape.axis_signal:
-                    axis = self.axis[r] = next((j for j, n in enumerate(nz) if 1 <= n <= top), -1)
-                    if axis >= 0:
-                        self.col_axis[r] = slots[axis]
-                        # now: ``cand`` may be a view of the ring, whose slots the pushes overwrite
-                        self.anchor[r] = zlib.crc32(self.cand[slots[axis]].tobytes())
-                if d2_all is not None:
-                    row_d2 = d2_all[r]
-                    d2 = [row_d2[c] for c in slots]
-                    nearest = d2.index(min(d2))  # the input this one was most likely derived from
-                    self.near[r] = math.sqrt(d2[nearest] / dim)
-                    self.n_near[r] = nz[nearest]
-                    self.col_near[r] = slots[nearest]
-                    assert st.rows is not None
-                    last = (st.rows_n - 1) % st.rows.shape[0]  # the ring slot of the previous input
-                    self.col_last[r] = slots[last]
-                    # A line along one axis is an axis step; where those are natural (coarse,
-                    # low-dimensional data) collinear one-coordinate steps are too.
-                    line_steps[r] = shape.axis_signal or nz[last] > top
-            if st.rows is None or st.rows.shape != (capacity, dim):
-                slots = []  # push_row starts a new ring (and forgets the step vectors)
-                self.new_ring[r] = True
-            st.push_row(rows32[r], capacity)
-            slot = (st.rows_n - 1) % capacity
-            if slot < len(slots):
-                slots[slot] = base + r
-            else:
-                slots.append(base + r)
-        #: per row: an equal-move (sign) step from its nearest input
-        self.signed = [False] * size
-        #: per row: the same step again (the evidence value, the median move), else None
-        self.repeat: list[float | None] = [None] * size
-        #: |cos| between the row's whitened step from the previous input and the one before, or -1
-        self.line_cos = [-1.0] * size
-        self.steps: np.ndarray | None = None
-        self.steps_at: dict[int, int] = {}
-        self.vecs: np.ndarray | None = None
-        self.vecs_at: dict[int, int] = {}
-        if warm:
-            self._steps(shape, facts, step0)
-            self._lines(shape, line0, line_steps)
-
-    def _chained(self, members: list[int], wanted: Sequence[bool], values: np.ndarray,
-                 first: np.ndarray | None, dim: int) -> tuple[list[int], list[np.ndarray]]:
-        """Each member row's value (``values[k]`` for the k-th of ``members``, ascending) paired
-        with the previous member's -- ``first`` (the client's kept one) before the first member --
-        the chain cut where a new ring starts: the k of the rows ``wanted`` that have a
-        predecessor of the right width, and those predecessors."""
-        tested: list[int] = []
-        prevs: list[np.ndarray] = []
-        prev = first
-        member = set(members)
-        k = 0
-        for r in range(len(self.structure)):
-            if r in member:
-                if wanted[r] and prev is not None and prev.shape == (dim,):
-                    tested.append(k)
-                    prevs.append(prev)
-                prev = values[k]
-                k += 1
-            if self.new_ring[r]:
-                prev = None
-        return tested, prevs
-
-    def _steps(self, shape: _Shape, facts: _RowFacts, step0: np.ndarray | None) -> None:
-        """Sign steps and repeated steps (see ``Detector._structure``) of every row, at once."""
-        size = len(self.structure)
-        moved_rows = [r for r in range(size) if self.structure[r] and self.n_near[r] >= 4]
-        if not moved_rows:
-            return
-        dim = self.diff.shape[2]
-        cols = [self.col_near[r] for r in moved_rows]
-        self.steps = steps = _pairs(self.diff, moved_rows, cols)  # each row's step from its nearest input
-        self.steps_at = {r: k for k, r in enumerate(moved_rows)}
-        moved_at = _pairs(self.changed, moved_rows, cols)
-        # x + lambda * sign(gradient) (Papernot et al. 2017): many coordinates moved by one and
-        # the same amount, absolute or relative to each feature's range. Natural neighbours move
-        # each coordinate by its own amount. Equal *absolute* moves happen by chance on a few
-        # coarse features (iris: 8 of 9,015 row pairs), so they count on wide moves only; equal
-        # moves relative to unequal ranges did not occur in any of the four datasets.
-        wide = max(4, dim // 4)
-        sign_at = [k for k, r in enumerate(moved_rows) if self.axis[r] < 0 and self.n_near[r] >= wide]
-        if sign_at and shape.span is not None:
-            every = len(sign_at) == len(moved_rows)
-            moved = np.abs(steps if every else steps[sign_at])
-            mask = moved_at if every else moved_at[sign_at]
-            relative = _mostly_equal_rows(moved / shape.span, mask)
-            absolute = [self.n_near[moved_rows[k]] >= AXIS_MIN_DIM for k in sign_at]
-            if any(absolute):
-                absolute = [a and b for a, b in zip(absolute, _mostly_equal_rows(moved, mask), strict=True)]
-            for k, rel, ab in zip(sign_at, relative, absolute, strict=True):
-                self.signed[moved_rows[k]] = rel or ab
-        # The repeated step: each such row's step against the previous one's (the client's kept
-        # step for the first), unless a new ring started in between.
-        tested, prevs = self._chained(moved_rows, [not s for s in self.signed], steps, step0, dim)
-        if not tested:
-            return
-        every = len(tested) == len(moved_rows)
-        a, b = (steps if every else steps[tested]), _stacked(prevs)
-        union = (moved_at if every else moved_at[tested]) | (b != 0)
-        mag_a, mag_b = np.abs(a), np.abs(b)
-        same = (np.abs(mag_a - mag_b) <= 0.01 * np.maximum(mag_a, mag_b)) & union
-        for j, (n_same, n_union) in enumerate(zip(same.sum(axis=1).tolist(), union.sum(axis=1).tolist(),
-                                                  strict=True)):
-            if n_same < 0.8 * n_union:
-                continue
-            r = moved_rows[tested[j]]
-            on = union[j]
-            step, before = a[j][on], b[j][on]
-            if (step == before).all() or (step == -before).all():
-                # the same two inputs again (a client going back and forth between two rows, one
-                # of them re-sent after leaving the ring): no new step was taken
-                continue
-            if self.n_near[r] < AXIS_MIN_DIM and not _finer_than_precision(
-                    a[j], facts.rows32[self.start + r], shape.model):
-                continue
-            self.repeat[r] = float(np.median(mag_a[j][on]))
-
-    def _lines(self, shape: _Shape, line0: np.ndarray | None, line_steps: list[bool]) -> None:
-        """Line searches (see ``Detector._structure``): the whitened step of every row from the
-        previous input, and its |cos| with the step before."""
-        rows = [r for r in range(len(self.structure)) if self.structure[r]]
-        if not rows or shape.whiten is None:
-            return
-        # Whitened, so that benign steps point anywhere: on correlated data (a few latent
-        # factors) raw steps are nearly collinear by chance -- 3% of the time in 2-d.
-        dim = self.diff.shape[2]
-        steps = _pairs(self.diff, rows, [self.col_last[r] for r in rows])
-        vecs = steps @ shape.whiten.T  # float64: matmul promotes the float32 steps
-        self.vecs = kept = vecs.astype(np.float32)
-        self.vecs_at = {r: k for k, r in enumerate(rows)}
-        tested, prevs = self._chained(rows, line_steps, kept, line0, dim)
-        if not tested:
-            return
-        # |v| as numpy's norm computes it: sqrt(v . v) in v's own precision (p: float32)
-        if len(tested) == 1:  # a one-row request: three dot products, no batch
-            v, p = vecs[tested[0]], prevs[0]
-            n1, n2, dots = [float(v.dot(v))], [float(np.sqrt(p.dot(p)))], [float(v.dot(p))]
-        else:
-            vs, ps = vecs[tested], np.stack(prevs)
-            n1, n2, dots = np.vecdot(vs, vs).tolist(), np.sqrt(np.vecdot(ps, ps)).tolist(), np.vecdot(vs, ps).tolist()
-        for k, a, b, dot in zip(tested, n1, n2, dots, strict=True):
-            if a > 0 and b > 0:
-                self.line_cos[rows[k]] = abs(dot) / (math.sqrt(a) * b)
-
 
 class _Shape:
     """What the structure signals need to know about a route's inputs, computed once per request."""
 
-    __slots__ = ("axis_max", "axis_signal", "inv_scale", "model", "near_distance", "span", "whiten")
+    __slots__ = ("axis_max", "axis_signal", "grid", "inv_scale", "model", "near_distance", "span", "whiten")
 
     def __init__(self, dim: int, model: FeatureModel | None, cfg: GuardConfig) -> None:
         self.model = model
@@ -504,10 +274,15 @@ class _Shape:
             self.inv_scale: np.ndarray | None = None
             self.span: np.ndarray | None = None
             self.whiten: np.ndarray | None = None
+            self.grid = _NO_GRID
             self.near_distance = cfg.near_duplicate_distance
         else:
             self.axis_signal = model.axis_rate <= AXIS_RATE_MAX
-            self.inv_scale, self.span, self.whiten = model.inv_std32, model.span(), model.whiten
+            # contiguous, as the kernel was compiled for them (NaN grid: a feature without one)
+            self.inv_scale = np.ascontiguousarray(model.inv_std32, dtype=np.float32)
+            self.whiten = np.ascontiguousarray(model.whiten, dtype=np.float64)
+            self.span = np.ascontiguousarray(model.span(), dtype=np.float64)
+            self.grid = _NO_GRID if model.grid is None else np.ascontiguousarray(model.grid, dtype=np.float64)
             # Half the spacing of the closest distinct benign inputs (1st percentile), never below
             # the configured distance: closer than real inputs ever are to each other is jitter.
             self.near_distance = max(cfg.near_duplicate_distance, 0.5 * model.nn_spacing)
@@ -525,6 +300,7 @@ class Detector:
         self._cold_shapes: dict[object, object] = {}
         #: How long a verdict of each level lasts (allow: none).
         self._ttl = (0.0, cfg.flag_ttl_s, cfg.throttle_ttl_s, cfg.block_ttl_s, cfg.revoke_ttl_s)
+        kernels.warm()  # compiled now, at the instance's start, not on its first request
 
     def observe(self, state: ClientState | None, obs: Observation, *, is_group: bool = False,
                 learn: bool = True, member: str | None = None) -> tuple[ClientState, Assessment]:
@@ -665,58 +441,56 @@ class Detector:
         facts = self._row_facts(obs, fb)
         model = facts.model
         margins = obs.margins
-        if st.rows is not None and st.rows.shape[1] != d:
-            # another route (or model) of the same client: structure is only compared within one
+        if st.rows is not None and st.rows.shape != (cfg.recent_inputs, d):
+            # Another route (or model) of the same client: structure is only compared within one.
+            # (Or recent_inputs was reconfigured: the ring starts again at its new size.)
             st.rows, st.rows_n, st.last_diff, st.step_profile = None, 0, None, None
         shape = self._shape(d, model)
         clean: list[int] = []
-        n_rows = rows.shape[0]
-        for start in range(0, n_rows, COMPARE_CHUNK):
-            # pushes the block's rows into the client's ring (the repeats excepted)
-            block = _Block(st, facts, start, min(n_rows, start + COMPARE_CHUNK), shape, cfg.recent_inputs)
-            for at in range(len(block.structure)):
-                i = start + at
-                before = len(acc.evidence)
-                duplicate = block.duplicate[at]
-                if duplicate or block.structure[at]:
-                    # A retry carries no new information: it is neither evidence nor structure.
-                    st.dup_ewma += 0.05 * ((1.0 if duplicate else 0.0) - st.dup_ewma)
-                    if not duplicate:
-                        self._structure(st, block, at, shape, acc)
-                off_model = False
-                if model is not None and not duplicate:
-                    r = facts.dist[i]
-                    # Graded: just past the furthest benign row is weak evidence, twice as far is strong.
-                    far = r / model.far
-                    w = min(W_OFF_MANIFOLD_STRONG, 2.0 * math.log2(far)) if far > 1.0 else 0.0
-                    if w >= 0.25:
-                        acc.add("off_manifold", r, round(w, 3))
-                    ood, grid = facts.ood[i], facts.grid[i]
-                    if ood:
-                        acc.add("out_of_domain", 1.0, W_OUT_OF_DOMAIN)
-                    if grid:
-                        acc.add("off_grid", 1.0, W_OFF_GRID)
-                    off_model = far > 1.0 or ood or grid
-                    st.ood_ewma += 0.05 * ((1.0 if off_model else 0.0) - st.ood_ewma)
-                    if facts.cells is not None:
-                        self._coverage(st, facts.cells[i], model, acc)
-                if margins is not None and i < len(margins):
-                    self._margin_evidence(st, float(margins[i]), route, acc, learn)
-                if not off_model and not duplicate and not (facts.finer is not None and facts.finer[i]):
-                    # Structure (a step, a jitter) is about the sequence, not the row: the row itself is a
-                    # fine example of benign input and the route baseline may learn it -- if written with
-                    # the route's own precision (see FeatureModel.finer_than_grid). A repeat is not
-                    # learned: it was judged (and learned or not) the first time -- and a re-sent
-                    # off-model row must not slip into the baseline as a "duplicate".
-                    clean.append(i)
-                if len(acc.evidence) > before:
-                    row_weight = sum(e.weight for e in acc.evidence[before:] if e.score == "extraction")
-                    if row_weight > W_ROW_MAX:
-                        # One input, however odd, is at most a throttle: a client's single malformed
-                        # request must not cost it a block; repeated ones do.
-                        acc.extraction -= row_weight - W_ROW_MAX
-                if block.new_ring[at]:
-                    st.last_diff = st.step_profile = None
+        # pushes the request's rows into the client's ring (the repeats excepted)
+        block = _Block(st, facts, shape, cfg.recent_inputs)
+        for i in range(len(block.structure)):
+            before = len(acc.evidence)
+            duplicate = block.duplicate[i]
+            if duplicate or block.structure[i]:
+                # A retry carries no new information: it is neither evidence nor structure.
+                st.dup_ewma += 0.05 * ((1.0 if duplicate else 0.0) - st.dup_ewma)
+                if not duplicate:
+                    self._structure(st, block, i, shape, acc)
+            off_model = False
+            if model is not None and not duplicate:
+                r = facts.dist[i]
+                # Graded: just past the furthest benign row is weak evidence, twice as far is strong.
+                far = r / model.far
+                w = min(W_OFF_MANIFOLD_STRONG, 2.0 * math.log2(far)) if far > 1.0 else 0.0
+                if w >= 0.25:
+                    acc.add("off_manifold", r, round(w, 3))
+                ood, grid = facts.ood[i], facts.grid[i]
+                if ood:
+                    acc.add("out_of_domain", 1.0, W_OUT_OF_DOMAIN)
+                if grid:
+                    acc.add("off_grid", 1.0, W_OFF_GRID)
+                off_model = far > 1.0 or ood or grid
+                st.ood_ewma += 0.05 * ((1.0 if off_model else 0.0) - st.ood_ewma)
+                if facts.cells is not None:
+                    self._coverage(st, facts.cells[i], model, acc)
+            if margins is not None and i < len(margins):
+                self._margin_evidence(st, float(margins[i]), route, acc, learn)
+            if not off_model and not duplicate and not (facts.finer is not None and facts.finer[i]):
+                # Structure (a step, a jitter) is about the sequence, not the row: the row itself is a
+                # fine example of benign input and the route baseline may learn it -- if written with
+                # the route's own precision (see FeatureModel.finer_than_grid). A repeat is not
+                # learned: it was judged (and learned or not) the first time -- and a re-sent
+                # off-model row must not slip into the baseline as a "duplicate".
+                clean.append(i)
+            if len(acc.evidence) > before:
+                row_weight = sum(e.weight for e in acc.evidence[before:] if e.score == "extraction")
+                if row_weight > W_ROW_MAX:
+                    # One input, however odd, is at most a throttle: a client's single malformed
+                    # request must not cost it a block; repeated ones do.
+                    acc.extraction -= row_weight - W_ROW_MAX
+            if i == 0 and block.new_ring:
+                st.last_diff = st.step_profile = None
         if acc.extraction > W_ROW_MAX:
             # ...nor is one request (the only extraction evidence so far is its rows'): a batch of
             # rare-but-real inputs (the tail of a skewed feature, sorted by label) must not add up
@@ -755,10 +529,7 @@ class Detector:
         if axis >= 0:
             # One coordinate away from an earlier input happens by chance on coarse data; several
             # different coordinates stepped from the *same* anchor is finite differencing.
-            anchor = block.anchor[r]
-            coords = 0
-            for c in np.flatnonzero(block.changed[r, block.col_axis[r]]).tolist():
-                coords |= 1 << (c % 64)
+            anchor, coords = block.anchor[r], block.coords[r]
             if anchor == st.axis_anchor and coords & ~st.axis_coords:
                 acc.add("axis_probe", float(bin(st.axis_coords | coords).count("1")), W_AXIS_CONFIRMED)
                 st.axis_coords |= coords
@@ -769,9 +540,8 @@ class Detector:
             return  # cold start: steps and distances need the route's scales
         near = block.near[r]
         if block.n_near[r] >= 4:
-            col = block.col_near[r]
             if block.signed[r]:
-                acc.add("sign_step", float(block.absd[r, col][block.changed[r, col]].mean()), W_SIGN_STEP)
+                acc.add("sign_step", block.sign_value[r], W_SIGN_STEP)
             # The same step again: an input moved from its nearest recent input by the very amounts
             # (coordinate by coordinate) the previous one was. Augmentation and line searches reuse
             # one step vector -- ``lambda`` per feature in Jacobian augmentation, whatever ranges or
@@ -782,11 +552,10 @@ class Detector:
             # finer than the data's own precision -- which no two real inputs can differ by --
             # counts. (A sign step is its own evidence, and no step repeats an input re-sent.)
             repeated = block.repeat[r]
-            if repeated is not None:
+            if repeated == repeated:  # not NaN
                 acc.add("repeated_step", repeated, W_SIGN_STEP)
-            assert block.steps is not None
             # a copy: the state keeps it, and must not keep the block's arrays alive
-            st.step_profile = block.steps[block.steps_at[r]].copy()
+            st.step_profile = block.vectors[0, r].copy()
         hit = near < shape.near_distance
         st.near_ewma += 0.1 * ((1.0 if hit else 0.0) - st.near_ewma)
         if hit and st.near_ewma > 0.25:
@@ -795,8 +564,7 @@ class Detector:
         cos = block.line_cos[r]
         if cos > 0.999:
             acc.add("line_search", cos, W_LINE_SEARCH)
-        assert block.vecs is not None
-        st.last_diff = block.vecs[block.vecs_at[r]].copy()
+        st.last_diff = block.vectors[1, r].copy()
 
     def _margin_evidence(self, st: ClientState, margin: float, route: RouteBaseline, acc: _Acc,
                          learn: bool) -> None:

@@ -1,0 +1,131 @@
+"""The compiled kernels (kernels.py): the same answers as the numpy they replaced, nothing compiled on a request.
+
+A request must never pay for compilation (seconds): every kernel is compiled for the types the
+detector passes when a detector is made. And the compiled loops must agree with the direct numpy
+formulation of what they measure -- which input is a repeat, which is nearest and how far, which
+is one coordinate away, what the route model says of a row.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as hs
+
+from kong_plugins.extraction_guard import kernels
+from kong_plugins.extraction_guard.baseline import GRID_SLACK, FeatureModel
+from kong_plugins.extraction_guard.config import GuardConfig
+from kong_plugins.extraction_guard.detector import Detector, Observation
+
+DISPATCHERS = (kernels.measure_rows, kernels.evaluate_rows)
+
+
+def _compiled_signatures() -> list[int]:
+    return [len(d.signatures) for d in DISPATCHERS]
+
+
+def test_a_detector_compiles_every_kernel_before_its_first_request() -> None:
+    Detector(GuardConfig())
+    before = _compiled_signatures()
+    assert all(before)
+    det = Detector(GuardConfig(baseline_min_samples=50))
+    rng = np.random.default_rng(3)
+    t = 1000.0
+    # a cold route, then (many clients later) a learned model; one client's one-row and batch
+    # requests with repeats and steps; a second width
+    for phase in range(2):
+        state = None
+        for i in range(300):
+            t += 1.0
+            rows = np.round(rng.normal(size=(1 if i % 3 else 5, 12)), 2)
+            if i % 7 == 0:
+                rows = np.repeat(rows[:1], 2, axis=0)  # a repeat inside one request
+                rows[1, 3] += 0.5  # and one coordinate stepped
+            state, _ = det.observe(state if phase else None, Observation(t=t, route="r", rows=rows))
+    for i in range(20):
+        state, _ = det.observe(state, Observation(t=t + i, route="r2", rows=rng.normal(size=(2, 5))))
+    assert det.baselines.get("r").feature_baseline(12).model is not None
+    assert _compiled_signatures() == before
+
+
+def _reference_compare(ring: np.ndarray, rows_n: int, rows: np.ndarray, tol: np.ndarray, inv: np.ndarray,
+                       top: int) -> list[tuple[bool, int, int, float]]:
+    """Row by row with numpy: (repeat, axis slot, nearest slot, distance), pushing as the kernel does."""
+    ring = ring.copy()
+    capacity, dim = ring.shape
+    out = []
+    for r, x in enumerate(rows):
+        filled = min(rows_n, capacity)
+        if filled == 0:
+            out.append((False, -1, -1, 0.0))
+        else:
+            diff = ring[:filled] - x
+            counts = (np.abs(diff) > tol[r]).sum(axis=1)
+            if (counts == 0).any():
+                out.append((True, -1, -1, 0.0))
+                continue
+            axis = next((s for s, c in enumerate(counts.tolist()) if 1 <= c <= top), -1)
+            d2 = ((diff.astype(np.float64) * inv) ** 2).sum(axis=1)
+            nearest = int(np.argmin(d2))
+            out.append((False, axis, nearest, float(np.sqrt(d2[nearest] / dim))))
+        ring[rows_n % capacity] = x
+        rows_n += 1
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=hs.integers(0, 2**32 - 1), filled=hs.integers(0, 6), size=hs.integers(1, 5),
+       dim=hs.integers(2, 9))
+def test_measure_rows_finds_the_repeats_neighbours_and_nearest_inputs_numpy_finds(
+        seed: int, filled: int, size: int, dim: int) -> None:
+    rng = np.random.default_rng(seed)
+    capacity = 4
+    ring = np.zeros((capacity, dim), dtype=np.float32)
+    pool = np.round(rng.normal(size=(6, dim)), 1).astype(np.float32)  # coarse: repeats and axis steps happen
+    for k in range(filled):
+        ring[k % capacity] = pool[rng.integers(len(pool))]
+    rows = pool[rng.integers(len(pool), size=size)].copy()
+    rows[:, rng.integers(dim)] += np.float32(0.5) * rng.integers(0, 2, size=size).astype(np.float32)
+    tol = (1e-6 * (np.abs(rows) + 1.0)).astype(np.float32)
+    inv = rng.uniform(0.5, 2.0, size=dim).astype(np.float32)
+    expected = _reference_compare(ring, filled, rows, tol, inv, top=1)
+
+    flags = np.empty((size, 6), dtype=np.int64)
+    values = np.empty((size, 4))
+    vectors = np.zeros((2, size, dim), dtype=np.float32)
+    n = kernels.measure_rows(ring, filled, rows, tol, inv, True, filled == 0, True, 1, np.ones(dim), np.zeros(0),
+                             np.eye(dim), np.zeros(0, dtype=np.float32), False, np.zeros(0, dtype=np.float32), False,
+                             8, flags, np.empty(size, dtype=np.uint64), values, vectors)
+    assert n == filled + sum(1 for e in expected if not e[0])
+    for r, (repeat, axis, nearest, distance) in enumerate(expected):
+        assert bool(flags[r, 0]) == repeat
+        if repeat or (filled == 0 and r == 0):
+            continue
+        assert flags[r, 2] == axis
+        assert values[r, 0] == pytest.approx(distance, rel=1e-5, abs=1e-9)
+        assert nearest >= 0
+
+
+def test_route_model_verdicts_match_their_numpy_definitions() -> None:
+    rng = np.random.default_rng(11)
+    benign = np.round(rng.normal(5.0, 1.0, size=(600, 6)), 1)
+    model = FeatureModel.from_rows(benign)
+    assert model.grid is not None
+    rows = np.vstack([np.round(rng.normal(5.0, 1.0, size=(20, 6)), 1),   # benign
+                      rng.normal(5.0, 1.0, size=(5, 6)),                  # off the 0.1 grid
+                      np.round(rng.normal(5.0, 1.0, size=(5, 6)), 3),     # within two decimals of slack
+                      np.full((3, 6), 40.0)])                             # far out of domain
+    dist, ood, off, finer, _ = model.evaluate(rows)
+    z = (rows - model.mean) @ model.whiten.T
+    np.testing.assert_allclose(dist, (z * z).sum(axis=1) / (model.dim * model.m_ref), rtol=1e-9)
+    beyond = np.maximum(model.lo - rows, rows - model.hi) / model.unit
+    np.testing.assert_array_equal(ood, beyond.max(axis=1) > model.ood_limit)
+    for plane, verdict in ((1.0, finer), (1.0 / GRID_SLACK, off)):
+        scaled = rows / model.grid * plane
+        bad = np.abs(scaled - np.rint(scaled)) > 1e-6 * np.maximum(1.0, np.abs(scaled))
+        np.testing.assert_array_equal(verdict, bad.any(axis=1))
+    assert not off[:20].any() and off[20:25].all() and not off[25:30].any() and finer[25:30].any()
+    assert ood[-3:].all() and not ood[:20].any()
+    bits = rows @ model._cell_planes > model._cell_offset
+    np.testing.assert_array_equal(model.cell(rows), np.packbits(bits, axis=1)[:, 0])
