@@ -21,6 +21,7 @@ import math
 import struct
 from array import array
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgpack
 import numpy as np
@@ -112,31 +113,39 @@ class ClientState:
         return self.coverage.bit_count() / 256.0
 
     def to_bytes(self) -> bytes:
-        names = "\0".join(self.contrib).encode()
+        contrib = self.contrib
+        names = "\0".join(contrib).encode()
+        prompts, simhashes, biased, members = self.prompts, self.simhashes, self.biased_ids, self.members
         rows = self.rows
-        k = d = filled = 0
-        ring = ld = sp = b""
+        k = d = filled = n_ld = n_sp = 0
+        # Buffers, joined once below without a copy each (arrays and numpy slices are bytes-like).
+        ring: Any = b""
+        ld = sp = b""
         if rows is not None:
             # Only the filled part of the ring: most clients send a few requests, and a 64-feature
             # ring of 16 is 4 KB whether one slot is used or all of them.
             k, d = rows.shape
             filled = min(self.rows_n, k)
-            ring = rows[:filled].tobytes() if rows.dtype == _F32 else rows[:filled].astype(_F32).tobytes()
+            ring = rows[:filled] if rows.dtype == _F32 else rows[:filled].astype(_F32)
             if self.last_diff is not None:
                 ld = _f32_bytes(self.last_diff)
+                n_ld = len(ld) // 4
             if self.step_profile is not None:
                 sp = _f32_bytes(self.step_profile)
+                n_sp = len(sp) // 4
+        # prompts, simhashes, biased ids and members follow one another: one array.
+        ints = array(_I64, prompts)
+        ints.extend(simhashes)
+        ints.extend(biased)
+        ints.extend(members)
         head = _HEAD.pack(
             _VERSION, self.t_first, self.t_last, self.n, self.rate_short, self.rate_long, self.size_mu,
             self.extraction, self.abuse, self.out_tokens, self.dup_ewma, self.near_ewma, self.ood_ewma,
             self.low_margin_ewma, self.template_ewma, self.level, self.level_until, self.blocks,
             self.axis_anchor, self.axis_coords, self.taught, self.coverage.to_bytes(32, "little"),
-            len(self.contrib), len(names), len(self.prompts), len(self.simhashes), len(self.biased_ids),
-            len(self.members), k, d, self.rows_n, len(ld) // 4, len(sp) // 4)
-        return b"".join((head, names, array("d", self.contrib.values()).tobytes(),
-                         array(_I64, self.prompts).tobytes(), array(_I64, self.simhashes).tobytes(),
-                         array(_I64, self.biased_ids).tobytes(), array(_I64, self.members).tobytes(),
-                         ring, ld, sp))
+            len(contrib), len(names), len(prompts), len(simhashes), len(biased), len(members), k, d,
+            self.rows_n, n_ld, n_sp)
+        return b"".join((head, names, array("d", contrib.values()), ints, ring, ld, sp))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ClientState | None:
