@@ -40,7 +40,7 @@ from kong_plugins.storage import Limiter, RateRule, Storage
 
 from .config import LEVELS, GuardConfig
 from .detector import ALLOW, BLOCK, FLAG, REVOKE, THROTTLE, Assessment, Detector, Observation
-from .payloads import llm_request, parse_json, policy_violation, predict_rows
+from .payloads import body_predict_rows, llm_request, parse_json, policy_violation, predict_rows
 from .state import ClientState
 
 NS = "xg"
@@ -394,8 +394,11 @@ def build_observation(cfg: GuardConfig, t: float, route: str, body: bytes | None
                       request_size: int = 0, response_size: int = 0,
                       tap: dict[str, Any] | None = None) -> Observation:
     """The detector's view of one request, from what the log phase has (body stashed in access)."""
-    doc = parse_json(body) if body is not None else None
-    rows = predict_rows(doc, cfg.max_rows_per_request) if doc is not None else None
+    doc = None
+    rows = body_predict_rows(body, cfg.max_rows_per_request) if body is not None else None
+    if rows is None:  # not the common predict body: the general parser decides what it is
+        doc = parse_json(body) if body is not None else None
+        rows = predict_rows(doc, cfg.max_rows_per_request) if doc is not None else None
     llm = llm_request(doc) if rows is None and doc is not None else None
     margins = tap.get("m") if tap else None
     tokens = tap.get("o") if tap else None

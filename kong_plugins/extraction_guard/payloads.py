@@ -13,9 +13,10 @@ from typing import Any
 
 import numpy as np
 import orjson
+from numba import types
 
 from .config import Mitigations
-from .sketches import prompt_hash, simhash64
+from .sketches import compiled, prompt_hash, simhash64
 
 
 @dataclass(frozen=True)
@@ -89,9 +90,198 @@ def predict_rows(doc: Any, max_rows: int) -> np.ndarray | None:
     arr = arr.reshape(arr.shape[0], -1)
     if arr.shape[1] == 0 or not np.isfinite(arr).all():
         return None
+    return _narrowed(arr)
+
+
+def body_predict_rows(body: bytes, max_rows: int) -> np.ndarray | None:
+    """``predict_rows(parse_json(body), max_rows)`` for the common body ``{"instances": [[n, ...],
+    ...]}``, read straight from the bytes; ``None`` when the body is not exactly that shape.
+
+    For a batch of 8 digits rows the general path costs ~20 us (orjson makes 512 Python floats,
+    numpy reads them back); this one ~8. ``None`` means "take the general path", never "not a
+    predict call": anything unusual -- other keys, nested or ragged rows, a number whose exact
+    value needs more than the fast decimal conversion below, non-ASCII bytes -- goes there.
+    """
+    if max_rows < 1 or b'"instances"' not in body[:64]:
+        return None
+    out, n, d = _scan_instances(np.frombuffer(body, dtype=np.uint8), max_rows)
+    if n <= 0:
+        return None
+    # At least one column, every value finite (the scanner's decimals are): only the width check.
+    return _narrowed(out[: n * d].reshape(n, d))
+
+
+def _narrowed(arr: np.ndarray) -> np.ndarray:
+    """Rows wider than ``MAX_FEATURES`` reduced to that many evenly spaced columns."""
     if arr.shape[1] > MAX_FEATURES:
         arr = arr[:, np.linspace(0, arr.shape[1] - 1, MAX_FEATURES).astype(np.intp)]
     return arr
+
+
+#: Powers of ten a double holds exactly (10**22 is the largest): a decimal ``m * 10**e`` with
+#: ``m <= 2**53`` and ``|e| <= 22`` is one correctly rounded product or quotient of two exact
+#: doubles (Clinger's fast path), i.e. the value orjson, ``json`` and ``float()`` give.
+_EXACT_POWERS = np.array([10.0 ** i for i in range(23)])
+_MAX_EXACT = 1 << 53
+
+
+@compiled(types.Tuple((types.float64[::1], types.int64, types.int64))(  # type: ignore[no-untyped-call]
+    types.Array(types.uint8, 1, "C", readonly=True), types.int64))
+def _scan_instances(buf: np.ndarray, max_rows: int) -> tuple[np.ndarray, int, int]:  # pragma: no cover
+    """Validate ``{"instances": [[n, ...], ...]}`` (JSON whitespace anywhere between tokens, one
+    key, rows of one width, JSON numbers) and convert the first ``max_rows`` rows. Returns
+    ``(values, rows, width)``; ``rows`` is 0 when the body is anything else."""
+    nothing = np.empty(0, dtype=np.float64)
+    size = buf.shape[0]
+    key = b'"instances"'
+    i = 0
+    while i < size and (buf[i] == 32 or buf[i] == 9 or buf[i] == 10 or buf[i] == 13):
+        i += 1
+    if i >= size or buf[i] != 123:  # {
+        return nothing, 0, 0
+    i += 1
+    while i < size and (buf[i] == 32 or buf[i] == 9 or buf[i] == 10 or buf[i] == 13):
+        i += 1
+    if i + len(key) > size:
+        return nothing, 0, 0
+    for j in range(len(key)):
+        if buf[i + j] != key[j]:
+            return nothing, 0, 0
+    i += len(key)
+    while i < size and (buf[i] == 32 or buf[i] == 9 or buf[i] == 10 or buf[i] == 13):
+        i += 1
+    if i >= size or buf[i] != 58:  # :
+        return nothing, 0, 0
+    i += 1
+    while i < size and (buf[i] == 32 or buf[i] == 9 or buf[i] == 10 or buf[i] == 13):
+        i += 1
+    if i >= size or buf[i] != 91:  # [
+        return nothing, 0, 0
+    i += 1
+    out = nothing
+    width = -1
+    rows = 0
+    while True:  # one row per turn
+        while i < size and (buf[i] == 32 or buf[i] == 9 or buf[i] == 10 or buf[i] == 13):
+            i += 1
+        if i >= size or buf[i] != 91:  # [
+            return nothing, 0, 0
+        i += 1
+        count = 0
+        while True:  # one number per turn
+            while i < size and (buf[i] == 32 or buf[i] == 9 or buf[i] == 10 or buf[i] == 13):
+                i += 1
+            negative = False
+            if i < size and buf[i] == 45:  # -
+                negative = True
+                i += 1
+            if i >= size or buf[i] < 48 or buf[i] > 57:
+                return nothing, 0, 0
+            mantissa = 0
+            digits = 0  # significant digits in mantissa (leading zeros do not count); 18 fit int64
+            exponent = 0
+            integral = True
+            if buf[i] == 48:  # a leading 0 stands alone
+                i += 1
+            else:
+                while i < size and 48 <= buf[i] <= 57:
+                    if digits < 18:
+                        mantissa = mantissa * 10 + (buf[i] - 48)
+                        if mantissa:
+                            digits += 1
+                    else:
+                        return nothing, 0, 0
+                    i += 1
+            if i < size and buf[i] == 46:  # .
+                integral = False
+                i += 1
+                if i >= size or buf[i] < 48 or buf[i] > 57:
+                    return nothing, 0, 0
+                while i < size and 48 <= buf[i] <= 57:
+                    if digits < 18:
+                        mantissa = mantissa * 10 + (buf[i] - 48)
+                        if mantissa:
+                            digits += 1
+                        exponent -= 1
+                    else:
+                        return nothing, 0, 0
+                    i += 1
+            if i < size and (buf[i] == 101 or buf[i] == 69):  # e E
+                integral = False
+                i += 1
+                exp_negative = False
+                if i < size and (buf[i] == 43 or buf[i] == 45):
+                    exp_negative = buf[i] == 45
+                    i += 1
+                if i >= size or buf[i] < 48 or buf[i] > 57:
+                    return nothing, 0, 0
+                written = 0
+                while i < size and 48 <= buf[i] <= 57:
+                    if written < 100000:
+                        written = written * 10 + (buf[i] - 48)
+                    i += 1
+                exponent += -written if exp_negative else written
+            if mantissa == 0:
+                value = 0.0
+            elif mantissa <= _MAX_EXACT and -22 <= exponent <= 22:
+                value = float(mantissa)
+                if exponent >= 0:
+                    value *= _EXACT_POWERS[exponent]
+                else:
+                    value /= _EXACT_POWERS[-exponent]
+            else:
+                return nothing, 0, 0
+            if negative and not (integral and mantissa == 0):  # the integer -0 is 0
+                value = -value
+            if rows < max_rows:
+                if width < 0:
+                    # the first row's width sizes the buffer; it fills row by row
+                    if count >= out.shape[0]:
+                        grown = np.empty(max(16, 2 * out.shape[0]), dtype=np.float64)
+                        grown[: out.shape[0]] = out
+                        out = grown
+                    out[count] = value
+                else:
+                    out[rows * width + count] = value
+            count += 1
+            if width >= 0 and count > width:
+                return nothing, 0, 0
+            while i < size and (buf[i] == 32 or buf[i] == 9 or buf[i] == 10 or buf[i] == 13):
+                i += 1
+            if i < size and buf[i] == 44:  # ,
+                i += 1
+                continue
+            if i < size and buf[i] == 93:  # ]
+                i += 1
+                break
+            return nothing, 0, 0
+        if width < 0:
+            width = count
+            first = out
+            out = np.empty(max_rows * width, dtype=np.float64)
+            out[:width] = first[:width]
+        elif count != width:
+            return nothing, 0, 0
+        rows += 1
+        while i < size and (buf[i] == 32 or buf[i] == 9 or buf[i] == 10 or buf[i] == 13):
+            i += 1
+        if i < size and buf[i] == 44:  # ,
+            i += 1
+            continue
+        if i < size and buf[i] == 93:  # ]
+            i += 1
+            break
+        return nothing, 0, 0
+    while i < size and (buf[i] == 32 or buf[i] == 9 or buf[i] == 10 or buf[i] == 13):
+        i += 1
+    if i >= size or buf[i] != 125:  # }
+        return nothing, 0, 0
+    i += 1
+    while i < size and (buf[i] == 32 or buf[i] == 9 or buf[i] == 10 or buf[i] == 13):
+        i += 1
+    if i != size:
+        return nothing, 0, 0
+    return out, min(rows, max_rows), width
 
 
 def instance_count(doc: Any) -> int:

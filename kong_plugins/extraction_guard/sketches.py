@@ -104,7 +104,7 @@ _ASCII_WORD = _ascii_word_table()
 _CRC_TABLE = _crc32_table()
 
 
-def _compiled(signature: Any) -> Callable[[Callable[..., Any]], Any]:
+def compiled(signature: Any) -> Callable[[Callable[..., Any]], Any]:
     """Compiled now (at import, never on a request) for ``signature``, the machine code cached on
     disk where a cache location is writable (numba refuses ``cache=True`` when none is)."""
 
@@ -118,7 +118,7 @@ def _compiled(signature: Any) -> Callable[[Callable[..., Any]], Any]:
 
 
 #: The text's bytes are read-only (``np.frombuffer`` of a ``bytes``): no copy.
-@_compiled(types.uint64(types.Array(types.uint8, 1, "C", readonly=True), types.uint8[::1], types.uint32[::1]))
+@compiled(types.uint64(types.Array(types.uint8, 1, "C", readonly=True), types.uint8[::1], types.uint32[::1]))
 def _simhash_ascii(text: np.ndarray, word: np.ndarray, crc: np.ndarray) -> np.uint64:  # pragma: no cover
     """``_simhash_python`` of ASCII text (its bytes), unsigned: words are the runs of bytes
     ``word`` maps to non-zero (lower-cased); each bigram ``"a b"`` is CRC-32'd as it is scanned,

@@ -16,6 +16,7 @@ from kong_plugins.extraction_guard.config import FeatureStats, GuardConfig
 from kong_plugins.extraction_guard.detector import BASELINE_ROWS_PER_CLIENT, BLOCK, FLAG, REVOKE, Detector, Observation
 from kong_plugins.extraction_guard.payloads import (
     MAX_FEATURES,
+    body_predict_rows,
     llm_request,
     parse_json,
     predict_rows,
@@ -197,6 +198,68 @@ def test_simhash_puts_template_variants_close_and_unrelated_prompts_far() -> Non
     b = simhash64("You are an expert tutor. Explain black holes to a beginner in detail with examples.")
     c = simhash64("What is the weather in Paris tomorrow and should I bring an umbrella")
     assert hamming(a, b) <= GuardConfig().template_hamming < hamming(a, c)
+
+
+def _general_rows(body: bytes, max_rows: int = 8) -> np.ndarray | None:
+    doc = parse_json(body)
+    return predict_rows(doc, max_rows) if doc is not None else None
+
+
+def _same_rows(fast: np.ndarray, general: np.ndarray | None) -> bool:
+    return (general is not None and fast.shape == general.shape and fast.dtype == general.dtype
+            and np.array_equal(fast, general) and np.array_equal(np.signbit(fast), np.signbit(general)))
+
+
+def test_a_plain_instances_body_is_read_from_its_bytes_as_the_parser_reads_it() -> None:
+    body = b' {"instances" :\n[[0.0, 16, -3.25, 1e2, 2.5E-3, -0, -0.0, -0e1],[1,2,3,4,5,6,7,8], [0,0,0,0,0,0,0,0]]} '
+    fast = body_predict_rows(body, 8)
+    assert fast is not None and _same_rows(fast, _general_rows(body))
+    assert fast[0, 5] == 0.0 and not np.signbit(fast[0, 5])  # the integer -0 is 0
+    assert np.signbit(fast[0, 6]) and np.signbit(fast[0, 7])  # the float -0.0 keeps its sign
+    first_two = body_predict_rows(body, 2)
+    assert first_two is not None and _same_rows(first_two, _general_rows(body, 2))
+    wide = json.dumps({"instances": [[float(i) for i in range(3 * MAX_FEATURES)]]}).encode()
+    narrowed = body_predict_rows(wide, 8)
+    assert narrowed is not None and narrowed.shape == (1, MAX_FEATURES) and _same_rows(narrowed, _general_rows(wide))
+
+
+@pytest.mark.parametrize("body", [
+    b'{"instances": [[1, 2], [3]]}',  # ragged
+    b'{"instances": [[1, 2]], "signature_name": "x"}',  # another key
+    b'{"instances": [[[1, 2]]]}',  # nested
+    b'{"instances": [[1, "2"]]}', b'{"instances": [[1, null]]}', b'{"instances": [[1, true]]}',
+    b'{"instances": [[01]]}', b'{"instances": [[1.]]}', b'{"instances": [[.5]]}', b'{"instances": [[+1]]}',
+    b'{"instances": [[NaN]]}', b'{"instances": [[1e400]]}', b'{"instances": [[9007199254740993]]}',
+    b'{"instances": [[0.30000000000000004441]]}', b'{"instances": [[1e23]]}', b'{"instances": [[1]]} x',
+    b'{"instances": [[1]]', b'{"instances": []}', b'{"instances": [[]]}', b'{"instances": [{"x": [1]}]}',
+    b'{"instances": [1, 2]}', b'{"instances": [[1,\xc2\xa02]]}', b'{"instances": [[1]],}',
+])
+def test_any_other_body_is_left_to_the_general_parser(body: bytes) -> None:
+    assert body_predict_rows(body, 8) is None
+
+
+_DECIMALS = st.one_of(
+    st.integers(-(10**6), 10**6).map(str),
+    st.floats(-1e6, 1e6, allow_nan=False).map(repr),
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    st.floats(width=32, allow_nan=False, allow_infinity=False).map(repr),
+    st.tuples(st.integers(0, 10**17), st.integers(0, 10**17), st.integers(-30, 30), st.booleans()).map(
+        lambda t: f"{'-' if t[3] else ''}{t[0]}.{t[1]}e{t[2]}"),
+    st.sampled_from(["0", "-0", "0.0", "-0.0", "1e22", "1e-22", "9007199254740992", "123456789012345678"]),
+)
+_GAP = st.sampled_from(["", " ", "\n", "\t ", "\r\n"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.lists(_DECIMALS, min_size=1, max_size=6), min_size=1, max_size=10), _GAP,
+       st.integers(1, 8))
+def test_body_rows_equal_the_parsed_rows_whenever_read(rows: list[list[str]], gap: str, max_rows: int) -> None:
+    width = len(rows[0])
+    rows = [(r * width)[:width] for r in rows]  # one width, as predict bodies have
+    body = f'{{{gap}"instances":{gap}[{gap}{f",{gap}".join("[" + f",{gap}".join(r) + "]" for r in rows)}]}}'.encode()
+    fast = body_predict_rows(body, max_rows)
+    if fast is not None:
+        assert _same_rows(fast, _general_rows(body, max_rows))
 
 
 def test_simhash_of_one_bigram_is_its_two_crcs() -> None:
