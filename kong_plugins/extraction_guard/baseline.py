@@ -175,14 +175,6 @@ class FeatureModel:
         # Good-Turing: the mass of cells not yet seen is about the share of cells seen exactly once.
         self.unseen_cell_rate = float((counts == 1).sum()) / max(1, len(rows))
 
-    def distance(self, rows: np.ndarray) -> np.ndarray:
-        """Mean squared whitened distance per row, in units of the route's held-out 99th percentile."""
-        return self.evaluate(rows)[0]
-
-    def out_of_domain(self, rows: np.ndarray) -> np.ndarray:
-        """Rows reaching further beyond the learned ranges than any benign held-out row did."""
-        return self.evaluate(rows)[1]
-
     def span(self) -> np.ndarray:
         return self.unit
 

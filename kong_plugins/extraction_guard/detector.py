@@ -184,14 +184,13 @@ class _Block:
     the evidence and the client's running state are updated.
     """
 
-    __slots__ = ("anchor", "axis", "coords", "duplicate", "line_cos", "n_near", "near", "new_ring", "repeat",
-                 "sign_value", "signed", "structure", "vectors")
+    __slots__ = ("anchor", "axis", "coords", "duplicate", "line_cos", "n_near", "near", "repeat", "sign_value",
+                 "signed", "structure", "vectors")
 
     def __init__(self, st: ClientState, facts: _RowFacts, shape: _Shape, capacity: int) -> None:
         rows32 = facts.rows32
         size, dim = rows32.shape
-        fresh = st.rows is None
-        if st.rows is None:
+        if st.rows is None:  # a new ring: the client's kept steps go with the old one
             st.rows = np.zeros((capacity, dim), dtype=np.float32)
             st.rows_n = 0
             st.last_diff = st.step_profile = None
@@ -205,19 +204,16 @@ class _Block:
         #: last step)
         self.vectors = np.zeros((2, size, dim), dtype=np.float32)
         st.rows_n = kernels.measure_rows(
-            st.rows, st.rows_n, rows32, facts.tolerance, shape.inv_scale if warm else _NO_SCALE, warm, fresh,
+            st.rows, st.rows_n, rows32, facts.tolerance, shape.inv_scale if warm else _NO_SCALE, warm,
             shape.axis_signal, shape.axis_max, shape.span if warm else _NO_GRID, shape.grid,
-            shape.whiten if warm else _NO_MATRIX, _kept(step0, dim), step0 is not None and step0.shape == (dim,),
-            _kept(line0, dim), line0 is not None and line0.shape == (dim,), AXIS_MIN_DIM, flags, coords, values,
-            self.vectors)
+            shape.whiten if warm else _NO_MATRIX, _kept(step0, dim), _kept(line0, dim), AXIS_MIN_DIM, flags, coords,
+            values, self.vectors)
         self.duplicate, self.structure, self.axis, self.anchor, self.n_near, self.signed = flags.T.tolist()
         #: per row: the coordinates moved from the axis neighbour (bit ``c % 64``)
         self.coords: list[int] = coords.tolist()
         #: per row: the distance to the nearest input, the sign step's mean move, the repeated step's
         #: median move (NaN: none), |cos| of the line search (-1: none)
         self.near, self.sign_value, self.repeat, self.line_cos = values.T.tolist()
-        #: ``new_ring[r]``: row r started a new ring (the client's step vectors were forgotten)
-        self.new_ring = fresh
 
 
 #: Stand-ins for the kernels' optional arrays (the kernels take typed arrays, never None).
@@ -489,8 +485,6 @@ class Detector:
                     # One input, however odd, is at most a throttle: a client's single malformed
                     # request must not cost it a block; repeated ones do.
                     acc.extraction -= row_weight - W_ROW_MAX
-            if i == 0 and block.new_ring:
-                st.last_diff = st.step_profile = None
         if acc.extraction > W_ROW_MAX:
             # ...nor is one request (the only extraction evidence so far is its rows'): a batch of
             # rare-but-real inputs (the tail of a skewed feature, sorted by label) must not add up

@@ -189,25 +189,22 @@ def _mostly_equal(values: np.ndarray, one_pct: float) -> bool:
 
 
 @_compiled
-def _step_tests(structure: np.ndarray, new_ring: np.ndarray, axis: np.ndarray, n_near: np.ndarray,
-               step_near: np.ndarray, changed_near: np.ndarray, rows: np.ndarray, span: np.ndarray,
-                grid: np.ndarray, step0: np.ndarray, has_step0: bool, vecs: np.ndarray,
-               line_step: np.ndarray, line0: np.ndarray, has_line0: bool, min_dim: int,
-               signed: np.ndarray, sign_value: np.ndarray, repeat: np.ndarray,
-               line_cos: np.ndarray) -> None:
+def _step_tests(structure: np.ndarray, axis: np.ndarray, n_near: np.ndarray, step_near: np.ndarray,
+                changed_near: np.ndarray, rows: np.ndarray, span: np.ndarray, grid: np.ndarray, step0: np.ndarray,
+                vecs: np.ndarray, line_step: np.ndarray, line0: np.ndarray, min_dim: int, signed: np.ndarray,
+                sign_value: np.ndarray, repeat: np.ndarray, line_cos: np.ndarray) -> None:
     """Sign steps, repeated steps and line searches of a request's rows (``Detector._structure``).
 
     Rows with ``structure`` and a nearest input at least 4 coordinates away are "moved". A moved
     row with no axis neighbour that moved ``max(4, dim // 4)`` coordinates is a sign step when
     80% of its moves are equal within 1% relative to the route's ``span`` (or, moving at least
     ``min_dim`` coordinates, in absolute value). A moved row that is not a sign step repeats
-    the previous moved row's step (``step0`` before the first; the chain is cut after a row
-    that started a new ring) when 80% of their union of moved coordinates move by equal
-    magnitudes within 1%, unless it is the same pair of inputs again, and -- under ``min_dim``
+    the previous moved row's step (``step0`` before the first) when 80% of their union of moved
+    coordinates move by equal magnitudes within 1%, unless it is the same pair of inputs again, and -- under ``min_dim``
     moved coordinates -- only with a step finer than the route's ``grid``: ``repeat`` is the
     median move. ``vecs[r]`` is the whitened step from the previous input of structure row ``r``
     (float64); ``line_cos`` its |cos| with the previous structure row's (as float32, ``line0``
-    before the first, same chain cuts) where ``line_step``; -1 elsewhere.
+    before the first) where ``line_step``; -1 elsewhere.
     """
     size = structure.shape[0]
     dim = step_near.shape[1]
@@ -217,7 +214,7 @@ def _step_tests(structure: np.ndarray, new_ring: np.ndarray, axis: np.ndarray, n
     have_span = span.size == dim
     have_grid = grid.size == dim
     prev = step0
-    has_prev = has_step0
+    has_prev = step0.size == dim
     # the moved coordinates' magnitudes of one row, relative to the span and absolute
     relative = np.empty(dim, dtype=np.float64)
     absolute = np.empty(dim, dtype=np.float32)
@@ -279,10 +276,8 @@ def _step_tests(structure: np.ndarray, new_ring: np.ndarray, axis: np.ndarray, n
                         repeat[r] = np.median(mags)
             prev = a
             has_prev = True
-        if new_ring[r]:
-            has_prev = False
     prev_line = line0
-    has_prev = has_line0
+    has_prev = line0.size == dim
     for r in range(size):
         if structure[r]:
             v = vecs[r]
@@ -299,21 +294,18 @@ def _step_tests(structure: np.ndarray, new_ring: np.ndarray, axis: np.ndarray, n
                     line_cos[r] = abs(dot) / (math.sqrt(n1) * n2)
             prev_line = v.astype(np.float32)
             has_prev = True
-        if new_ring[r]:
-            has_prev = False
 
 
 @_compiled
 def measure_rows(ring: np.ndarray, rows_n: int, rows: np.ndarray, tolerance: np.ndarray, inv_scale: np.ndarray,
-                 warm: bool, new_ring0: bool, axis_signal: bool, axis_top: int, span: np.ndarray, grid: np.ndarray,
-                 whiten: np.ndarray, step0: np.ndarray, has_step0: bool, line0: np.ndarray, has_line0: bool,
-                 min_dim: int, flags: np.ndarray, coords: np.ndarray, values: np.ndarray,
-                 vectors: np.ndarray) -> int:
+                 warm: bool, axis_signal: bool, axis_top: int, span: np.ndarray, grid: np.ndarray,
+                 whiten: np.ndarray, step0: np.ndarray, line0: np.ndarray, min_dim: int, flags: np.ndarray,
+                 coords: np.ndarray, values: np.ndarray, vectors: np.ndarray) -> int:
     """A request's rows against the client's ring (pushed into it) and their step tests, in one call.
 
     ``warm``: the route has a model (``inv_scale``, ``span``, ``grid``, ``whiten``); without
-    one only repeats, structure and axis neighbours are measured. ``new_ring0``: the ring was
-    started for this request (the chains of steps begin afresh). Per row ``r``:
+    one only repeats, structure and axis neighbours are measured. ``step0`` and ``line0`` are the
+    client's kept steps (empty when it has none). Per row ``r``:
     ``flags[r] = (duplicate, structure, axis slot or -1, anchor CRC-32, n_near, signed)``,
     ``coords[r]`` the axis neighbour's moved coordinates, ``values[r] = (distance to the nearest
     input, sign-step mean move, repeated-step median move or NaN, line |cos| or -1)``,
@@ -325,8 +317,6 @@ def measure_rows(ring: np.ndarray, rows_n: int, rows: np.ndarray, tolerance: np.
     structure = np.zeros(size, dtype=np.bool_)
     line_step = np.zeros(size, dtype=np.bool_)
     signed = np.zeros(size, dtype=np.bool_)
-    new_ring = np.zeros(size, dtype=np.bool_)
-    new_ring[0] = new_ring0
     axis = np.full(size, -1, dtype=np.int64)
     anchor = np.zeros(size, dtype=np.int64)
     n_near = np.zeros(size, dtype=np.int64)
@@ -347,8 +337,8 @@ def measure_rows(ring: np.ndarray, rows_n: int, rows: np.ndarray, tolerance: np.
             if structure[r]:
                 _product(step_last[r].astype(np.float64), whiten, vecs[r])
                 vectors[1, r] = vecs[r].astype(np.float32)
-        _step_tests(structure, new_ring, axis, n_near, step_near, changed_near, rows, span, grid, step0, has_step0,
-                    vecs, line_step, line0, has_line0, min_dim, signed, sign_value, repeat, line_cos)
+        _step_tests(structure, axis, n_near, step_near, changed_near, rows, span, grid, step0, vecs,
+                    line_step, line0, min_dim, signed, sign_value, repeat, line_cos)
     for r in range(size):
         flags[r, 0] = duplicate[r]
         flags[r, 1] = structure[r]
@@ -435,8 +425,8 @@ def warm() -> None:
     rows = np.arange(size * dim, dtype=np.float32).reshape(size, dim)
     for model in (True, False):
         measure_rows(np.zeros((3, dim), dtype=np.float32), 0, rows, np.ones((size, dim), dtype=np.float32),
-                     np.ones(dim, dtype=np.float32), model, True, True, 1, np.ones(dim), np.ones(dim), np.eye(dim),
-                     np.zeros(dim, dtype=np.float32), False, np.zeros(dim, dtype=np.float32), False, 8,
+                     np.ones(dim, dtype=np.float32), model, True, 1, np.ones(dim), np.ones(dim), np.eye(dim),
+                     np.zeros(dim, dtype=np.float32), np.zeros(dim, dtype=np.float32), 8,
                      np.zeros((size, 6), dtype=np.int64), np.zeros(size, dtype=np.uint64), np.zeros((size, 4)),
                      np.zeros((2, size, dim), dtype=np.float32))
     model_rows = np.ones((size, dim))

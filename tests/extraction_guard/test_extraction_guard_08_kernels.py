@@ -94,9 +94,9 @@ def test_measure_rows_finds_the_repeats_neighbours_and_nearest_inputs_numpy_find
     flags = np.empty((size, 6), dtype=np.int64)
     values = np.empty((size, 4))
     vectors = np.zeros((2, size, dim), dtype=np.float32)
-    n = kernels.measure_rows(ring, filled, rows, tol, inv, True, filled == 0, True, 1, np.ones(dim), np.zeros(0),
-                             np.eye(dim), np.zeros(0, dtype=np.float32), False, np.zeros(0, dtype=np.float32), False,
-                             8, flags, np.empty(size, dtype=np.uint64), values, vectors)
+    n = kernels.measure_rows(ring, filled, rows, tol, inv, True, True, 1, np.ones(dim), np.zeros(0),
+                             np.eye(dim), np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.float32), 8, flags,
+                             np.empty(size, dtype=np.uint64), values, vectors)
     assert n == filled + sum(1 for e in expected if not e[0])
     for r, (repeat, axis, nearest, distance) in enumerate(expected):
         assert bool(flags[r, 0]) == repeat
