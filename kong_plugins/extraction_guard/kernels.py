@@ -21,25 +21,13 @@ start (``warm``), never on a request. The machine code is cached on disk next to
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Any
 
 import numpy as np
-from numba import njit
 
+from ._jit import CRC32_MASK, compiled, crc32_byte
 
-def _compiled(fn: Callable[..., Any], fastmath: Any = False) -> Any:
-    """``fn`` compiled, with its machine code cached on disk where a cache location is writable
-    (numba refuses ``cache=True`` at decoration when none is: then it compiles at every start)."""
-    try:
-        return njit(cache=True, nogil=True, fastmath=fastmath)(fn)
-    except RuntimeError:
-        return njit(nogil=True, fastmath=fastmath)(fn)
-
-
-def _compiled_reassociated(fn: Callable[..., Any]) -> Any:
-    """``_compiled`` with sums that may be reordered (vectorised), as in a BLAS product."""
-    return _compiled(fn, fastmath={"reassoc", "contract"})
+_compiled = compiled()
+_compiled_reassociated = compiled(fastmath={"reassoc", "contract"})
 
 
 @_compiled_reassociated
@@ -52,26 +40,13 @@ def _product(x: np.ndarray, matrix: np.ndarray, out: np.ndarray) -> None:
         out[i] = total
 
 
-def _crc32_table() -> np.ndarray:
-    table = np.zeros(256, dtype=np.int64)
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ 0xEDB88320 if c & 1 else c >> 1
-        table[i] = c
-    return table
-
-
-_CRC_TABLE = _crc32_table()
-
-
 @_compiled
 def _crc32(data: np.ndarray) -> int:
     """``zlib.crc32`` of a byte array (the axis anchor's identity, as the numpy code stored it)."""
-    crc = 0xFFFFFFFF
+    crc = CRC32_MASK
     for b in data:
-        crc = _CRC_TABLE[(crc ^ b) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
+        crc = crc32_byte(crc, b)
+    return int(crc ^ CRC32_MASK)
 
 
 @_compiled_reassociated

@@ -15,8 +15,9 @@ import numpy as np
 import orjson
 from numba import types
 
+from ._jit import compiled
 from .config import Mitigations
-from .sketches import compiled, prompt_hash, simhash64
+from .sketches import prompt_hash, simhash64
 
 
 @dataclass(frozen=True)

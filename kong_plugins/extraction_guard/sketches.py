@@ -15,11 +15,11 @@ import itertools
 import re
 import zlib
 from array import array
-from collections.abc import Callable
-from typing import Any
 
 import numpy as np
-from numba import njit, types
+from numba import types
+
+from ._jit import CRC32_MASK, compiled, crc32_byte
 
 _WORD = re.compile(r"\w+")
 #: ``\w+`` on ASCII text, matched on its bytes: the same words, without encoding each bigram.
@@ -49,7 +49,7 @@ def simhash64(text: str) -> int:
     """
     head = text[:MAX_PROMPT_CHARS]
     if head.isascii():
-        value = int(_simhash_ascii(np.frombuffer(head.encode(), dtype=np.uint8), _ASCII_WORD, _CRC_TABLE))
+        value = int(_simhash_ascii(np.frombuffer(head.encode(), dtype=np.uint8), _ASCII_WORD))
         return value - (1 << 64) if value >= 1 << 63 else value
     return _simhash_python(head)
 
@@ -89,37 +89,38 @@ def _ascii_word_table() -> np.ndarray:
     return table
 
 
-def _crc32_table() -> np.ndarray:
-    """The byte table of CRC-32 (polynomial 0xEDB88320, reflected: ``zlib.crc32``'s)."""
-    table = np.zeros(256, dtype=np.uint32)
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ 0xEDB88320 if c & 1 else c >> 1
-        table[i] = c
-    return table
-
-
 _ASCII_WORD = _ascii_word_table()
-_CRC_TABLE = _crc32_table()
-
-
-def compiled(signature: Any) -> Callable[[Callable[..., Any]], Any]:
-    """Compiled now (at import, never on a request) for ``signature``, the machine code cached on
-    disk where a cache location is writable (numba refuses ``cache=True`` when none is)."""
-
-    def compile_(fn: Callable[..., Any]) -> Any:
-        try:
-            return njit(signature, cache=True, nogil=True)(fn)
-        except RuntimeError:
-            return njit(signature, nogil=True)(fn)
-
-    return compile_
 
 
 #: The text's bytes are read-only (``np.frombuffer`` of a ``bytes``): no copy.
-@compiled(types.uint64(types.Array(types.uint8, 1, "C", readonly=True), types.uint8[::1], types.uint32[::1]))
-def _simhash_ascii(text: np.ndarray, word: np.ndarray, crc: np.ndarray) -> np.uint64:  # pragma: no cover
+@compiled()
+def _bigram_halves(text: np.ndarray, word: np.ndarray, first: int, first_end: int, second: int,
+                   second_end: int) -> tuple[np.uint32, np.uint32]:
+    """The CRC-32s (from 0 and from ``_SEED_HI``) of the shingle ``"a b"`` -- or of the word ``a``
+    alone when ``second == second_end`` -- hashed as it is read, without building it."""
+    low = CRC32_MASK
+    high = CRC32_MASK ^ np.uint32(_SEED_HI)
+    for j in range(first, first_end):
+        b = word[text[j]]
+        low, high = crc32_byte(low, b), crc32_byte(high, b)
+    if second < second_end:
+        low, high = crc32_byte(low, 32), crc32_byte(high, 32)
+        for j in range(second, second_end):
+            b = word[text[j]]
+            low, high = crc32_byte(low, b), crc32_byte(high, b)
+    return low ^ CRC32_MASK, high ^ CRC32_MASK
+
+
+@compiled()
+def _count_bits(counts: np.ndarray, low: np.uint32, high: np.uint32) -> None:
+    for bit in range(32):
+        counts[bit] += (low >> bit) & 1
+        counts[32 + bit] += (high >> bit) & 1
+
+
+#: The text's bytes are read-only (``np.frombuffer`` of a ``bytes``): no copy.
+@compiled(types.uint64(types.Array(types.uint8, 1, "C", readonly=True), types.uint8[::1]))
+def _simhash_ascii(text: np.ndarray, word: np.ndarray) -> np.uint64:
     """``_simhash_python`` of ASCII text (its bytes), unsigned: words are the runs of bytes
     ``word`` maps to non-zero (lower-cased); each bigram ``"a b"`` is CRC-32'd as it is scanned,
     once from 0 and once from ``_SEED_HI``, without building it."""
@@ -137,44 +138,17 @@ def _simhash_ascii(text: np.ndarray, word: np.ndarray, crc: np.ndarray) -> np.ui
         while i < n and word[text[i]] != 0:
             i += 1
         if prev_start >= 0:
-            low = np.uint32(0xFFFFFFFF)
-            high = np.uint32(0xFFFFFFFF ^ 0x5BD1E995)
-            for j in range(prev_start, prev_end):
-                b = word[text[j]]
-                low = crc[(low ^ b) & 0xFF] ^ (low >> 8)
-                high = crc[(high ^ b) & 0xFF] ^ (high >> 8)
-            low = crc[(low ^ 32) & 0xFF] ^ (low >> 8)
-            high = crc[(high ^ 32) & 0xFF] ^ (high >> 8)
-            for j in range(start, i):
-                b = word[text[j]]
-                low = crc[(low ^ b) & 0xFF] ^ (low >> 8)
-                high = crc[(high ^ b) & 0xFF] ^ (high >> 8)
-            low ^= np.uint32(0xFFFFFFFF)
-            high ^= np.uint32(0xFFFFFFFF)
-            for bit in range(32):
-                counts[bit] += (low >> bit) & 1
-                counts[32 + bit] += (high >> bit) & 1
+            low, high = _bigram_halves(text, word, prev_start, prev_end, start, i)
+            _count_bits(counts, low, high)
             shingles += 1
-        else:
-            first_start = start
-            first_end = i
         prev_start = start
         prev_end = i
     if shingles == 0:
         if prev_start < 0:
             return np.uint64(0)
         # one word: the word itself is the shingle
-        low = np.uint32(0xFFFFFFFF)
-        high = np.uint32(0xFFFFFFFF ^ 0x5BD1E995)
-        for j in range(first_start, first_end):
-            b = word[text[j]]
-            low = crc[(low ^ b) & 0xFF] ^ (low >> 8)
-            high = crc[(high ^ b) & 0xFF] ^ (high >> 8)
-        low ^= np.uint32(0xFFFFFFFF)
-        high ^= np.uint32(0xFFFFFFFF)
-        for bit in range(32):
-            counts[bit] += (low >> bit) & 1
-            counts[32 + bit] += (high >> bit) & 1
+        low, high = _bigram_halves(text, word, prev_start, prev_end, 0, 0)
+        _count_bits(counts, low, high)
         shingles = 1
     value = np.uint64(0)
     for bit in range(64):
