@@ -126,6 +126,14 @@ _EXACT_POWERS = np.array([10.0 ** i for i in range(23)])
 _MAX_EXACT = 1 << 53
 
 
+@compiled()
+def _skip_space(buf: np.ndarray, i: int) -> int:
+    """The first position from ``i`` that is not JSON whitespace (space, tab, LF, CR)."""
+    while i < buf.shape[0] and (buf[i] == 32 or buf[i] == 9 or buf[i] == 10 or buf[i] == 13):
+        i += 1
+    return i
+
+
 @compiled(types.Tuple((types.float64[::1], types.int64, types.int64))(  # type: ignore[no-untyped-call]
     types.Array(types.uint8, 1, "C", readonly=True), types.int64))
 def _scan_instances(buf: np.ndarray, max_rows: int) -> tuple[np.ndarray, int, int]:  # pragma: no cover
@@ -136,26 +144,22 @@ def _scan_instances(buf: np.ndarray, max_rows: int) -> tuple[np.ndarray, int, in
     size = buf.shape[0]
     key = b'"instances"'
     i = 0
-    while i < size and (buf[i] == 32 or buf[i] == 9 or buf[i] == 10 or buf[i] == 13):
-        i += 1
+    i = _skip_space(buf, i)
     if i >= size or buf[i] != 123:  # {
         return nothing, 0, 0
     i += 1
-    while i < size and (buf[i] == 32 or buf[i] == 9 or buf[i] == 10 or buf[i] == 13):
-        i += 1
+    i = _skip_space(buf, i)
     if i + len(key) > size:
         return nothing, 0, 0
     for j in range(len(key)):
         if buf[i + j] != key[j]:
             return nothing, 0, 0
     i += len(key)
-    while i < size and (buf[i] == 32 or buf[i] == 9 or buf[i] == 10 or buf[i] == 13):
-        i += 1
+    i = _skip_space(buf, i)
     if i >= size or buf[i] != 58:  # :
         return nothing, 0, 0
     i += 1
-    while i < size and (buf[i] == 32 or buf[i] == 9 or buf[i] == 10 or buf[i] == 13):
-        i += 1
+    i = _skip_space(buf, i)
     if i >= size or buf[i] != 91:  # [
         return nothing, 0, 0
     i += 1
@@ -163,15 +167,13 @@ def _scan_instances(buf: np.ndarray, max_rows: int) -> tuple[np.ndarray, int, in
     width = -1
     rows = 0
     while True:  # one row per turn
-        while i < size and (buf[i] == 32 or buf[i] == 9 or buf[i] == 10 or buf[i] == 13):
-            i += 1
+        i = _skip_space(buf, i)
         if i >= size or buf[i] != 91:  # [
             return nothing, 0, 0
         i += 1
         count = 0
         while True:  # one number per turn
-            while i < size and (buf[i] == 32 or buf[i] == 9 or buf[i] == 10 or buf[i] == 13):
-                i += 1
+            i = _skip_space(buf, i)
             negative = False
             if i < size and buf[i] == 45:  # -
                 negative = True
@@ -247,8 +249,7 @@ def _scan_instances(buf: np.ndarray, max_rows: int) -> tuple[np.ndarray, int, in
             count += 1
             if width >= 0 and count > width:
                 return nothing, 0, 0
-            while i < size and (buf[i] == 32 or buf[i] == 9 or buf[i] == 10 or buf[i] == 13):
-                i += 1
+            i = _skip_space(buf, i)
             if i < size and buf[i] == 44:  # ,
                 i += 1
                 continue
@@ -264,8 +265,7 @@ def _scan_instances(buf: np.ndarray, max_rows: int) -> tuple[np.ndarray, int, in
         elif count != width:
             return nothing, 0, 0
         rows += 1
-        while i < size and (buf[i] == 32 or buf[i] == 9 or buf[i] == 10 or buf[i] == 13):
-            i += 1
+        i = _skip_space(buf, i)
         if i < size and buf[i] == 44:  # ,
             i += 1
             continue
@@ -273,13 +273,11 @@ def _scan_instances(buf: np.ndarray, max_rows: int) -> tuple[np.ndarray, int, in
             i += 1
             break
         return nothing, 0, 0
-    while i < size and (buf[i] == 32 or buf[i] == 9 or buf[i] == 10 or buf[i] == 13):
-        i += 1
+    i = _skip_space(buf, i)
     if i >= size or buf[i] != 125:  # }
         return nothing, 0, 0
     i += 1
-    while i < size and (buf[i] == 32 or buf[i] == 9 or buf[i] == 10 or buf[i] == 13):
-        i += 1
+    i = _skip_space(buf, i)
     if i != size:
         return nothing, 0, 0
     return out, min(rows, max_rows), width
