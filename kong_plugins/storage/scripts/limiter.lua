@@ -130,17 +130,7 @@ for i = 1, n do
             window = at
             ok, remaining, reset, retry = slide(buckets, counts, top, used, limit, cost, at, width, span)
             if ok == 1 and cost > 0 then
-                if top == 0 then
-                    top = 1
-                    buckets[1], counts[1] = at, cost
-                else
-                    local first = buckets[1]
-                    for j = top + 1, at - first + 1 do
-                        buckets[j], counts[j] = first + j - 1, 0
-                    end
-                    if at - first + 1 > top then top = at - first + 1 end
-                    counts[at - first + 1] = counts[at - first + 1] + cost
-                end
+                top = rate_add(buckets, counts, top, at, cost)
                 states[i] = {rate_text(buckets, counts, top), reset}
             end
         end

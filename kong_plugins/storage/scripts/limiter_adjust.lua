@@ -39,17 +39,7 @@ for i = 1, #KEYS do
         elseif delta > 0 then
             local at = cur
             if top > 0 and buckets[1] > at then at = buckets[1] end
-            if top == 0 then
-                top = 1
-                buckets[1], counts[1] = at, delta
-            else
-                local first = buckets[1]
-                for j = top + 1, at - first + 1 do
-                    buckets[j], counts[j] = first + j - 1, 0
-                end
-                if at - first + 1 > top then top = at - first + 1 end
-                counts[at - first + 1] = counts[at - first + 1] + delta
-            end
+            top = rate_add(buckets, counts, top, at, delta)
             changed = true
         elseif top > 0 and reserved >= buckets[1] and reserved <= buckets[top]
                and counts[reserved - buckets[1] + 1] > 0 then

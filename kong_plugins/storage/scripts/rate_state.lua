@@ -38,3 +38,19 @@ local function rate_text(buckets, counts, top)
     end
     return string.format('%d:%d:%d:', buckets[top], buckets[low], total) .. table.concat(parts, ' ')
 end
+
+-- Adds amount to bucket at (>= buckets[1] when there are buckets) of a kind 1 state, creating the
+-- empty buckets up to it; the new top.
+local function rate_add(buckets, counts, top, at, amount)
+    if top == 0 then
+        buckets[1], counts[1] = at, amount
+        return 1
+    end
+    local first = buckets[1]
+    local j = at - first + 1
+    for k = top + 1, j do
+        buckets[k], counts[k] = first + k - 1, 0
+    end
+    counts[j] = counts[j] + amount
+    return math.max(top, j)
+end
