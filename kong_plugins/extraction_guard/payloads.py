@@ -17,7 +17,7 @@ from numba import types
 
 from ._jit import compiled
 from .config import Mitigations
-from .sketches import prompt_hash, simhash64
+from .sketches import prompt_sketches
 
 
 @dataclass(frozen=True)
@@ -337,9 +337,10 @@ def llm_request(doc: Any) -> LLMRequest | None:
     if isinstance(lp, int) and not isinstance(lp, bool):
         top_n = max(top_n, lp)
     max_tokens = doc.get("max_tokens", doc.get("max_completion_tokens"))
+    exact, simhash = prompt_sketches(text)
     return LLMRequest(
-        prompt_hash=prompt_hash(text),
-        prompt_simhash=simhash64(text),
+        prompt_hash=exact,
+        prompt_simhash=simhash,
         biased_ids=tuple(sorted(set(ids)))[:256],
         logprobs=bool(lp) or top_n > 0,
         top_logprobs=top_n,

@@ -15,6 +15,7 @@ import itertools
 import re
 import zlib
 from array import array
+from typing import Any
 
 import numpy as np
 from numba import types
@@ -34,7 +35,27 @@ MAX_PROMPT_CHARS = 4096
 def prompt_hash(text: str) -> int:
     """Exact fingerprint (whitespace- and case-insensitive) as a signed 64-bit int."""
     norm = " ".join(text[:MAX_PROMPT_CHARS].lower().split()).encode()
-    return int.from_bytes(hashlib.blake2b(norm, digest_size=8).digest(), "little", signed=True)
+    return _blake64(norm)
+
+
+def _blake64(data: Any) -> int:
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little", signed=True)
+
+
+def prompt_sketches(text: str) -> tuple[int, int]:
+    """``(prompt_hash(text), simhash64(text))``, for ASCII text (most prompts) out of one compiled
+    pass over its bytes: the kernel that hashes the bigrams also writes the lower-cased,
+    whitespace-collapsed text the exact hash is taken of, instead of ``lower``, ``split`` and
+    ``join`` building it (~3.5 -> ~1 us for a 60-word prompt on top of the SimHash). Other text
+    takes the two functions, which define the values (the kernel's are tested equal)."""
+    head = text[:MAX_PROMPT_CHARS]
+    if not head.isascii():
+        return prompt_hash(head), _simhash_python(head)
+    data = head.encode()
+    norm = np.empty(len(data), dtype=np.uint8)
+    value, size = _sketch_ascii(np.frombuffer(data, dtype=np.uint8), _ASCII_WORD, _ASCII_SPACE, norm)
+    value = int(value)
+    return _blake64(norm[:size]), (value - (1 << 64) if value >= 1 << 63 else value)
 
 
 def simhash64(text: str) -> int:
@@ -90,6 +111,9 @@ def _ascii_word_table() -> np.ndarray:
 
 
 _ASCII_WORD = _ascii_word_table()
+#: The ASCII characters ``str.split()`` splits on: 9-13, the separators 28-31 and the space.
+_ASCII_SPACE = np.zeros(256, dtype=np.uint8)
+_ASCII_SPACE[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = 1
 
 
 #: The text's bytes are read-only (``np.frombuffer`` of a ``bytes``): no copy.
@@ -159,3 +183,30 @@ def _simhash_ascii(text: np.ndarray, word: np.ndarray) -> np.uint64:
 
 def hamming(a: int, b: int) -> int:
     return ((a ^ b) & 0xFFFFFFFFFFFFFFFF).bit_count()
+
+
+@compiled()
+def _normalize_ascii(text: np.ndarray, space: np.ndarray, out: np.ndarray) -> int:
+    """``" ".join(text.lower().split())`` of ASCII text's bytes, written to ``out``; its length."""
+    size = 0
+    pending = False  # a separator is due before the next word's first byte
+    for i in range(text.shape[0]):
+        b = text[i]
+        if space[b]:
+            pending = size > 0
+            continue
+        if pending:
+            out[size] = 32
+            size += 1
+            pending = False
+        out[size] = b + 32 if 65 <= b <= 90 else b
+        size += 1
+    return size
+
+
+#: The text's bytes are read-only (``np.frombuffer`` of a ``bytes``): no copy.
+@compiled(types.Tuple((types.uint64, types.int64))(  # type: ignore[no-untyped-call]
+    types.Array(types.uint8, 1, "C", readonly=True), types.uint8[::1], types.uint8[::1], types.uint8[::1]))
+def _sketch_ascii(text: np.ndarray, word: np.ndarray, space: np.ndarray, out: np.ndarray) -> tuple[np.uint64, int]:
+    """``_simhash_ascii`` and ``_normalize_ascii`` in one call (one dispatch from Python)."""
+    return _simhash_ascii(text, word), _normalize_ascii(text, space, out)

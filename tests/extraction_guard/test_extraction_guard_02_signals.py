@@ -22,7 +22,14 @@ from kong_plugins.extraction_guard.payloads import (
     predict_rows,
     response_margins,
 )
-from kong_plugins.extraction_guard.sketches import MAX_PROMPT_CHARS, _simhash_python, hamming, simhash64
+from kong_plugins.extraction_guard.sketches import (
+    MAX_PROMPT_CHARS,
+    _simhash_python,
+    hamming,
+    prompt_hash,
+    prompt_sketches,
+    simhash64,
+)
 from kong_plugins.extraction_guard.state import ClientState
 
 from .guard_helpers import FEATURE_STATS, TRAIN
@@ -280,6 +287,26 @@ _ASCII_PROMPTS = (st.text(st.characters(max_codepoint=127), max_size=200)
 @given(_ASCII_PROMPTS)
 def test_compiled_simhash_of_ascii_text_is_the_reference_simhash(text: str) -> None:
     assert simhash64(text) == _simhash_python(text)
+
+
+_SPACES = st.sampled_from([" ", "  ", "\t", "\n", "\x0b", "\x0c", "\r", "\x1c", "\x1d", "\x1e", "\x1f", ""])
+
+
+@settings(max_examples=300, deadline=None)
+@given(_ASCII_PROMPTS | st.lists(st.tuples(_SPACES, _WORDS, _GAPS).map("".join), max_size=40).map("".join))
+def test_one_pass_sketches_of_ascii_text_are_the_exact_hash_and_the_simhash(text: str) -> None:
+    # The compiled pass writes the whitespace-collapsed, lower-cased text the exact hash is taken
+    # of: it must split where str.split() does (the ASCII separators 28-31 included).
+    assert prompt_sketches(text) == (prompt_hash(text), simhash64(text))
+
+
+def test_one_pass_sketches_read_the_first_characters_only() -> None:
+    long_ascii = "Alpha beta\tgamma  delta " * (MAX_PROMPT_CHARS // 10)
+    assert prompt_sketches(long_ascii) == prompt_sketches(long_ascii[:MAX_PROMPT_CHARS] + " omega")
+    assert prompt_sketches(long_ascii) == (prompt_hash(long_ascii), simhash64(long_ascii))
+    assert prompt_sketches("\u212a Report  data") == (prompt_hash("\u212a Report  data"),
+                                                       simhash64("k report data"))
+    assert prompt_sketches("Same  prompt") == prompt_sketches(" same prompt\n")
 
 
 def test_simhash_reads_the_first_characters_only_whatever_the_path() -> None:
