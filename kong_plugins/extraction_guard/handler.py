@@ -140,7 +140,7 @@ class Plugin:
         if self.identity.needs_certificate(facts):
             tls = cast(TlsPDK, cast(Any, kong.client).tls)
             certificate = parse_client_certificate(tls.get_full_client_certificate_chain())
-        return self.identity.resolve(facts, token, certificate).tenant
+        return self.identity.resolve_tenant(facts, token, certificate)
 
     def access(self, kong: Kong) -> None:
         facts = gather_facts(kong, self.facts_needed)

@@ -252,6 +252,10 @@ def parse_client_certificate(pem_chain: str | None) -> ClientCertificate | None:
     return parsed
 
 
+#: The claims of a request without a (valid) token: read only, shared.
+_NO_CLAIMS: Mapping[str, Any] = {}
+
+
 class IdentityResolver:
     """Resolves :class:`Identity` from :class:`RequestFacts` (+ token, + certificate) in pure code.
 
@@ -278,23 +282,17 @@ class IdentityResolver:
         certificate: ClientCertificate | None = None,
     ) -> Identity:
         cfg = self.config
-        claims: Mapping[str, Any] = {}
+        claims: Mapping[str, Any] = _NO_CLAIMS
         jwt_error: str | None = None
         jwt_subject: str | None = None
         if self._verifier is not None:
-            token = bearer_token(token_header)
-            if token is not None:
-                try:
-                    claims = self._verifier.verify(token, now=facts.started_at or None)
-                except JwtError as exc:
-                    jwt_error = exc.reason
-                else:
-                    sub = claim(claims, cfg.jwt_subject_claim)
-                    if sub is not None:
-                        iss = claims.get("iss")
-                        # Length-prefixed: iss "a|b" + sub "c" and iss "a" + sub "b|c" stay apart
-                        # (two trusted issuers could otherwise mint one another's subjects).
-                        jwt_subject = f"{len(iss)}:{iss}|{sub}" if isinstance(iss, str) else f"-|{sub}"
+            claims, jwt_error = self._claims(facts, token_header)
+            sub = claim(claims, cfg.jwt_subject_claim) if claims else None
+            if sub is not None:
+                iss = claims.get("iss")
+                # Length-prefixed: iss "a|b" + sub "c" and iss "a" + sub "b|c" stay apart
+                # (two trusted issuers could otherwise mint one another's subjects).
+                jwt_subject = f"{len(iss)}:{iss}|{sub}" if isinstance(iss, str) else f"-|{sub}"
         if certificate is not None and facts.tls_client_verify != "SUCCESS":
             certificate = None
         consumer = facts.consumer
@@ -304,15 +302,10 @@ class IdentityResolver:
             if tier is not None:
                 tier_source = source
                 break
-        tenant = None
-        for source in cfg.tenant_sources:
-            tenant = self._lookup(source, "tenant", facts, claims, certificate)
-            if tenant is not None:
-                break
         return Identity(
             tier=tier,
             tier_source=tier_source,
-            tenant=tenant or cfg.default_tenant,
+            tenant=self._tenant(facts, claims, certificate),
             consumer_id=consumer.id if consumer else None,
             credential_id=facts.credential_id,
             client_ip=facts.client_ip,
@@ -320,6 +313,40 @@ class IdentityResolver:
             cert_subject=certificate.subject if certificate else None,
             jwt_error=jwt_error,
         )
+
+    def resolve_tenant(
+        self,
+        facts: RequestFacts,
+        token_header: str | None = None,
+        certificate: ClientCertificate | None = None,
+    ) -> str:
+        """``resolve(facts, token_header, certificate).tenant``, without what only the rest of the
+        identity needs (the tier lookup, the JWT subject, the ``Identity`` object): ~1.5 us less
+        for a caller that only partitions by tenant, as ai-extraction-guard does twice a request."""
+        claims = self._claims(facts, token_header)[0] if self._verifier is not None else _NO_CLAIMS
+        if certificate is not None and facts.tls_client_verify != "SUCCESS":
+            certificate = None
+        return self._tenant(facts, claims, certificate)
+
+    def _claims(self, facts: RequestFacts, token_header: str | None) -> tuple[Mapping[str, Any], str | None]:
+        """The verified claims of the bearer token (none without one) and the reason it was refused."""
+        assert self._verifier is not None
+        token = bearer_token(token_header)
+        if token is None:
+            return _NO_CLAIMS, None
+        try:
+            return self._verifier.verify(token, now=facts.started_at or None), None
+        except JwtError as exc:
+            return _NO_CLAIMS, exc.reason
+
+    def _tenant(self, facts: RequestFacts, claims: Mapping[str, Any],
+                certificate: ClientCertificate | None) -> str:
+        tenant = None
+        for source in self.config.tenant_sources:
+            tenant = self._lookup(source, "tenant", facts, claims, certificate)
+            if tenant is not None:
+                break
+        return tenant or self.config.default_tenant
 
     def _lookup(
         self,
