@@ -188,22 +188,23 @@ class FeatureModel:
         make the next window's precision finer, and an attacker's slightly-off queries (x + 0.1 *
         range is one decimal finer than iris data) would ratchet the grid away.
         """
-        _, _, off, finer, _ = self._verdicts(rows)
+        _, (_, off, finer), _ = self.verdicts(rows)
         return off, finer
 
     def evaluate(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
         """``(distance, out_of_domain, off_grid, finer_than_grid, cell)`` of each row; ``cell`` is
         ``None`` until the route's benign cell occupancy is learned."""
-        dist, ood, off, finer, cells = self._verdicts(rows)
+        dist, (ood, off, finer), cells = self.verdicts(rows)
         return dist, ood, off, finer, None if self.cells is None else cells
 
     def cell(self, rows: np.ndarray) -> np.ndarray:
         """Coverage cell of each row: sign pattern of the standardised row against fixed random
         hyperplanes through the route's mean (identical on every node)."""
-        return self._verdicts(np.atleast_2d(rows))[4]
+        return self.verdicts(np.atleast_2d(rows))[2]
 
-    def _verdicts(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Every per-row verdict in one compiled pass (``kernels.evaluate_rows``)."""
+    def verdicts(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every per-row verdict in one compiled pass (``kernels.evaluate_rows``), as the kernels take
+        them: distances, a (3, rows) array of out-of-domain / off-grid / finer-than-grid flags, cells."""
         rows = np.ascontiguousarray(rows, dtype=np.float64)
         n = rows.shape[0]
         dist = np.empty(n)
@@ -213,7 +214,7 @@ class FeatureModel:
         kernels.evaluate_rows(rows, self._mean, self._whiten, self._dist_scale, self._lo, self._hi,
                               self._inv_unit, self.ood_limit, self._grid_idx, self._inv_grid, 1.0 / GRID_SLACK,
                               self._cell_planes, self._cell_offset, dist, ood, off, finer, cells)
-        return dist, ood, off, finer, cells
+        return dist, flags, cells
 
     def off_grid(self, rows: np.ndarray) -> np.ndarray:
         return self.grid_checks(rows)[0]
@@ -311,10 +312,16 @@ class FeatureBaseline:
         return self._n
 
     def learn(self, rows: np.ndarray) -> None:
-        for row in rows:
-            self._rows[self._n % RESERVOIR] = row
-            self._n += 1
-            self._since_refresh += 1
+        # into the window's next slots, wrapping around at its end
+        count = len(rows)
+        done = 0
+        while done < count:
+            at = (self._n + done) % RESERVOIR
+            take = min(count - done, RESERVOIR - at)
+            self._rows[at:at + take] = rows[done:done + take]
+            done += take
+        self._n += count
+        self._since_refresh += count
         ready = self._n >= self.min_samples
         every = 256 if self._n < RESERVOIR + 256 else STEADY_REFRESH
         if ready and (self.model is self.configured or self._since_refresh >= every):

@@ -171,94 +171,50 @@ def _profile(st: ClientState) -> dict[str, float]:
     }
 
 
-class _Block:
-    """A request's rows against the client's recent inputs, measured by one compiled kernel.
-
-    Row ``r`` is compared with the client's recent inputs *as they are when its turn comes*: the
-    ring at the start of the request with the request's earlier rows pushed into it one by one
-    (``kernels.measure_rows`` pushes them into the client's ring as it goes; a repeat is not
-    pushed). For each row that is not a repeat it finds the axis neighbour (an input at most a
-    few coordinates away: its moved coordinates and CRC-32), the nearest input (distance and
-    step) and the step from the previous input, then tests those steps (equal moves, a repeated
-    step, collinear steps). ``Detector._structure`` reads the results row by row, in order, where
-    the evidence and the client's running state are updated.
-    """
-
-    __slots__ = ("anchor", "axis", "coords", "duplicate", "line_cos", "n_near", "near", "repeat", "sign_value",
-                 "signed", "structure", "vectors")
-
-    def __init__(self, st: ClientState, facts: _RowFacts, shape: _Shape, capacity: int) -> None:
-        rows32 = facts.rows32
-        size, dim = rows32.shape
-        if st.rows is None:  # a new ring: the client's kept steps go with the old one
-            st.rows = np.zeros((capacity, dim), dtype=np.float32)
-            st.rows_n = 0
-            st.last_diff = st.step_profile = None
-        step0, line0 = st.step_profile, st.last_diff
-        warm = shape.inv_scale is not None and shape.whiten is not None and shape.span is not None
-        flags = np.empty((size, 6), dtype=np.int64)
-        coords = np.empty(size, dtype=np.uint64)
-        values = np.empty((size, 4))
-        #: per row: the step from its nearest input and the whitened step from the previous input
-        #: (float32: a moved row's first becomes the client's step profile, the last row's second its
-        #: last step)
-        self.vectors = np.zeros((2, size, dim), dtype=np.float32)
-        st.rows_n = kernels.measure_rows(
-            st.rows, st.rows_n, rows32, facts.tolerance, shape.inv_scale if warm else _NO_SCALE, warm,
-            shape.axis_signal, shape.axis_max, shape.span if warm else _NO_GRID, shape.grid,
-            shape.whiten if warm else _NO_MATRIX, _kept(step0, dim), _kept(line0, dim), AXIS_MIN_DIM, flags, coords,
-            values, self.vectors)
-        self.duplicate, self.structure, self.axis, self.anchor, self.n_near, self.signed = flags.T.tolist()
-        #: per row: the coordinates moved from the axis neighbour (bit ``c % 64``)
-        self.coords: list[int] = coords.tolist()
-        #: per row: the distance to the nearest input, the sign step's mean move, the repeated step's
-        #: median move (NaN: none), |cos| of the line search (-1: none)
-        self.near, self.sign_value, self.repeat, self.line_cos = values.T.tolist()
-
+#: Evidence kinds of ``kernels.score_rows``: signal and weight (``off_manifold`` is graded in ``_rows``).
+_ROW_EVIDENCE: dict[int, tuple[str, float]] = {
+    kernels.AXIS_FIRST: ("axis_probe", W_AXIS_FIRST),
+    kernels.AXIS_CONFIRMED: ("axis_probe", W_AXIS_CONFIRMED),
+    kernels.SIGN_STEP: ("sign_step", W_SIGN_STEP),
+    kernels.REPEATED_STEP: ("repeated_step", W_SIGN_STEP),
+    kernels.NEAR_DUPLICATE: ("near_duplicate", W_NEAR_DUPLICATE),
+    kernels.LINE_SEARCH: ("line_search", W_LINE_SEARCH),
+    kernels.OUT_OF_DOMAIN: ("out_of_domain", W_OUT_OF_DOMAIN),
+    kernels.OFF_GRID: ("off_grid", W_OFF_GRID),
+    kernels.NEW_RARE_REGION: ("new_rare_region", W_RARE_REGION),
+}
+_WORD = (1 << 64) - 1
 
 #: Stand-ins for the kernels' optional arrays (the kernels take typed arrays, never None).
 _NO_SCALE = np.zeros(0, dtype=np.float32)
-_NO_STEP = np.zeros(0, dtype=np.float32)
 _NO_GRID = np.zeros(0, dtype=np.float64)
 _NO_MATRIX = np.zeros((0, 0), dtype=np.float64)
-
-
-def _kept(vector: np.ndarray | None, dim: int) -> np.ndarray:
-    """A step vector the client's state kept, as the kernels take it: writable float32 (a decoded
-    state's vectors are read-only views of the stored bytes, another type to a compiled kernel)."""
-    if vector is None or vector.shape != (dim,):
-        return _NO_STEP
-    return np.array(vector, dtype=np.float32)
+_NO_CELLS = np.zeros(0, dtype=np.int64)
 
 
 class _RowFacts:
-    """One request's rows as float32 (the ring's type), change tolerances and the model's verdicts
-    (as Python lists: each row reads them one value at a time)."""
+    """One request's rows as float32 (the ring's type) and the route model's verdicts on them, as
+    ``kernels.score_rows`` takes them (all-clear stand-ins without a model)."""
 
-    __slots__ = ("cells", "dist", "finer", "grid", "model", "ood", "rows32", "tolerance")
+    __slots__ = ("cells", "dist", "model", "rows32", "verdicts")
 
     def __init__(self, rows: np.ndarray, model: FeatureModel | None) -> None:
         self.model = model
-        self.rows32 = rows.astype(np.float32)
-        # a coordinate "changed" when it moved by more than float32 rounding of its value
-        self.tolerance = 1e-6 * (np.abs(self.rows32) + 1.0)
-        self.cells: list[int] | None = None
-        self.finer: list[bool] | None = None
-        self.dist: list[float] = []
-        self.ood: list[bool] = []
-        self.grid: list[bool] = []
-        if model is not None:
-            dist, ood, grid, finer, cells = model.evaluate(rows)
-            self.dist, self.ood, self.grid, self.finer = dist.tolist(), ood.tolist(), grid.tolist(), finer.tolist()
-            if cells is not None:
-                self.cells = cells.tolist()
-
+        self.rows32 = np.ascontiguousarray(rows, dtype=np.float32)
+        if model is None:
+            n = rows.shape[0]
+            self.dist = np.zeros(n)
+            self.verdicts = np.zeros((3, n), dtype=np.bool_)
+            self.cells = np.zeros(n, dtype=np.int64)
+        else:
+            self.dist, self.verdicts, self.cells = model.verdicts(rows)
 
 
 class _Shape:
     """What the structure signals need to know about a route's inputs, computed once per request."""
 
-    __slots__ = ("axis_max", "axis_signal", "grid", "inv_scale", "model", "near_distance", "span", "whiten")
+    __slots__ = ("axis_max", "axis_signal", "cell_counts", "far", "grid", "inv_scale", "model", "near_distance",
+                 "rare_ok", "span", "warm", "whiten")
 
     def __init__(self, dim: int, model: FeatureModel | None, cfg: GuardConfig) -> None:
         self.model = model
@@ -271,7 +227,10 @@ class _Shape:
             self.span: np.ndarray | None = None
             self.whiten: np.ndarray | None = None
             self.grid = _NO_GRID
-            self.near_distance = cfg.near_duplicate_distance
+            self.near_distance = float(cfg.near_duplicate_distance)
+            self.far = 1.0
+            self.cell_counts = _NO_CELLS
+            self.rare_ok = False
         else:
             self.axis_signal = model.axis_rate <= AXIS_RATE_MAX
             # contiguous, as the kernel was compiled for them (NaN grid: a feature without one)
@@ -281,7 +240,13 @@ class _Shape:
             self.grid = _NO_GRID if model.grid is None else np.ascontiguousarray(model.grid, dtype=np.float64)
             # Half the spacing of the closest distinct benign inputs (1st percentile), never below
             # the configured distance: closer than real inputs ever are to each other is jitter.
-            self.near_distance = max(cfg.near_duplicate_distance, 0.5 * model.nn_spacing)
+            self.near_distance = float(max(cfg.near_duplicate_distance, 0.5 * model.nn_spacing))
+            self.far = float(model.far)
+            # Input-space coverage counts only where benign traffic rarely strays (Good-Turing
+            # estimate of the unseen-cell mass below RARE_REGION_MAX_UNSEEN; see Detector._rows).
+            self.cell_counts = _NO_CELLS if model.cells is None else np.ascontiguousarray(model.cells, dtype=np.int64)
+            self.rare_ok = bool(model.unseen_cell_rate < RARE_REGION_MAX_UNSEEN)
+        self.warm = self.inv_scale is not None
 
 
 class Detector:
@@ -429,10 +394,40 @@ class Detector:
         return shape
 
     def _rows(self, st: ClientState, obs: Observation, route: RouteBaseline, acc: _Acc, learn: bool) -> None:
+        """A numeric request's rows: each against the route's model and the client's recent inputs.
+
+        ``kernels.score_rows`` does the per-row work in one compiled call and returns the evidence
+        found (``_ROW_EVIDENCE``), in row order; here it is added, with the reply margins' own
+        evidence, row by row -- no row's evidence may exceed ``W_ROW_MAX`` -- and the rows the
+        route baseline may learn are taught. The signals, per row:
+
+        - *Model* (the route's ``FeatureModel``): off-manifold, graded -- just past the furthest
+          benign row is weak evidence, twice as far is strong; out of domain; off the value grid.
+        - *Coverage*: the client's 256-bit sketch of the cells (sign patterns against fixed random
+          hyperplanes through the route's mean) its inputs landed in. Entering a cell none of the
+          route's learned benign rows occupies is evidence, once per cell: an attacker covering
+          input space for a surrogate keeps entering new empty cells, a benign client stays where
+          the data is. Used only where benign traffic rarely strays (``_Shape.rare_ok``).
+        - *Structure* (systematic perturbations of recent inputs): one coordinate away from an
+          earlier input happens by chance on coarse data; several different coordinates stepped
+          from the *same* anchor is finite differencing (``axis_probe``). A step whose moves are
+          mostly equal is a sign step (FGSM-style). The same step again -- an input moved from its
+          nearest recent input by the very amounts the previous one was -- is augmentation or a
+          line search reusing one step vector (``lambda`` per feature in Jacobian augmentation),
+          while natural neighbours differ by new amounts every time; steps of at least 4
+          coordinates only, and on fewer than 8 coordinates of coarse data only a step finer than
+          the data's own precision (iris: 0.2% of benign rows repeat a small step by chance). A
+          step collinear with the previous one (either sign) is a line search. Inputs closer than
+          benign inputs ever are to each other, often, are jitter (``near_duplicate``).
+
+        A retry carries no new information: it is neither evidence nor structure, and it is not
+        learned (it was judged, and learned or not, the first time; a re-sent off-model row must
+        not slip into the baseline as a "duplicate").
+        """
         cfg = self.cfg
         rows = obs.rows
         assert rows is not None
-        d = rows.shape[1]
+        size, d = rows.shape
         fb = route.feature_baseline(d)
         facts = self._row_facts(obs, fb)
         model = facts.model
@@ -441,124 +436,78 @@ class Detector:
             # Another route (or model) of the same client: structure is only compared within one.
             # (Or recent_inputs was reconfigured: the ring starts again at its new size.)
             st.rows, st.rows_n, st.last_diff, st.step_profile = None, 0, None, None
+        if st.rows is None:  # a new ring: the client's kept steps go with the old one
+            st.rows = np.zeros((cfg.recent_inputs, d), dtype=np.float32)
+            st.rows_n = 0
+            st.last_diff = st.step_profile = None
         shape = self._shape(d, model)
-        clean: list[int] = []
-        # pushes the request's rows into the client's ring (the repeats excepted)
-        block = _Block(st, facts, shape, cfg.recent_inputs)
-        for i in range(len(block.structure)):
-            before = len(acc.evidence)
-            duplicate = block.duplicate[i]
-            if duplicate or block.structure[i]:
-                # A retry carries no new information: it is neither evidence nor structure.
-                st.dup_ewma += 0.05 * ((1.0 if duplicate else 0.0) - st.dup_ewma)
-                if not duplicate:
-                    self._structure(st, block, i, shape, acc)
-            off_model = False
-            if model is not None and not duplicate:
-                r = facts.dist[i]
-                # Graded: just past the furthest benign row is weak evidence, twice as far is strong.
-                far = r / model.far
-                w = min(W_OFF_MANIFOLD_STRONG, 2.0 * math.log2(far)) if far > 1.0 else 0.0
-                if w >= 0.25:
-                    acc.add("off_manifold", r, round(w, 3))
-                ood, grid = facts.ood[i], facts.grid[i]
-                if ood:
-                    acc.add("out_of_domain", 1.0, W_OUT_OF_DOMAIN)
-                if grid:
-                    acc.add("off_grid", 1.0, W_OFF_GRID)
-                off_model = far > 1.0 or ood or grid
-                st.ood_ewma += 0.05 * ((1.0 if off_model else 0.0) - st.ood_ewma)
-                if facts.cells is not None:
-                    self._coverage(st, facts.cells[i], model, acc)
-            if margins is not None and i < len(margins):
-                self._margin_evidence(st, float(margins[i]), route, acc, learn)
-            if not off_model and not duplicate and not (facts.finer is not None and facts.finer[i]):
-                # Structure (a step, a jitter) is about the sequence, not the row: the row itself is a
-                # fine example of benign input and the route baseline may learn it -- if written with
-                # the route's own precision (see FeatureModel.finer_than_grid). A repeat is not
-                # learned: it was judged (and learned or not) the first time -- and a re-sent
-                # off-model row must not slip into the baseline as a "duplicate".
-                clean.append(i)
-            if len(acc.evidence) > before:
-                row_weight = sum(e.weight for e in acc.evidence[before:] if e.score == "extraction")
-                if row_weight > W_ROW_MAX:
-                    # One input, however odd, is at most a throttle: a client's single malformed
-                    # request must not cost it a block; repeated ones do.
-                    acc.extraction -= row_weight - W_ROW_MAX
+        warm = shape.warm
+        # the client's running state, as the kernel reads and writes it
+        kept = np.empty((2, d), dtype=np.float32)
+        kept_in = 0
+        if st.step_profile is not None and st.step_profile.shape == (d,):
+            kept[0] = st.step_profile
+            kept_in |= kernels.KEPT_STEP
+        if st.last_diff is not None and st.last_diff.shape == (d,):
+            kept[1] = st.last_diff
+            kept_in |= kernels.KEPT_LINE
+        ratios = np.array((st.dup_ewma, st.near_ewma, st.ood_ewma))
+        words = np.frombuffer(b"".join((st.coverage.to_bytes(32, "little"), st.axis_anchor.to_bytes(8, "little"),
+                                        (st.axis_coords & _WORD).to_bytes(8, "little"))), dtype=np.uint64).copy()
+        found = np.empty((kernels.EVIDENCE_PER_ROW * size, 3))
+        clean = np.empty(size, dtype=np.int64)
+        st.rows_n, n_found, n_clean, kept_out = kernels.score_rows(
+            st.rows, st.rows_n, facts.rows32, shape.inv_scale if warm else _NO_SCALE, warm, shape.axis_signal,
+            shape.axis_max, shape.span if warm else _NO_GRID, shape.grid, shape.whiten if warm else _NO_MATRIX,
+            kept, kept_in, AXIS_MIN_DIM, model is not None, facts.dist, facts.verdicts, facts.cells, shape.far,
+            shape.near_distance, shape.cell_counts, shape.rare_ok, ratios, words, found, clean)
+        st.dup_ewma, st.near_ewma, st.ood_ewma = ratios.tolist()
+        coverage0, coverage1, coverage2, coverage3, st.axis_anchor, st.axis_coords = words.tolist()
+        st.coverage = coverage0 | coverage1 << 64 | coverage2 << 128 | coverage3 << 192
+        # the state keeps them (views of this request's own array)
+        if kept_out & kernels.KEPT_STEP:
+            st.step_profile = kept[0]
+        if kept_out & kernels.KEPT_LINE:
+            st.last_diff = kept[1]
+        if n_found or margins is not None:
+            evidence = found[:n_found].tolist()
+            k = 0
+            # the rows with evidence (all of them when replies carry margins), in order
+            last = size if margins is not None else int(evidence[-1][0]) + 1
+            for i in range(last):
+                before = len(acc.evidence)
+                while k < n_found and evidence[k][0] == i:
+                    _, kind, value = evidence[k]
+                    k += 1
+                    if kind == kernels.OFF_MANIFOLD:
+                        assert model is not None
+                        weight = min(W_OFF_MANIFOLD_STRONG, 2.0 * math.log2(value / model.far))
+                        if weight >= 0.25:
+                            acc.add("off_manifold", value, round(weight, 3))
+                    else:
+                        signal, weight = _ROW_EVIDENCE[int(kind)]
+                        acc.add(signal, value, weight)
+                if margins is not None and i < len(margins):
+                    self._margin_evidence(st, float(margins[i]), route, acc, learn)
+                if len(acc.evidence) > before:
+                    row_weight = sum(e.weight for e in acc.evidence[before:] if e.score == "extraction")
+                    if row_weight > W_ROW_MAX:
+                        # One input, however odd, is at most a throttle: a client's single malformed
+                        # request must not cost it a block; repeated ones do.
+                        acc.extraction -= row_weight - W_ROW_MAX
         if acc.extraction > W_ROW_MAX:
             # ...nor is one request (the only extraction evidence so far is its rows'): a batch of
             # rare-but-real inputs (the tail of a skewed feature, sorted by label) must not add up
             # to a block in one go. One row per query -- what the attacks send -- is unaffected.
             acc.extraction = W_ROW_MAX
         room = BASELINE_ROWS_PER_CLIENT - st.taught
-        if learn and clean and room > 0 and st.extraction < cfg.thresholds.flag:
-            taught = clean[:room]
+        if learn and n_clean and room > 0 and st.extraction < cfg.thresholds.flag:
+            # A row written with the route's own precision (see FeatureModel.finer_than_grid), on the
+            # model and not a repeat is a fine example of benign input: structure (a step, a jitter)
+            # is about the sequence, not the row.
+            taught = clean[:min(n_clean, room)]
             fb.learn(rows[taught])
             st.taught += len(taught)
-
-    def _coverage(self, st: ClientState, cell: int, model: FeatureModel, acc: _Acc) -> None:
-        """Input-space coverage: entering a region of input space benign traffic never visits.
-
-        The client's coverage is a 256-bit sketch of the cells (sign patterns against fixed random
-        hyperplanes through the route's mean) its inputs landed in. Entering a cell that none of
-        the route's learned benign rows occupies is evidence, counted once per cell: an attacker
-        covering input space for a surrogate keeps entering new empty cells, a benign client
-        stays where the data is. Used only where benign traffic rarely strays (Good-Turing
-        estimate of the unseen-cell mass below ``RARE_REGION_MAX_UNSEEN``).
-        """
-        bit = 1 << cell
-        new = not st.coverage & bit
-        st.coverage |= bit
-        assert model.cells is not None
-        if new and model.cells[cell] == 0 and model.unseen_cell_rate < RARE_REGION_MAX_UNSEEN:
-            acc.add("new_rare_region", float(st.coverage.bit_count()), W_RARE_REGION)
-
-    def _structure(self, st: ClientState, block: _Block, r: int, shape: _Shape, acc: _Acc) -> None:
-        """Systematic perturbations of recent inputs: axis steps, sign steps, line searches, jitter.
-
-        Row ``r`` of ``block`` (not a repeat), which has measured it against the recent inputs;
-        here the evidence is added and the client's running state updated, in row order.
-        """
-        axis = block.axis[r]
-        if axis >= 0:
-            # One coordinate away from an earlier input happens by chance on coarse data; several
-            # different coordinates stepped from the *same* anchor is finite differencing.
-            anchor, coords = block.anchor[r], block.coords[r]
-            if anchor == st.axis_anchor and coords & ~st.axis_coords:
-                acc.add("axis_probe", float(bin(st.axis_coords | coords).count("1")), W_AXIS_CONFIRMED)
-                st.axis_coords |= coords
-            elif anchor != st.axis_anchor:
-                acc.add("axis_probe", 1.0, W_AXIS_FIRST)
-                st.axis_anchor, st.axis_coords = anchor, coords
-        if shape.inv_scale is None or shape.whiten is None or shape.span is None:
-            return  # cold start: steps and distances need the route's scales
-        near = block.near[r]
-        if block.n_near[r] >= 4:
-            if block.signed[r]:
-                acc.add("sign_step", block.sign_value[r], W_SIGN_STEP)
-            # The same step again: an input moved from its nearest recent input by the very amounts
-            # (coordinate by coordinate) the previous one was. Augmentation and line searches reuse
-            # one step vector -- ``lambda`` per feature in Jacobian augmentation, whatever ranges or
-            # scales the attacker derived it from -- so their steps repeat exactly, while natural
-            # neighbours differ by new amounts every time. Steps of at least 4 coordinates only
-            # (smaller ones are the axis signal's business); on fewer than 8 coordinates of coarse
-            # data small steps recur by chance (iris: 0.2% of benign rows), so there only a step
-            # finer than the data's own precision -- which no two real inputs can differ by --
-            # counts. (A sign step is its own evidence, and no step repeats an input re-sent.)
-            repeated = block.repeat[r]
-            if repeated == repeated:  # not NaN
-                acc.add("repeated_step", repeated, W_SIGN_STEP)
-            # a copy: the state keeps it, and must not keep the block's arrays alive
-            st.step_profile = block.vectors[0, r].copy()
-        hit = near < shape.near_distance
-        st.near_ewma += 0.1 * ((1.0 if hit else 0.0) - st.near_ewma)
-        if hit and st.near_ewma > 0.25:
-            acc.add("near_duplicate", near, W_NEAR_DUPLICATE)
-        # A step collinear with the previous one (the sign of the step does not matter).
-        cos = block.line_cos[r]
-        if cos > 0.999:
-            acc.add("line_search", cos, W_LINE_SEARCH)
-        st.last_diff = block.vectors[1, r].copy()
 
     def _margin_evidence(self, st: ClientState, margin: float, route: RouteBaseline, acc: _Acc,
                          learn: bool) -> None:

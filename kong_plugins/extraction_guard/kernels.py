@@ -5,8 +5,11 @@ rows) coordinate by coordinate, and each comparison feeds small decisions -- is 
 which input is nearest, which one is a single coordinate away, is the step the same as the
 last one. Written with numpy, that is a few dozen array calls of 1-2 us each per request plus
 Python loops over the ring's slots: 100-250 us of a log phase, where the issue allows 100 us
-of plugin compute per request in all. Here each request's rows cost one pass over the ring
-(``compare_rows``) and one pass over the steps (``step_tests``); matrix products stay in numpy.
+of plugin compute per request in all. Here a request's rows cost one call (``score_rows``): one
+pass over the ring (``_compare_rows``), one over the steps (``_step_tests``) and one turning what
+they measured into evidence and the client's running ratios, which Python then only reads --
+per row, Python did ~8 us of bookkeeping around the measurements. The route model's verdicts
+(``evaluate_rows``) are a second call, made once per request even when a group observes it too.
 
 Semantics are those of the numpy code they replace (``detector._Block``'s docstring explains
 the signals); float32 where the ring is float32, float64 where numpy promoted. Sums are taken
@@ -328,6 +331,144 @@ def measure_rows(ring: np.ndarray, rows_n: int, rows: np.ndarray, tolerance: np.
     return n
 
 
+#: Evidence a row can produce in ``score_rows``, in the order ``Detector._rows`` adds it; the
+#: detector maps each to its signal name and weight (``off_manifold``'s weight is graded there).
+AXIS_FIRST, AXIS_CONFIRMED, SIGN_STEP, REPEATED_STEP, NEAR_DUPLICATE, LINE_SEARCH, OFF_MANIFOLD, OUT_OF_DOMAIN, \
+    OFF_GRID, NEW_RARE_REGION = range(10)
+#: At most one piece of each kind per row.
+EVIDENCE_PER_ROW = 10
+#: What ``score_rows`` reports of the client's kept steps (bits of its third result).
+KEPT_STEP, KEPT_LINE = 1, 2
+
+
+@_compiled
+def _popcount(value: np.uint64) -> int:
+    count = 0
+    while value:
+        value &= value - np.uint64(1)
+        count += 1
+    return count
+
+
+@_compiled
+def score_rows(ring: np.ndarray, rows_n: int, rows: np.ndarray, inv_scale: np.ndarray, warm: bool,
+               axis_signal: bool, axis_top: int, span: np.ndarray, grid: np.ndarray, whiten: np.ndarray,
+               kept: np.ndarray, kept_in: int, min_dim: int, model_on: bool, distance: np.ndarray,
+               verdicts: np.ndarray, cells: np.ndarray, far: float, near_distance: float,
+               cell_counts: np.ndarray, rare_ok: bool, ewma: np.ndarray, words: np.ndarray,
+               evidence: np.ndarray, clean: np.ndarray) -> tuple[int, int, int, int]:
+    """A request's rows, measured (``measure_rows``) and turned into evidence and the client's
+    running state, row by row in order: what ``Detector._rows`` does for each row but the reply
+    margins, which stay in Python.
+
+    The client's state goes in and comes back through ``ewma`` (duplicate, near-duplicate and
+    off-model ratios), ``words`` (the 256-bit coverage sketch as four words, then the axis anchor
+    and its moved coordinates) and ``kept`` (step profile, last step: float32 rows, valid per the
+    ``kept_in`` bits on the way in and the returned bits on the way out). ``model_on``: the
+    route's model judged the rows (``distance``, ``verdicts`` = out of domain, off grid, finer
+    than the grid; ``cells`` when ``cell_counts`` is not empty). ``evidence`` receives ``(row,
+    kind, value)`` per piece; ``clean`` the rows the route baseline may learn. Returns the
+    ring's input count, the evidence count, the clean-row count and the kept-step bits.
+
+    The arithmetic is the Python's it replaces, operation for operation (no fastmath): the
+    ratios and therefore the scores come out the same to the last bit.
+    """
+    size, dim = rows.shape
+    tolerance = np.empty((size, dim), dtype=np.float32)
+    for r in range(size):
+        for j in range(dim):
+            # a coordinate "changed" when it moved by more than float32 rounding of its value
+            tolerance[r, j] = np.float32(1e-6) * (abs(rows[r, j]) + np.float32(1.0))
+    flags = np.empty((size, 6), dtype=np.int64)
+    coords = np.empty(size, dtype=np.uint64)
+    values = np.empty((size, 4))
+    vectors = np.zeros((2, size, dim), dtype=np.float32)
+    step0 = kept[0] if kept_in & KEPT_STEP else kept[0, :0]
+    line0 = kept[1] if kept_in & KEPT_LINE else kept[1, :0]
+    n = measure_rows(ring, rows_n, rows, tolerance, inv_scale, warm, axis_signal, axis_top, span, grid, whiten,
+                     step0.copy(), line0.copy(), min_dim, flags, coords, values, vectors)
+    dup_ratio, near_ratio, off_ratio = ewma[0], ewma[1], ewma[2]
+    anchor_now, coords_now = words[4], words[5]
+    has_cells = cell_counts.size > 0
+    kept_out = 0
+    found = 0
+    n_clean = 0
+    for i in range(size):
+        duplicate = flags[i, 0] != 0
+        if duplicate or flags[i, 1] != 0:
+            # A retry carries no new information: it is neither evidence nor structure.
+            dup_ratio += 0.05 * ((1.0 if duplicate else 0.0) - dup_ratio)
+            if not duplicate:
+                if flags[i, 2] >= 0:
+                    # several coordinates stepped from the same anchor is finite differencing
+                    anchor = np.uint64(flags[i, 3])
+                    moved = coords[i]
+                    if anchor == anchor_now and moved & ~coords_now:
+                        evidence[found, 0], evidence[found, 1] = i, AXIS_CONFIRMED
+                        evidence[found, 2] = _popcount(coords_now | moved)
+                        found += 1
+                        coords_now |= moved
+                    elif anchor != anchor_now:
+                        evidence[found, 0], evidence[found, 1], evidence[found, 2] = i, AXIS_FIRST, 1.0
+                        found += 1
+                        anchor_now, coords_now = anchor, moved
+                if warm:
+                    near = values[i, 0]
+                    if flags[i, 4] >= 4:
+                        if flags[i, 5]:
+                            evidence[found, 0], evidence[found, 1], evidence[found, 2] = i, SIGN_STEP, values[i, 1]
+                            found += 1
+                        repeated = values[i, 2]
+                        if repeated == repeated:  # not NaN
+                            evidence[found, 0], evidence[found, 1], evidence[found, 2] = i, REPEATED_STEP, repeated
+                            found += 1
+                        kept[0] = vectors[0, i]
+                        kept_out |= KEPT_STEP
+                    hit = near < near_distance
+                    near_ratio += 0.1 * ((1.0 if hit else 0.0) - near_ratio)
+                    if hit and near_ratio > 0.25:
+                        evidence[found, 0], evidence[found, 1], evidence[found, 2] = i, NEAR_DUPLICATE, near
+                        found += 1
+                    cos = values[i, 3]
+                    if cos > 0.999:
+                        evidence[found, 0], evidence[found, 1], evidence[found, 2] = i, LINE_SEARCH, cos
+                        found += 1
+                    kept[1] = vectors[1, i]
+                    kept_out |= KEPT_LINE
+        off_model = False
+        if model_on and not duplicate:
+            beyond = distance[i] / far > 1.0
+            if beyond:
+                evidence[found, 0], evidence[found, 1], evidence[found, 2] = i, OFF_MANIFOLD, distance[i]
+                found += 1
+            if verdicts[0, i]:
+                evidence[found, 0], evidence[found, 1], evidence[found, 2] = i, OUT_OF_DOMAIN, 1.0
+                found += 1
+            if verdicts[1, i]:
+                evidence[found, 0], evidence[found, 1], evidence[found, 2] = i, OFF_GRID, 1.0
+                found += 1
+            off_model = beyond or verdicts[0, i] or verdicts[1, i]
+            off_ratio += 0.05 * ((1.0 if off_model else 0.0) - off_ratio)
+            if has_cells:
+                # entering a region of input space benign traffic never visits, once per cell
+                cell = cells[i]
+                bit = np.uint64(1) << np.uint64(cell & 63)
+                new = not words[cell >> 6] & bit
+                words[cell >> 6] |= bit
+                if new and cell_counts[cell] == 0 and rare_ok:
+                    covered = 0
+                    for w in range(4):
+                        covered += _popcount(words[w])
+                    evidence[found, 0], evidence[found, 1], evidence[found, 2] = i, NEW_RARE_REGION, covered
+                    found += 1
+        if not off_model and not duplicate and not (model_on and verdicts[2, i]):
+            clean[n_clean] = i
+            n_clean += 1
+    ewma[0], ewma[1], ewma[2] = dup_ratio, near_ratio, off_ratio
+    words[4], words[5] = anchor_now, coords_now
+    return n, found, n_clean, kept_out
+
+
 @_compiled
 def evaluate_rows(rows: np.ndarray, mean: np.ndarray, whiten: np.ndarray, dist_scale: float, lo: np.ndarray,
                   hi: np.ndarray, inv_unit: np.ndarray, ood_limit: float, grid_idx: np.ndarray,
@@ -404,6 +545,12 @@ def warm() -> None:
                      np.zeros(dim, dtype=np.float32), np.zeros(dim, dtype=np.float32), 8,
                      np.zeros((size, 6), dtype=np.int64), np.zeros(size, dtype=np.uint64), np.zeros((size, 4)),
                      np.zeros((2, size, dim), dtype=np.float32))
+    for model in (True, False):
+        score_rows(np.zeros((3, dim), dtype=np.float32), 0, rows, np.ones(dim, dtype=np.float32), model, True, 1,
+                   np.ones(dim), np.ones(dim), np.eye(dim), np.zeros((2, dim), dtype=np.float32), 0, 8, model,
+                   np.zeros(size), np.zeros((3, size), dtype=np.bool_), np.zeros(size, dtype=np.int64), 1.0, 0.1,
+                   np.ones(256, dtype=np.int64), False, np.zeros(3), np.zeros(6, dtype=np.uint64),
+                   np.zeros((EVIDENCE_PER_ROW * size, 3)), np.zeros(size, dtype=np.int64))
     model_rows = np.ones((size, dim))
     evaluate_rows(model_rows, np.zeros(dim), np.eye(dim), 1.0, np.zeros(dim), np.ones(dim), np.ones(dim), 1.0,
                   np.arange(dim, dtype=np.int64), np.ones(dim), 100.0, np.ones((dim, 8)), np.zeros(8), np.zeros(size),

@@ -18,7 +18,7 @@ from kong_plugins.extraction_guard.baseline import GRID_SLACK, FeatureModel
 from kong_plugins.extraction_guard.config import GuardConfig
 from kong_plugins.extraction_guard.detector import Detector, Observation
 
-DISPATCHERS = (kernels.measure_rows, kernels.evaluate_rows)
+DISPATCHERS = (kernels.score_rows, kernels.measure_rows, kernels.evaluate_rows)
 
 
 def _compiled_signatures() -> list[int]:
