@@ -326,8 +326,7 @@ class Detector:
                 st.rows, st.rows_n, st.last_diff, st.step_profile = None, 0, None, None
             memo = self._memo
             rows32 = memo[1].rows32 if memo is not None and memo[0] is obs else obs.rows.astype(np.float32)
-            for row in rows32:
-                st.push_row(row, self.cfg.recent_inputs)
+            st.push_rows(rows32, self.cfg.recent_inputs)
         req = obs.llm
         if req is not None:
             if req.prompt_hash not in st.prompts:

@@ -95,13 +95,26 @@ class ClientState:
         return self.rows[: min(self.rows_n, self.rows.shape[0])]
 
     def push_row(self, row: np.ndarray, capacity: int) -> None:
-        if self.rows is None or self.rows.shape != (capacity, row.shape[0]):
-            self.rows = np.zeros((capacity, row.shape[0]), dtype=np.float32)
+        self.push_rows(row[None, :], capacity)
+
+    def push_rows(self, rows: np.ndarray, capacity: int) -> None:
+        """Into the ring's next slots in order, as slices (only the last ``capacity`` rows stay);
+        a ring of another shape starts again, without the steps kept from it."""
+        dim = rows.shape[1]
+        ring = self.rows
+        if ring is None or ring.shape != (capacity, dim):
+            ring = self.rows = np.zeros((capacity, dim), dtype=np.float32)
             self.rows_n = 0
             self.last_diff = None
             self.step_profile = None
-        self.rows[self.rows_n % capacity] = row
-        self.rows_n += 1
+        count = len(rows)
+        done = max(0, count - capacity)
+        while done < count:
+            at = (self.rows_n + done) % capacity
+            take = min(count - done, capacity - at)
+            ring[at:at + take] = rows[done:done + take]
+            done += take
+        self.rows_n += count
 
     def last_row(self) -> np.ndarray | None:
         if self.rows is None or self.rows_n == 0:

@@ -17,6 +17,7 @@ from kong_plugins.extraction_guard import kernels
 from kong_plugins.extraction_guard.baseline import GRID_SLACK, FeatureModel
 from kong_plugins.extraction_guard.config import GuardConfig
 from kong_plugins.extraction_guard.detector import Detector, Observation
+from kong_plugins.extraction_guard.state import ClientState
 
 DISPATCHERS = (kernels.score_rows, kernels.measure_rows, kernels.evaluate_rows)
 
@@ -129,3 +130,25 @@ def test_route_model_verdicts_match_their_numpy_definitions() -> None:
     assert ood[-3:].all() and not ood[:20].any()
     bits = rows @ model._cell_planes > model._cell_offset
     np.testing.assert_array_equal(model.cell(rows), np.packbits(bits, axis=1)[:, 0])
+
+
+@settings(max_examples=60, deadline=None)
+@given(start=hs.integers(0, 40), batches=hs.lists(hs.integers(1, 40), min_size=1, max_size=4))
+def test_a_ring_takes_a_batch_of_rows_as_it_would_take_them_one_by_one(start: int, batches: list[int]) -> None:
+    capacity, dim = 16, 3
+    st = ClientState.new(0.0)
+    expected = np.zeros((capacity, dim), dtype=np.float32)
+    n = 0
+    value = 0.0
+    for count in [start, *batches]:
+        if count == 0:
+            continue
+        rows = (value + np.arange(count * dim, dtype=np.float32)).reshape(count, dim)
+        value += count * dim
+        st.push_rows(rows, capacity)
+        for row in rows:  # the reference: slot by slot
+            expected[n % capacity] = row
+            n += 1
+    assert st.rows_n == n
+    assert st.rows is not None
+    np.testing.assert_array_equal(st.rows, expected)
