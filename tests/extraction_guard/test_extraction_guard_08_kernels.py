@@ -152,3 +152,27 @@ def test_a_ring_takes_a_batch_of_rows_as_it_would_take_them_one_by_one(start: in
     assert st.rows_n == n
     assert st.rows is not None
     np.testing.assert_array_equal(st.rows, expected)
+
+
+def _mostly_equal_sorted(values: np.ndarray, one_pct: float) -> bool:
+    """The definition: sorted, ceil(0.8 n) consecutive values with the last within one_pct of the first."""
+    ordered = np.sort(values)
+    n = len(ordered)
+    m = -(-4 * n // 5)
+    return any(ordered[i + m - 1] <= one_pct * ordered[i] for i in range(n - m + 1))
+
+
+@settings(max_examples=300, deadline=None)
+@given(seed=hs.integers(0, 2**32 - 1), n=hs.integers(1, 64), spread=hs.sampled_from([0.0, 0.004, 0.01, 0.02, 1.0]),
+       outliers=hs.integers(0, 20), single=hs.booleans())
+def test_the_sign_step_test_counts_what_sorting_would_find(seed: int, n: int, spread: float, outliers: int,
+                                                            single: bool) -> None:
+    # moves mostly equal within about `spread`, some of them anywhere: runs at the 80% and 1% edges
+    rng = np.random.default_rng(seed)
+    values = rng.uniform(1.0, 1.0 + spread, size=n) * rng.choice([0.5, 2.0])
+    k = min(outliers, n)
+    values[:k] = rng.uniform(0.1, 10.0, size=k)
+    values = np.round(values, int(rng.integers(2, 8)))  # ties and values exactly at the band's edge
+    dtype, one_pct = (np.float32, np.float32(1.01)) if single else (np.float64, 1.01)
+    values = values.astype(dtype)
+    assert kernels._mostly_equal(values.copy(), one_pct) == _mostly_equal_sorted(values, one_pct)
