@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -201,6 +202,12 @@ class FeatureModel:
         """Coverage cell of each row: sign pattern of the standardised row against fixed random
         hyperplanes through the route's mean (identical on every node)."""
         return self.verdicts(np.atleast_2d(rows))[2]
+
+    def kernel_operands(self) -> tuple[Any, ...]:
+        """What ``kernels.evaluate_rows`` takes of this model (after the rows and the whitening
+        matrix), in its order and types."""
+        return (self._mean, float(self._dist_scale), self._lo, self._hi, self._inv_unit, float(self.ood_limit),
+                self._grid_idx, self._inv_grid, 1.0 / GRID_SLACK, self._cell_planes, self._cell_offset)
 
     def verdicts(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every per-row verdict in one compiled pass (``kernels.evaluate_rows``), as the kernels take

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from . import kernels
-from .baseline import Baselines, FeatureBaseline, FeatureModel, RouteBaseline, axis_max
+from .baseline import Baselines, FeatureModel, RouteBaseline, axis_max
 from .config import LEVELS, GuardConfig
 from .payloads import LLMRequest
 from .sketches import hamming
@@ -190,31 +190,15 @@ _NO_SCALE = np.zeros(0, dtype=np.float32)
 _NO_GRID = np.zeros(0, dtype=np.float64)
 _NO_MATRIX = np.zeros((0, 0), dtype=np.float64)
 _NO_CELLS = np.zeros(0, dtype=np.int64)
-
-
-class _RowFacts:
-    """One request's rows as float32 (the ring's type) and the route model's verdicts on them, as
-    ``kernels.score_rows`` takes them (all-clear stand-ins without a model)."""
-
-    __slots__ = ("cells", "dist", "model", "rows32", "verdicts")
-
-    def __init__(self, rows: np.ndarray, model: FeatureModel | None) -> None:
-        self.model = model
-        self.rows32 = np.ascontiguousarray(rows, dtype=np.float32)
-        if model is None:
-            n = rows.shape[0]
-            self.dist = np.zeros(n)
-            self.verdicts = np.zeros((3, n), dtype=np.bool_)
-            self.cells = np.zeros(n, dtype=np.int64)
-        else:
-            self.dist, self.verdicts, self.cells = model.verdicts(rows)
+#: ``FeatureModel.kernel_operands`` of a route without a model (not read: the kernel is told so).
+_NO_MODEL = (_NO_GRID, 1.0, _NO_GRID, _NO_GRID, _NO_GRID, 1.0, _NO_CELLS, _NO_GRID, 1.0, _NO_MATRIX, _NO_GRID)
 
 
 class _Shape:
     """What the structure signals need to know about a route's inputs, computed once per request."""
 
     __slots__ = ("axis_max", "axis_signal", "cell_counts", "far", "grid", "inv_scale", "model", "near_distance",
-                 "rare_ok", "span", "warm", "whiten")
+                 "operands", "rare_ok", "span", "warm", "whiten")
 
     def __init__(self, dim: int, model: FeatureModel | None, cfg: GuardConfig) -> None:
         self.model = model
@@ -231,6 +215,7 @@ class _Shape:
             self.far = 1.0
             self.cell_counts = _NO_CELLS
             self.rare_ok = False
+            self.operands = _NO_MODEL
         else:
             self.axis_signal = model.axis_rate <= AXIS_RATE_MAX
             # contiguous, as the kernel was compiled for them (NaN grid: a feature without one)
@@ -246,6 +231,7 @@ class _Shape:
             # estimate of the unseen-cell mass below RARE_REGION_MAX_UNSEEN; see Detector._rows).
             self.cell_counts = _NO_CELLS if model.cells is None else np.ascontiguousarray(model.cells, dtype=np.int64)
             self.rare_ok = bool(model.unseen_cell_rate < RARE_REGION_MAX_UNSEEN)
+            self.operands = model.kernel_operands()
         self.warm = self.inv_scale is not None
 
 
@@ -256,7 +242,6 @@ class Detector:
         self.cfg = cfg
         self.baselines = baselines or Baselines(cfg.baseline_min_samples, cfg.feature_stats,
                                                 ring=cfg.recent_inputs)
-        self._memo: tuple[Observation, _RowFacts] | None = None
         #: ``_Shape`` of each input width while a route has no model yet (see ``_shape``).
         self._cold_shapes: dict[object, object] = {}
         #: How long a verdict of each level lasts (allow: none).
@@ -324,9 +309,7 @@ class Detector:
         if obs.rows is not None and obs.rows.shape[0]:
             if st.rows is not None and st.rows.shape[1] != obs.rows.shape[1]:
                 st.rows, st.rows_n, st.last_diff, st.step_profile = None, 0, None, None
-            memo = self._memo
-            rows32 = memo[1].rows32 if memo is not None and memo[0] is obs else obs.rows.astype(np.float32)
-            st.push_rows(rows32, self.cfg.recent_inputs)
+            st.push_rows(obs.rows.astype(np.float32), self.cfg.recent_inputs)
         req = obs.llm
         if req is not None:
             if req.prompt_hash not in st.prompts:
@@ -366,22 +349,6 @@ class Detector:
             acc.add("output_volume", st.out_tokens, W_OUTPUT_VOLUME, "abuse")
         if learn and st.extraction < cfg.thresholds.flag:
             route.rate.add(st.rate_short)
-
-    def _row_facts(self, obs: Observation, fb: FeatureBaseline) -> _RowFacts:
-        """What the route's model says about each row, computed once per request.
-
-        A request is observed for its client and again for the client's group; the model's view of
-        its rows is the same both times, so the second observation reuses it (identity check on
-        the immutable observation: correct under concurrent requests, merely recomputed).
-        """
-        memo = self._memo
-        if memo is not None and memo[0] is obs and memo[1].model is fb.model:
-            return memo[1]
-        rows = obs.rows
-        assert rows is not None
-        facts = _RowFacts(rows, fb.model)
-        self._memo = (obs, facts)
-        return facts
 
     def _shape(self, dim: int, model: FeatureModel | None) -> _Shape:
         """The route's ``_Shape``, derived once per baseline refresh (kept on the model itself)."""
@@ -428,8 +395,7 @@ class Detector:
         assert rows is not None
         size, d = rows.shape
         fb = route.feature_baseline(d)
-        facts = self._row_facts(obs, fb)
-        model = facts.model
+        model = fb.model
         margins = obs.margins
         if st.rows is not None and st.rows.shape != (cfg.recent_inputs, d):
             # Another route (or model) of the same client: structure is only compared within one.
@@ -456,10 +422,10 @@ class Detector:
         found = np.empty((kernels.EVIDENCE_PER_ROW * size, 3))
         clean = np.empty(size, dtype=np.int64)
         st.rows_n, n_found, n_clean, kept_out = kernels.score_rows(
-            st.rows, st.rows_n, facts.rows32, shape.inv_scale if warm else _NO_SCALE, warm, shape.axis_signal,
-            shape.axis_max, shape.span if warm else _NO_GRID, shape.grid, shape.whiten if warm else _NO_MATRIX,
-            kept, kept_in, AXIS_MIN_DIM, model is not None, facts.dist, facts.verdicts, facts.cells, shape.far,
-            shape.near_distance, shape.cell_counts, shape.rare_ok, ratios, words, found, clean)
+            st.rows, st.rows_n, np.ascontiguousarray(rows, dtype=np.float64), shape.inv_scale if warm else _NO_SCALE,
+            warm, shape.axis_signal, shape.axis_max, shape.span if warm else _NO_GRID, shape.grid,
+            shape.whiten if warm else _NO_MATRIX, kept, kept_in, AXIS_MIN_DIM, model is not None, *shape.operands,
+            shape.far, shape.near_distance, shape.cell_counts, shape.rare_ok, ratios, words, found, clean)
         st.dup_ewma, st.near_ewma, st.ood_ewma = ratios.tolist()
         coverage0, coverage1, coverage2, coverage3, st.axis_anchor, st.axis_coords = words.tolist()
         st.coverage = coverage0 | coverage1 << 64 | coverage2 << 128 | coverage3 << 192

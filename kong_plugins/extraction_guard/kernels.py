@@ -8,8 +8,9 @@ Python loops over the ring's slots: 100-250 us of a log phase, where the issue a
 of plugin compute per request in all. Here a request's rows cost one call (``score_rows``): one
 pass over the ring (``_compare_rows``), one over the steps (``_step_tests``) and one turning what
 they measured into evidence and the client's running ratios, which Python then only reads --
-per row, Python did ~8 us of bookkeeping around the measurements. The route model's verdicts
-(``evaluate_rows``) are a second call, made once per request even when a group observes it too.
+per row, Python did ~8 us of bookkeeping around the measurements -- and the route model's
+verdicts (``evaluate_rows``) before them. A group that observes the request too judges the rows
+again (~1 us a row): cheaper than a second call's arguments and arrays.
 
 Semantics are those of the numpy code they replace (``detector._Block``'s docstring explains
 the signals); float32 where the ring is float32, float64 where numpy promoted. Sums are taken
@@ -362,9 +363,10 @@ def _popcount(value: np.uint64) -> int:
 @_compiled
 def score_rows(ring: np.ndarray, rows_n: int, rows: np.ndarray, inv_scale: np.ndarray, warm: bool,
                axis_signal: bool, axis_top: int, span: np.ndarray, grid: np.ndarray, whiten: np.ndarray,
-               kept: np.ndarray, kept_in: int, min_dim: int, model_on: bool, distance: np.ndarray,
-               verdicts: np.ndarray, cells: np.ndarray, far: float, near_distance: float,
-               cell_counts: np.ndarray, rare_ok: bool, ewma: np.ndarray, words: np.ndarray,
+               kept: np.ndarray, kept_in: int, min_dim: int, model_on: bool, mean: np.ndarray, dist_scale: float,
+               lo: np.ndarray, hi: np.ndarray, inv_unit: np.ndarray, ood_limit: float, grid_idx: np.ndarray,
+               inv_grid: np.ndarray, refine: float, cell_planes: np.ndarray, cell_offset: np.ndarray, far: float,
+               near_distance: float, cell_counts: np.ndarray, rare_ok: bool, ewma: np.ndarray, words: np.ndarray,
                evidence: np.ndarray, clean: np.ndarray) -> tuple[int, int, int, int]:
     """A request's rows, measured (``measure_rows``) and turned into evidence and the client's
     running state, row by row in order: what ``Detector._rows`` does for each row but the reply
@@ -373,28 +375,37 @@ def score_rows(ring: np.ndarray, rows_n: int, rows: np.ndarray, inv_scale: np.nd
     The client's state goes in and comes back through ``ewma`` (duplicate, near-duplicate and
     off-model ratios), ``words`` (the 256-bit coverage sketch as four words, then the axis anchor
     and its moved coordinates) and ``kept`` (step profile, last step: float32 rows, valid per the
-    ``kept_in`` bits on the way in and the returned bits on the way out). ``model_on``: the
-    route's model judged the rows (``distance``, ``verdicts`` = out of domain, off grid, finer
-    than the grid; ``cells`` when ``cell_counts`` is not empty). ``evidence`` receives ``(row,
-    kind, value)`` per piece; ``clean`` the rows the route baseline may learn. Returns the
-    ring's input count, the evidence count, the clean-row count and the kept-step bits.
+    ``kept_in`` bits on the way in and the returned bits on the way out). ``rows`` are float64
+    (the route model judges them so; the ring keeps them as float32). ``model_on``: the route
+    has a model, whose operands follow (``evaluate_rows``'s; its coverage cells count when
+    ``cell_counts``, the benign occupancy, is not empty). ``evidence`` receives ``(row, kind,
+    value)`` per piece; ``clean`` the rows the route baseline may learn. Returns the ring's
+    input count, the evidence count, the clean-row count and the kept-step bits.
 
     The arithmetic is the Python's it replaces, operation for operation (no fastmath): the
     ratios and therefore the scores come out the same to the last bit.
     """
     size, dim = rows.shape
+    distance = np.zeros(size)
+    verdicts = np.zeros((3, size), dtype=np.bool_)
+    cells = np.zeros(size, dtype=np.int64)
+    if model_on:
+        evaluate_rows(rows, mean, whiten, dist_scale, lo, hi, inv_unit, ood_limit, grid_idx, inv_grid, refine,
+                      cell_planes, cell_offset, distance, verdicts[0], verdicts[1], verdicts[2], cells)
+    rows32 = np.empty((size, dim), dtype=np.float32)
     tolerance = np.empty((size, dim), dtype=np.float32)
     for r in range(size):
         for j in range(dim):
+            rows32[r, j] = rows[r, j]
             # a coordinate "changed" when it moved by more than float32 rounding of its value
-            tolerance[r, j] = np.float32(1e-6) * (abs(rows[r, j]) + np.float32(1.0))
+            tolerance[r, j] = np.float32(1e-6) * (abs(rows32[r, j]) + np.float32(1.0))
     flags = np.empty((size, 6), dtype=np.int64)
     coords = np.empty(size, dtype=np.uint64)
     values = np.empty((size, 4))
     vectors = np.zeros((2, size, dim), dtype=np.float32)
     step0 = kept[0] if kept_in & KEPT_STEP else kept[0, :0]
     line0 = kept[1] if kept_in & KEPT_LINE else kept[1, :0]
-    n = measure_rows(ring, rows_n, rows, tolerance, inv_scale, warm, axis_signal, axis_top, span, grid, whiten,
+    n = measure_rows(ring, rows_n, rows32, tolerance, inv_scale, warm, axis_signal, axis_top, span, grid, whiten,
                      step0.copy(), line0.copy(), min_dim, flags, coords, values, vectors)
     dup_ratio, near_ratio, off_ratio = ewma[0], ewma[1], ewma[2]
     anchor_now, coords_now = words[4], words[5]
@@ -558,9 +569,10 @@ def warm() -> None:
                      np.zeros((size, 6), dtype=np.int64), np.zeros(size, dtype=np.uint64), np.zeros((size, 4)),
                      np.zeros((2, size, dim), dtype=np.float32))
     for model in (True, False):
-        score_rows(np.zeros((3, dim), dtype=np.float32), 0, rows, np.ones(dim, dtype=np.float32), model, True, 1,
-                   np.ones(dim), np.ones(dim), np.eye(dim), np.zeros((2, dim), dtype=np.float32), 0, 8, model,
-                   np.zeros(size), np.zeros((3, size), dtype=np.bool_), np.zeros(size, dtype=np.int64), 1.0, 0.1,
+        score_rows(np.zeros((3, dim), dtype=np.float32), 0, rows.astype(np.float64), np.ones(dim, dtype=np.float32),
+                   model, True, 1, np.ones(dim), np.ones(dim), np.eye(dim), np.zeros((2, dim), dtype=np.float32), 0, 8,
+                   model, np.zeros(dim), 1.0, np.zeros(dim), np.ones(dim), np.ones(dim), 1.0,
+                   np.arange(dim, dtype=np.int64), np.ones(dim), 100.0, np.ones((dim, 8)), np.zeros(8), 1.0, 0.1,
                    np.ones(256, dtype=np.int64), False, np.zeros(3), np.zeros(6, dtype=np.uint64),
                    np.zeros((EVIDENCE_PER_ROW * size, 3)), np.zeros(size, dtype=np.int64))
     model_rows = np.ones((size, dim))
