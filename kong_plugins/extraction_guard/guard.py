@@ -53,7 +53,7 @@ KEY_CACHE = 16384
 STATE_CACHE_BYTES = 16 * 1024 * 1024
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Identity:
     """Who a request is attributed to: the scored client, its group and its credential."""
 

@@ -15,12 +15,14 @@ import numpy as np
 import orjson
 from numba import types
 
+from kong_plugins.frozen import positional_builder
+
 from ._jit import compiled
 from .config import Mitigations
 from .sketches import prompt_sketches
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LLMRequest:
     """The parameters of an OpenAI-style completion that matter for extraction."""
 
@@ -338,14 +340,18 @@ def llm_request(doc: Any) -> LLMRequest | None:
         top_n = max(top_n, lp)
     max_tokens = doc.get("max_tokens", doc.get("max_completion_tokens"))
     exact, simhash = prompt_sketches(text)
-    return LLMRequest(
-        prompt_hash=exact,
-        prompt_simhash=simhash,
-        biased_ids=tuple(sorted(set(ids)))[:256],
-        logprobs=bool(lp) or top_n > 0,
-        top_logprobs=top_n,
-        max_tokens=max_tokens if isinstance(max_tokens, int) and not isinstance(max_tokens, bool) else None,
+    return _build_llm_request(
+        exact,  # prompt_hash
+        simhash,  # prompt_simhash
+        tuple(sorted(set(ids)))[:256] if ids else (),  # biased_ids
+        bool(lp) or top_n > 0,  # logprobs
+        top_n,  # top_logprobs
+        max_tokens if isinstance(max_tokens, int) and not isinstance(max_tokens, bool) else None,  # max_tokens
     )
+
+
+#: ``LLMRequest(...)`` without the frozen constructor's per-field cost (kong_plugins.frozen).
+_build_llm_request = positional_builder(LLMRequest)
 
 
 def policy_violation(doc: Any, mitigations: Mitigations) -> str | None:
