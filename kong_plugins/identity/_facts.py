@@ -184,9 +184,9 @@ def parse_facts(serialized: str | bytes | Mapping[str, Any]) -> RequestFacts:
     return _build_facts(
         method if type(method) is str else _str(method) or "",  # method
         uri if type(uri) is str else _str(uri) or "",  # uri
-        int(size) if _is_number(size) and size > 0 else 0,  # size
+        int(size) if _is_number(size) and 0 < size < _MAX_SIZE else 0,  # size
         client_ip if type(client_ip) is str else _str(client_ip) or "",  # client_ip
-        float(started) / 1000.0 if isinstance(started, _NUMBER) else 0.0,  # started_at
+        float(started) / 1000.0 if isinstance(started, _NUMBER) and -_MAX_MS < started < _MAX_MS else 0.0,  # started
         _consumer(get("consumer")),  # consumer
         _str(entity.get("id")) if _is_object(entity) else None,  # credential_id
         None if route is None else _entity(route),  # route
@@ -196,11 +196,16 @@ def parse_facts(serialized: str | bytes | Mapping[str, Any]) -> RequestFacts:
         int(status) if isinstance(status, int) and not isinstance(status, bool) else None,  # response_status
         _headers(response.get("headers")),  # response_headers
         ai if _is_object(ai) else {},  # ai
-        float(latency) if _is_number(latency) and latency > 0 else 0.0,  # latency_ms
+        float(latency) if _is_number(latency) and 0 < latency < _MAX_MS else 0.0,  # latency_ms
     )
 
 
 _NUMBER = (int, float)
+#: Numbers no real request has, read as absent: serialize's text may hold integers beyond 64 bits,
+#: Infinity and NaN (the standard parser reads them: ``load_serialized``), where ``int``/``float``
+#: would raise OverflowError or carry NaN into every later comparison (NaN fails both bounds).
+_MAX_SIZE = 2**63
+_MAX_MS = 1e15  # milliseconds: ~31,700 years
 
 
 def _is_number(value: Any) -> bool:

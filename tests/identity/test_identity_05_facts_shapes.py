@@ -3,6 +3,7 @@ the same, and values of the wrong type become the documented defaults."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -37,9 +38,12 @@ def wrapped(value: Any) -> Any:
     return value
 
 
-# JSON values as serialize could hold them (64-bit integers and finite floats: what orjson reads).
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1),
-                    st.floats(allow_infinity=False, allow_nan=False), st.text(max_size=8))
+# JSON values as serialize's text could hold them: what orjson reads (64-bit integers, finite floats)
+# and what only the standard parser does (load_serialized falls back to it): integers of any size,
+# Infinity and NaN.
+scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1), st.integers(),
+                    st.integers(min_value=10**300) | st.integers(max_value=-(10**300)),
+                    st.floats(), st.text(max_size=8))
 json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3)
                            | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=8)
 # The fields parse_facts reads, each either a plausible value or any JSON value.
@@ -64,7 +68,7 @@ serialized = st.fixed_dictionaries({}, optional={
 @settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(serialized)
 def test_any_mapping_reads_like_a_dict(data: dict[str, Any]) -> None:
-    assert parse_facts(wrapped(data)) == parse_facts(data)
+    assert parse_facts(wrapped(data)) == parse_facts(data)  # equal: no NaN kept (NaN != NaN)
 
 
 @settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -74,6 +78,7 @@ def test_every_field_has_its_documented_type(data: dict[str, Any]) -> None:
     assert isinstance(facts.method, str) and isinstance(facts.uri, str) and isinstance(facts.client_ip, str)
     assert isinstance(facts.size, int) and facts.size >= 0
     assert isinstance(facts.started_at, float) and isinstance(facts.latency_ms, float)
+    assert math.isfinite(facts.started_at) and math.isfinite(facts.latency_ms)
     assert facts.consumer is None or (isinstance(facts.consumer.id, str) and facts.consumer.id)
     assert facts.credential_id is None or isinstance(facts.credential_id, str)
     for found in (facts.route, facts.service):
@@ -97,3 +102,14 @@ def test_values_of_the_wrong_type_become_defaults() -> None:
     assert tagged.consumer == Consumer(id="c-1", username=None, custom_id=None, tags=("tier:gold",))
     assert tagged.size == 10
     assert tagged.started_at == 0.001  # a boolean is an int to Python: kept as the parser always read it
+
+
+def test_numbers_only_the_standard_parser_reads_are_read_as_absent_not_raised() -> None:
+    # Kong's cjson writes what orjson refuses; load_serialized reads it with the standard parser
+    text = ('{"started_at": %s, "request": {"size": %s}, "latencies": {"request": %s}}')
+    for started, size, latency in (("1" + "0" * 400, "1e999", "NaN"), ("Infinity", "-Infinity", "1" + "0" * 30),
+                                   ("NaN", "NaN", "Infinity"), ("-1" + "0" * 40, "1" + "0" * 25, "1e999")):
+        facts = parse_facts(text % (started, size, latency))
+        assert (facts.started_at, facts.size, facts.latency_ms) == (0.0, 0, 0.0)
+    assert parse_facts(text % ("1700000000000", "1" + "0" * 18, "12.5")) == RequestFacts(
+        started_at=1700000000.0, size=10**18, latency_ms=12.5)
