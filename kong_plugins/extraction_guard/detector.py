@@ -262,7 +262,7 @@ class Detector:
         forget = 0.5 ** (dt / cfg.score_half_life_s)
         st.extraction *= forget
         st.abuse *= forget
-        if forget < 1.0:
+        if forget < 1.0 and st.contrib:
             st.contrib = {k: v * forget for k, v in st.contrib.items() if v * forget > 0.01}
         st.rate_short = decay(st.rate_short, dt, RATE_TAU_S) + 1.0
         st.rate_long = decay(st.rate_long, dt, LONG_TAU_S) + 1.0
