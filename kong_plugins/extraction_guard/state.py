@@ -40,6 +40,9 @@ _I64 = "q"
 assert array(_I64).itemsize == 8
 
 
+_NOTHING = b""
+
+
 def _f32_bytes(values: np.ndarray) -> bytes:
     return values.tobytes() if values.dtype == _F32 else values.astype(_F32).tobytes()
 
@@ -127,30 +130,35 @@ class ClientState:
 
     def to_bytes(self) -> bytes:
         contrib = self.contrib
-        names = "\0".join(contrib).encode()
         prompts, simhashes, biased, members = self.prompts, self.simhashes, self.biased_ids, self.members
         rows = self.rows
-        k = d = filled = n_ld = n_sp = 0
-        # Buffers, joined once below without a copy each (arrays and numpy slices are bytes-like).
-        ring: Any = b""
-        ld = sp = b""
+        k = d = n_ld = n_sp = 0
+        # Buffers, joined once below without a copy each (arrays and numpy arrays are bytes-like);
+        # the parts most states lack are the empty bytes, without building anything.
+        names = ld = sp = _NOTHING
+        values: Any = _NOTHING
+        ints: Any = _NOTHING
+        ring: Any = _NOTHING
+        if contrib:
+            names = "\0".join(contrib).encode()
+            values = array("d", contrib.values())
+        if prompts or simhashes or biased or members:
+            # consecutive in the format: one array
+            ints = array(_I64, [*prompts, *simhashes, *biased, *members])
         if rows is not None:
             # Only the filled part of the ring: most clients send a few requests, and a 64-feature
             # ring of 16 is 4 KB whether one slot is used or all of them.
             k, d = rows.shape
             filled = min(self.rows_n, k)
-            ring = rows[:filled] if rows.dtype == _F32 else rows[:filled].astype(_F32)
+            ring = rows if filled == k else rows[:filled]  # a full ring is not sliced
+            if ring.dtype != _F32:
+                ring = ring.astype(_F32)
             if self.last_diff is not None:
                 ld = _f32_bytes(self.last_diff)
                 n_ld = len(ld) // 4
             if self.step_profile is not None:
                 sp = _f32_bytes(self.step_profile)
                 n_sp = len(sp) // 4
-        # prompts, simhashes, biased ids and members follow one another: one array.
-        ints = array(_I64, prompts)
-        ints.extend(simhashes)
-        ints.extend(biased)
-        ints.extend(members)
         head = _HEAD.pack(
             _VERSION, self.t_first, self.t_last, self.n, self.rate_short, self.rate_long, self.size_mu,
             self.extraction, self.abuse, self.out_tokens, self.dup_ewma, self.near_ewma, self.ood_ewma,
@@ -158,7 +166,7 @@ class ClientState:
             self.axis_anchor, self.axis_coords, self.taught, self.coverage.to_bytes(32, "little"),
             len(contrib), len(names), len(prompts), len(simhashes), len(biased), len(members), k, d,
             self.rows_n, n_ld, n_sp)
-        return b"".join((head, names, array("d", contrib.values()), ints, ring, ld, sp))
+        return b"".join((head, names, values, ints, ring, ld, sp))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ClientState | None:
@@ -171,24 +179,36 @@ class ClientState:
              axis_coords, taught, coverage, n_contrib, names_len, n_prompts, n_simhashes, n_biased, n_members,
              k, d, rows_n, ld_len, sp_len) = _HEAD.unpack_from(data)
             at = _HEAD.size
-            names = data[at:at + names_len].decode().split("\0") if n_contrib else []
-            at += names_len
-            values = array("d", data[at:at + 8 * n_contrib])
-            at += 8 * n_contrib
-            lists: list[list[int]] = []
-            for count in (n_prompts, n_simhashes, n_biased, n_members):
-                lists.append(array(_I64, data[at:at + 8 * count]).tolist() if count else [])
-                at += 8 * count
+            contrib: dict[str, float] = {}
+            if n_contrib or names_len:
+                names = data[at:at + names_len].decode().split("\0") if n_contrib else []
+                at += names_len
+                contrib = dict(zip(names, array("d", data[at:at + 8 * n_contrib]), strict=True))
+                at += 8 * n_contrib
+            # The four integer lists are consecutive: one read, then cut.
+            n_ints = n_prompts + n_simhashes + n_biased + n_members
+            if n_ints:
+                ints = array(_I64, data[at:at + 8 * n_ints]).tolist()
+                if len(ints) != n_ints:
+                    return None
+                at += 8 * n_ints
+                cut = n_prompts + n_simhashes
+                lists = [ints[:n_prompts], ints[n_prompts:cut], ints[cut:cut + n_biased], ints[cut + n_biased:]]
+            else:
+                lists = [[], [], [], []]
             st = cls(t_first, t_last, n, rate_short, rate_long, size_mu, extraction, abuse, out_tokens, dup_ewma,
                      near_ewma, ood_ewma, low_margin_ewma, template_ewma, int.from_bytes(coverage, "little"),
                      level, level_until, blocks, axis_anchor, axis_coords, taught,
-                     dict(zip(names, values, strict=True)), None, 0, None, None, *lists)
+                     contrib, None, 0, None, None, *lists)
             if k:
                 # The ring is writable (push_row fills its slots), the two step vectors are only
                 # ever replaced: views of the stored bytes.
                 size = 4 * min(rows_n, k) * d
-                ring = bytearray(4 * k * d)
-                ring[:size] = memoryview(data)[at:at + size]
+                if size == 4 * k * d:  # a full ring: one copy
+                    ring = bytearray(memoryview(data)[at:at + size])
+                else:
+                    ring = bytearray(4 * k * d)
+                    ring[:size] = memoryview(data)[at:at + size]
                 st.rows = np.ndarray((k, d), dtype=_F32, buffer=ring)
                 st.rows_n = rows_n
                 at += size
