@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import zlib
 from dataclasses import replace
 
@@ -286,6 +287,17 @@ _ASCII_PROMPTS = (st.text(st.characters(max_codepoint=127), max_size=200)
 @settings(max_examples=300, deadline=None)
 @given(_ASCII_PROMPTS)
 def test_compiled_simhash_of_ascii_text_is_the_reference_simhash(text: str) -> None:
+    assert simhash64(text) == _simhash_python(text)
+
+
+@pytest.mark.parametrize("shingles", [254, 255, 256, 510, 511, 700])
+def test_compiled_simhash_counts_bits_beyond_a_byte_of_shingles(shingles: int) -> None:
+    # The kernel counts each bit in byte lanes emptied every 255 shingles: around and past that,
+    # distinct random words keep every bit's count near the majority line, where a lost count shows.
+    rng = random.Random(shingles)
+    words = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(rng.randint(1, 6)))
+             for _ in range(shingles + 1)]
+    text = " ".join(words)[:MAX_PROMPT_CHARS]
     assert simhash64(text) == _simhash_python(text)
 
 
