@@ -140,12 +140,28 @@ class MemoryStorage(Storage):
     def mget(self, keys: Sequence[str], now: float | None = None) -> list[str | None]:
         # One clock reading and one lock for all the keys: the guard reads three to four per
         # request, and taking the lock per key was most of the cost.
+        # The per-key work of _State.get and _text is written out here: a method call per key
+        # (and the comprehension's frame) was a third of the cost. Same reads, same order.
         now_us = self._now_us(now)
         with self._lock:
             state = self._state
             state.now_us = now_us
-            read = state.get
-            return [_text(key, read(key)) for key in keys]
+            data = state.data
+            values: list[str | None] = []
+            for key in keys:
+                entry = data.get(key)
+                if entry is None:
+                    values.append(None)
+                    continue
+                expires = entry[1]
+                if expires is not None and expires <= now_us:
+                    del data[key]
+                    values.append(None)
+                    continue
+                data.move_to_end(key)
+                value = entry[0]
+                values.append(value if type(value) is str else _text(key, value))
+            return values
 
     def set(self, key: str, value: str, ttl: float | None = None, now: float | None = None) -> None:
         if ttl is not None and not ttl > 0:

@@ -91,3 +91,12 @@ def test_mget_reads_each_key_as_get_does() -> None:
     assert len(store) == 3  # the expired key was dropped by the read
     with pytest.raises(StorageError, match="'hash' does not hold a string"):
         store.mget(["long", "hash"])
+
+
+def test_mget_refreshes_what_it_reads_in_the_lru_as_get_does() -> None:
+    store = MemoryStorage(max_keys=3, clock=FakeClock())
+    for key in ("a", "b", "c"):
+        store.set(key, key)
+    assert store.mget(["a", "absent"]) == ["a", None]
+    store.set("d", "d")  # evicts the least recently used: b, not a (just read)
+    assert store.mget(["a", "b", "c", "d"]) == ["a", None, "c", "d"]
