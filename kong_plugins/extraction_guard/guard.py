@@ -159,6 +159,8 @@ class ExtractionGuard:
 
     def _from_verdicts(self, ident: Identity, now: float, values: list[str | None],
                        revoked_at: int | None = None) -> AccessOutcome:
+        if not any(values):  # no verdict, no revocation: most requests
+            return _ALLOWED
         if revoked_at is not None and values[revoked_at]:
             return AccessOutcome("revoke", 401, "credential revoked", level="revoke")
         best: Verdict | None = None
