@@ -202,7 +202,8 @@ class ClientState:
                      contrib, None, 0, None, None, *lists)
             if k:
                 # The ring is writable (push_row fills its slots), the two step vectors are only
-                # ever replaced: views of the stored bytes.
+                # ever replaced: read-only views of their own bytes (a view of ``data`` would keep
+                # the whole state's bytes alive for as long as the vector, uncounted by StateCache).
                 size = 4 * min(rows_n, k) * d
                 if size == 4 * k * d:  # a full ring: one copy
                     ring = bytearray(memoryview(data)[at:at + size])
@@ -213,10 +214,10 @@ class ClientState:
                 st.rows_n = rows_n
                 at += size
                 if ld_len:
-                    st.last_diff = np.frombuffer(data, _F32, ld_len, at)
+                    st.last_diff = np.frombuffer(data[at:at + 4 * ld_len], _F32, ld_len)
                     at += 4 * ld_len
                 if sp_len:
-                    st.step_profile = np.frombuffer(data, _F32, sp_len, at)
+                    st.step_profile = np.frombuffer(data[at:at + 4 * sp_len], _F32, sp_len)
                     at += 4 * sp_len
             if at != len(data):
                 return None

@@ -3,6 +3,8 @@ a state has (the codec skips absent parts and cuts the four integer lists out of
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -72,3 +74,16 @@ def test_cut_or_padded_bytes_read_as_nothing(seed: int) -> None:
     for cut in (len(blob) - 1, len(blob) - 8, len(blob) // 2):
         assert ClientState.from_bytes(blob[:cut]) is None
     assert ClientState.from_bytes(blob + b"\0" * 8) is None
+
+
+def test_a_decoded_state_does_not_keep_the_stored_bytes_alive() -> None:
+    # StateCache counts a decoded state's arrays at their size: a step vector viewing the whole
+    # blob would keep ~4 KB per cached client alive uncounted.
+    st = _state(3)
+    assert st.last_diff is not None and st.step_profile is not None and st.rows is not None
+    blob = st.to_bytes()
+    before = sys.getrefcount(blob)
+    back = ClientState.from_bytes(blob)
+    assert back is not None and back.last_diff is not None and back.step_profile is not None
+    assert sys.getrefcount(blob) == before
+    assert not back.last_diff.flags.writeable and not back.step_profile.flags.writeable
