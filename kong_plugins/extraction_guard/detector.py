@@ -81,9 +81,10 @@ AXIS_RATE_MAX = 0.01
 AXIS_MIN_DIM = 8
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Observation:
-    """One proxied request as the log phase sees it."""
+    """One proxied request as the log phase sees it (built positionally on the request path:
+    ``guard.build_observation``)."""
 
     t: float
     route: str

@@ -35,6 +35,7 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
+from kong_plugins.frozen import positional_builder
 from kong_plugins.region.denylist import Denylist, global_verdict_key, revoked_key, state_key, throttle_key, verdict_key
 from kong_plugins.storage import Limiter, RateRule, Storage
 
@@ -406,6 +407,10 @@ def build_observation(cfg: GuardConfig, t: float, route: str, body: bytes | None
     tokens = tap.get("o") if tap else None
     if tokens is None and llm is not None and response_size > 0:
         tokens = response_size / BYTES_PER_OUTPUT_TOKEN
-    return Observation(t=t, route=route, size=request_size or (len(body) if body else 0), rows=rows,
-                       margins=margins if isinstance(margins, list) else None, llm=llm,
-                       output_tokens=float(tokens) if isinstance(tokens, int | float) else None)
+    return _build_observation(t, route, request_size or (len(body) if body else 0), rows,
+                              margins if isinstance(margins, list) else None, llm,
+                              float(tokens) if isinstance(tokens, int | float) else None)
+
+
+#: ``Observation(*fields)`` without its frozenness's cost (kong_plugins.frozen), once a request.
+_build_observation = positional_builder(Observation)
