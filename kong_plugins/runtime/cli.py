@@ -30,7 +30,7 @@ from collections.abc import Sequence  # noqa: E402
 
 from kong_plugins import SUITE_PLUGINS, __version__  # noqa: E402
 from kong_plugins.runtime.module import PluginLoadError, load_plugin_module  # noqa: E402
-from kong_plugins.runtime.server import PluginServer, serve_unix_socket  # noqa: E402
+from kong_plugins.runtime.server import ComputeTimes, PluginServer, serve_unix_socket  # noqa: E402
 
 DEFAULT_PREFIX = "/usr/local/kong/"
 
@@ -63,6 +63,9 @@ def build_parser(plugin: str | None) -> argparse.ArgumentParser:
                         help="seconds to wait for Kong's Step before an event is unwound (default: %(default)s)")
     parser.add_argument("--handler-timeout", type=float, default=30.0,
                         help="seconds a handler may run without a PDK call before it is failed (default: %(default)s)")
+    parser.add_argument("--compute-times", metavar="FILE", default=os.environ.get("KONG_PLUGINS_COMPUTE_TIMES"),
+                        help="append each event's compute time (handler time minus PDK waits) to FILE as "
+                             "'phase<TAB>microseconds' lines (default: $KONG_PLUGINS_COMPUTE_TIMES; off)")
     compat = parser.add_argument_group("kong-pdk compatibility (accepted, no effect)")
     compat.add_argument("--no-lua-style", action="store_true", help="errors are always Python exceptions")
     mode = compat.add_mutually_exclusive_group()
@@ -94,7 +97,8 @@ def main(argv: Sequence[str] | None = None, plugin: str | None = None) -> int:
         logging.getLogger("kong_plugins.runtime").info(
             "%s: empty phase methods not registered: %s", module.name, ", ".join(module.skipped_phases))
     socket_path = os.path.join(args.prefix, args.socket_name or f"{module.name}.sock")
-    server = PluginServer(module, step_timeout=args.step_timeout, handler_timeout=args.handler_timeout)
+    server = PluginServer(module, step_timeout=args.step_timeout, handler_timeout=args.handler_timeout,
+                          compute_times=ComputeTimes(args.compute_times) if args.compute_times else None)
     serve_unix_socket(server, socket_path, listen_queue_size=args.listen_queue_size)
     return 0
 
