@@ -14,7 +14,9 @@ One run, side by side, on one throwaway redis-server (kong_plugins.testing.redis
 2. Through our runtime and the Kong stand-in (key-auth in front): the RPC time of each phase per
    request (send to answer, summed over its round trips), the guard against a floor plugin making
    the same PDK calls with no work (bench/guard_floor_plugin.py). Guard minus floor is what the
-   guard's computation adds through the runtime. Rounds interleaved; compare ratios.
+   guard's computation adds through the runtime. Rounds interleaved; compare ratios. And the
+   compute inside each plugin server (the runtime's ``--compute-times``: each phase's handler time
+   minus the time it waited for PDK answers): plugin compute per request where it really runs.
 3. Storage round trips per request, request path (access) and log phase, counted at the storage
    object (memory and Redis) for every access outcome (allow, throttle, block); through the
    runtime on Redis also counted as the client commands Redis received (MONITOR).
@@ -26,6 +28,7 @@ One run, side by side, on one throwaway redis-server (kong_plugins.testing.redis
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import statistics
@@ -341,10 +344,13 @@ def deck(plugin: str, config: dict[str, Any], consumers: int = 200, key_auth: bo
 
 
 @contextmanager
-def gateway(prefix: Path, plugin: str, config: dict[str, Any], key_auth: bool = True) -> Iterator[KongStandIn]:
+def gateway(prefix: Path, plugin: str, config: dict[str, Any], key_auth: bool = True,
+            compute_times: Path | None = None) -> Iterator[KongStandIn]:
     prefix.mkdir(parents=True, exist_ok=True)
     spec = (PluginServerSpec.module(FLOOR_PLUGIN, prefix=prefix, name=FLOOR) if plugin == FLOOR
             else PluginServerSpec.suite(GUARD, prefix=prefix))
+    if compute_times is not None:  # the runtime's --compute-times, written when the server stops
+        spec = dataclasses.replace(spec, env={**spec.env, "KONG_PLUGINS_COMPUTE_TIMES": str(compute_times)})
     gw = KongStandIn.from_deck(deck(plugin, config, key_auth=key_auth), servers=[spec], upstreams=upstreams())
     gw.start()
     try:
@@ -367,15 +373,17 @@ def through_runtime(work: Path, redis_conf: dict[str, Any], n: int, rounds: int)
              "floor (no work)": (FLOOR, {})}
     gws: dict[str, KongStandIn] = {}
     stack = []
+    warm = 600
+    computed = {label: work / f"rt{i}.compute.tsv" for i, label in enumerate(kinds)}
     try:
         for i, (label, (plugin, config)) in enumerate(kinds.items()):
-            cm = gateway(work / f"rt{i}", plugin, config)
+            cm = gateway(work / f"rt{i}", plugin, config, compute_times=computed[label])
             gws[label] = cm.__enter__()
             stack.append(cm)
         rng = random.Random(4)
         t = T0
         for label, gw in gws.items():  # warm: baselines learned, connections pooled
-            for i in range(600):
+            for i in range(warm):
                 t += 0.05
                 send(gw, kinds[label][0], i % 200, t, PREDICT, predict_body(DIGITS[rng.randrange(len(DIGITS))]))
         times: dict[str, tuple[list[float], list[float]]] = {label: ([], []) for label in gws}
@@ -406,6 +414,17 @@ def through_runtime(work: Path, redis_conf: dict[str, Any], n: int, rounds: int)
     finally:
         for cm in reversed(stack):
             cm.__exit__(None, None, None)
+    print("   compute inside the plugin server (runtime --compute-times: each phase's handler time minus its PDK")
+    print("   waits; Redis round trips included), the measured requests only:")
+    for label, path in computed.items():
+        phases: dict[str, list[float]] = {}
+        for line in path.read_text().splitlines() if path.exists() else []:
+            phase, micros = line.split("\t")
+            phases.setdefault(phase, []).append(float(micros) / 1e6)
+        parts = [f"{phase} {us(values[warm:warm + n])}" for phase, values in phases.items() if len(values) > warm]
+        total = [a + b for a, b in zip(phases.get("access", [])[warm:warm + n], phases.get("log", [])[warm:warm + n],
+                                       strict=False)]
+        print(f"   {label:16} {'   '.join(parts)}   access+log {us(total)}")
 
 
 def monitor_count(gw: KongStandIn, redis_conf: dict[str, Any], rng: random.Random, t: float) -> None:
