@@ -418,8 +418,9 @@ class Detector:
             kept[1] = st.last_diff
             kept_in |= kernels.KEPT_LINE
         ratios = np.array((st.dup_ewma, st.near_ewma, st.ood_ewma))
-        words = np.frombuffer(b"".join((st.coverage.to_bytes(32, "little"), st.axis_anchor.to_bytes(8, "little"),
-                                        (st.axis_coords & _WORD).to_bytes(8, "little"))), dtype=np.uint64).copy()
+        coverage = st.coverage
+        words = np.array((coverage & _WORD, coverage >> 64 & _WORD, coverage >> 128 & _WORD, coverage >> 192 & _WORD,
+                          st.axis_anchor & _WORD, st.axis_coords & _WORD), dtype=np.uint64)
         found = np.empty((kernels.EVIDENCE_PER_ROW * size, 3))
         clean = np.empty(size, dtype=np.int64)
         st.rows_n, n_found, n_clean, kept_out = kernels.score_rows(
@@ -471,9 +472,10 @@ class Detector:
             # A row written with the route's own precision (see FeatureModel.finer_than_grid), on the
             # model and not a repeat is a fine example of benign input: structure (a step, a jitter)
             # is about the sequence, not the row.
-            taught = clean[:min(n_clean, room)]
-            fb.learn(rows[taught])
-            st.taught += len(taught)
+            count = min(n_clean, room)
+            # every row, most often: the rows themselves (the window copies them)
+            fb.learn(rows if count == size else rows[clean[:count]])
+            st.taught += count
 
     def _margin_evidence(self, st: ClientState, margin: float, route: RouteBaseline, acc: _Acc,
                          learn: bool) -> None:
