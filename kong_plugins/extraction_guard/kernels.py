@@ -554,8 +554,8 @@ def warm() -> None:
     once per process (``tests/extraction_guard`` checks that a request compiles nothing more).
 
     Called when a detector is made -- at the plugin instance's start, before its first request --
-    so no request pays for compilation: ~8 s on the 2-core CI machine without a cache, ~0.3 s
-    from the disk cache.
+    so no request pays for compilation: ~9 s on the 2-core CI machine without a cache, well under
+    a second from the disk cache.
     """
     global _warmed
     if _warmed:
