@@ -86,7 +86,7 @@ def predict_rows(doc: Any, max_rows: int) -> np.ndarray | None:
         picked = [r.get(key) if isinstance(r, dict) else None for r in picked]
     try:
         arr = np.asarray(picked, dtype=np.float64)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):  # OverflowError: an integer beyond 1.8e308 (json reads any)
         return None
     if arr.ndim == 1:
         arr = arr[:, None]
@@ -126,6 +126,9 @@ def _narrowed(arr: np.ndarray) -> np.ndarray:
 #: doubles (Clinger's fast path), i.e. the value orjson, ``json`` and ``float()`` give.
 _EXACT_POWERS = np.array([10.0 ** i for i in range(23)])
 _MAX_EXACT = 1 << 53
+#: Where the scanner stops accumulating a written exponent: far beyond any body's length, so an
+#: exponent that reaches it cannot be brought back within +-22 by the digits after the point.
+_EXPONENT_CEILING = 1 << 48
 
 
 @compiled()
@@ -143,6 +146,8 @@ def _scan_instances(buf: np.ndarray, max_rows: int) -> tuple[np.ndarray, int, in
     key, rows of one width, JSON numbers) and convert the first ``max_rows`` rows. Returns
     ``(values, rows, width)``; ``rows`` is 0 when the body is anything else."""
     nothing = np.empty(0, dtype=np.float64)
+    if max_rows < 1:
+        return nothing, 0, 0
     size = buf.shape[0]
     key = b'"instances"'
     i = 0
@@ -168,6 +173,7 @@ def _scan_instances(buf: np.ndarray, max_rows: int) -> tuple[np.ndarray, int, in
     out = nothing
     width = -1
     rows = 0
+    capacity = max_rows  # rows the buffer holds, set once the first row's width is known
     while True:  # one row per turn
         i = _skip_space(buf, i)
         if i >= size or buf[i] != 91:  # [
@@ -222,7 +228,7 @@ def _scan_instances(buf: np.ndarray, max_rows: int) -> tuple[np.ndarray, int, in
                     return nothing, 0, 0
                 written = 0
                 while i < size and 48 <= buf[i] <= 57:
-                    if written < 100000:
+                    if written < _EXPONENT_CEILING:
                         written = written * 10 + (buf[i] - 48)
                     i += 1
                 exponent += -written if exp_negative else written
@@ -238,19 +244,19 @@ def _scan_instances(buf: np.ndarray, max_rows: int) -> tuple[np.ndarray, int, in
                 return nothing, 0, 0
             if negative and not (integral and mantissa == 0):  # the integer -0 is 0
                 value = -value
-            if rows < max_rows:
-                if width < 0:
-                    # the first row's width sizes the buffer; it fills row by row
-                    if count >= out.shape[0]:
-                        grown = np.empty(max(16, 2 * out.shape[0]), dtype=np.float64)
-                        grown[: out.shape[0]] = out
-                        out = grown
-                    out[count] = value
-                else:
+            if width < 0:
+                # the first row's width sizes the buffer; it fills row by row
+                if count >= out.shape[0]:
+                    grown = np.empty(max(16, 2 * out.shape[0]), dtype=np.float64)
+                    grown[: out.shape[0]] = out
+                    out = grown
+                out[count] = value
+            else:
+                if count >= width:  # longer than the first row: checked before it is written
+                    return nothing, 0, 0
+                if rows < capacity:  # a row beyond it is cut short by the body's end: rejected below
                     out[rows * width + count] = value
             count += 1
-            if width >= 0 and count > width:
-                return nothing, 0, 0
             i = _skip_space(buf, i)
             if i < size and buf[i] == 44:  # ,
                 i += 1
@@ -262,7 +268,10 @@ def _scan_instances(buf: np.ndarray, max_rows: int) -> tuple[np.ndarray, int, in
         if width < 0:
             width = count
             first = out
-            out = np.empty(max_rows * width, dtype=np.float64)
+            # room for the rows the rest of the body can hold (each one at least ',[' + width
+            # one-digit numbers and their commas + ']'), not max_rows x width whatever the body
+            capacity = min(max_rows, 1 + (size - i) // (2 * width + 2))
+            out = np.empty(capacity * width, dtype=np.float64)
             out[:width] = first[:width]
         elif count != width:
             return nothing, 0, 0
@@ -282,7 +291,10 @@ def _scan_instances(buf: np.ndarray, max_rows: int) -> tuple[np.ndarray, int, in
     i = _skip_space(buf, i)
     if i != size:
         return nothing, 0, 0
-    return out, min(rows, max_rows), width
+    kept = min(rows, max_rows)
+    if kept > capacity:  # a complete body cannot have more rows than its bytes hold; never garbage
+        return nothing, 0, 0
+    return out, kept, width
 
 
 def instance_count(doc: Any) -> int:
