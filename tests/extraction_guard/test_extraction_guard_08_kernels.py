@@ -19,7 +19,8 @@ from kong_plugins.extraction_guard.config import GuardConfig
 from kong_plugins.extraction_guard.detector import Detector, Observation
 from kong_plugins.extraction_guard.state import ClientState
 
-DISPATCHERS = (kernels.score_rows, kernels.measure_rows, kernels.evaluate_rows)
+#: What a request calls from Python (measure_rows runs inside score_rows).
+DISPATCHERS = (kernels.score_rows, kernels.evaluate_rows)
 
 
 def _compiled_signatures() -> list[int]:
