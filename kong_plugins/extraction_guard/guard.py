@@ -394,9 +394,13 @@ BYTES_PER_OUTPUT_TOKEN = 6.0
 
 
 def build_observation(cfg: GuardConfig, t: float, route: str, body: bytes | None, *,
-                      request_size: int = 0, response_size: int = 0,
+                      request_size: int = 0, response_size: int | Callable[[], int] = 0,
                       tap: dict[str, Any] | None = None) -> Observation:
-    """The detector's view of one request, from what the log phase has (body stashed in access)."""
+    """The detector's view of one request, from what the log phase has (body stashed in access).
+
+    ``response_size`` may be a function: it is called only when the size is needed (an LLM request
+    whose output tokens no response tap counted), so the log phase reads it from Kong only then.
+    """
     doc = None
     rows = body_predict_rows(body, cfg.max_rows_per_request) if body is not None else None
     if rows is None:  # not the common predict body: the general parser decides what it is
@@ -405,8 +409,10 @@ def build_observation(cfg: GuardConfig, t: float, route: str, body: bytes | None
     llm = llm_request(doc) if rows is None and doc is not None else None
     margins = tap.get("m") if tap else None
     tokens = tap.get("o") if tap else None
-    if tokens is None and llm is not None and response_size > 0:
-        tokens = response_size / BYTES_PER_OUTPUT_TOKEN
+    if tokens is None and llm is not None:
+        size = response_size() if callable(response_size) else response_size
+        if size > 0:
+            tokens = size / BYTES_PER_OUTPUT_TOKEN
     return _build_observation(t, route, request_size or (len(body) if body else 0), rows,
                               margins if isinstance(margins, list) else None, llm,
                               float(tokens) if isinstance(tokens, int | float) else None)

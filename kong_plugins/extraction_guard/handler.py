@@ -6,12 +6,14 @@ PDK calls per request (each one RPC round trip to Kong):
   publishes (identity, route, Kong's start time -- one call instead of eight;
   ``kong_plugins.identity.gather_facts``, which falls back to those eight calls without the
   companion; ``kong.log.serialize`` is log-only, a Lua error and Kong's 500 in access),
-  ``kong.request.get_raw_body`` (POST/PUT/PATCH only), ``kong.ctx.shared.set`` (hands the body and
-  the caller's tenant to the log phase), then at most one of ``kong.response.exit`` /
-  ``kong.service.request.set_headers``; with ``decision_mark`` the hand-off is the decision mark
-  (``kong_plugins.marks``) carrying the body -- the same call, plus one on requests without an analysable body;
-- log: ``kong.log.serialize`` (the data Kong saved for the log timer), two ``kong.ctx.shared.get``
-  and one log line per decision.
+  ``kong.request.get_raw_body`` (POST/PUT/PATCH only), ``kong.ctx.shared.set`` (hands the body,
+  the client, its tenant, route, start time and size to the log phase), then at most one of
+  ``kong.response.exit`` / ``kong.service.request.set_headers``; with ``decision_mark`` the hand-off
+  is the decision mark (``kong_plugins.marks``) carrying the same -- the same call, plus one on
+  requests without an analysable body;
+- log: two ``kong.ctx.shared.get`` (the hand-off, the response tap's summary), one log line per
+  decision, and ``kong.log.serialize`` (the data Kong saved for the log timer) only for an LLM
+  request whose output no tap counted: its response size.
 
 Why the body travels through ``kong.ctx.shared``: the log phase runs in a timer after the
 response; ``kong/runloop/plugin_servers/plugin.lua`` saves the serialize data, request/response
@@ -100,6 +102,35 @@ def identify(facts: RequestFacts, cfg: GuardConfig, tenant: str = "default") -> 
 _build_identity = positional_builder(Identity)
 
 
+def _handed_request(handed: dict[str, Any]) -> tuple[Identity, float, str, int] | None:
+    """Who sent the request, when, on which route and its size, as access handed them over."""
+    client, tenant, route, started_at, size = (handed.get("client"), handed.get("tenant"), handed.get("route"),
+                                              handed.get("t"), handed.get("size"))
+    if not (isinstance(client, str) and isinstance(tenant, str) and isinstance(route, str)
+            and isinstance(started_at, int | float) and not isinstance(started_at, bool)
+            and type(size) is int):
+        return None
+    group, credential, ip = handed.get("group"), handed.get("credential"), handed.get("ip")
+    ident = _build_identity(client, group if isinstance(group, str) else None,
+                            credential if isinstance(credential, str) else None, tenant,
+                            ip if isinstance(ip, str) else None)
+    return ident, float(started_at), route, size
+
+
+def _serialized(kong: Kong) -> Any:
+    raw = kong.log.serialize()
+    return load_serialized(raw) if isinstance(raw, str | bytes) else raw
+
+
+def _response_size(kong: Kong) -> int:
+    """The response's size as Kong logs it (``var.bytes_sent``): one serialize call, so only
+    when needed (output tokens of an LLM request without a response tap)."""
+    data = _serialized(kong)
+    response = data.get("response") if isinstance(data, dict) else None
+    size = response.get("size", 0) if isinstance(response, dict) else 0
+    return size if type(size) is int else 0
+
+
 def _prefix(ip: str) -> str:
     try:
         addr = ipaddress.ip_address(ip)
@@ -159,14 +190,14 @@ class Plugin:
                          f"{self.failure_mode}")
             if self.failure_mode == "closed":
                 kong.response.exit(503, {"message": "service temporarily unavailable"})
-            self._hand_off(kong, "degraded", None, tenant)
+            self._hand_off(kong, "degraded", None, ident, facts)
             return
         if outcome.status is not None:
             if outcome.action == "throttle":
                 # A throttled client's queries are still evidence of what it is doing: the log phase
                 # learns them (unanswered), so throttling an extraction does not stall its score
                 # (a finite-difference chain with refused links would look broken otherwise).
-                self._hand_off(kong, "throttle", body, tenant)
+                self._hand_off(kong, "throttle", body, ident, facts)
             kong.response.exit(outcome.status, {"message": outcome.message}, outcome.headers or None)
         if outcome.shadow_action is not None:
             kong.log.notice(json.dumps({"event": "ai-extraction-guard.shadow", "client": ident.client,
@@ -175,25 +206,45 @@ class Plugin:
             kong.service.request.set_headers(outcome.upstream_headers)
         verdict = "shadow" if outcome.shadow_action is not None else (
             "flag" if outcome.upstream_headers else "allow")
-        self._hand_off(kong, verdict, body, tenant)
+        self._hand_off(kong, verdict, body, ident, facts)
 
-    def _hand_off(self, kong: Kong, verdict: str, body: bytes | None, tenant: str) -> None:
-        """Leave the body and the caller's tenant for the log phase and, with decision_mark, the
-        mark -- in one call.
+    def _hand_off(self, kong: Kong, verdict: str, body: bytes | None, ident: Identity,
+                  facts: RequestFacts) -> None:
+        """Leave the body and who sent it for the log phase and, with decision_mark, the mark --
+        in one call.
 
-        The tenant travels because the log phase cannot always work it out again: it runs in
-        Kong's log timer (``kong/runloop/plugin_servers/plugin.lua`` saves serialize data, headers
-        and ``kong.ctx.shared`` for it), where ``kong.client.tls.get_full_client_certificate_chain``
+        The log phase needs the client, its group, credential and tenant, the route, Kong's start
+        time and the request's size: access has them all, so they travel with the body
+        (:func:`_handed_request`) and the log phase does not ask Kong for ``kong.log.serialize()``
+        -- a round trip, and ~2 KB of JSON (route, service, headers) to build in Kong and parse
+        here, the largest single cost of the log phase in the plugin server. The tenant must travel
+        anyway: it cannot always be worked out again in Kong's log timer
+        (``kong/runloop/plugin_servers/plugin.lua`` saves serialize data, headers and
+        ``kong.ctx.shared`` for it), where ``kong.client.tls.get_full_client_certificate_chain``
         fails -- lua-kong-nginx-module's ``resty.kong.tls`` refuses any nginx phase but rewrite,
         access, balancer, content and log, and a timer's is "timer" -- and re-verifying a JWT
-        there would cost another round trip.
+        there would cost another round trip. The values are the ones serialize would report
+        (the companion publishes ``request_length`` as the size, the start time, the client IP
+        Kong resolved), so learning is the same either way.
         """
-        text = body.decode("utf-8", "replace") if body is not None else None
+        if body is None:
+            if self.decision_mark_key is not None:
+                kong.ctx.shared.set(self.decision_mark_key, mark_value(verdict))
+            return
+        # A Lua table cannot hold nil: absent values are left out (mark_value drops them too).
+        handed: dict[str, Any] = {"body": body.decode("utf-8", "replace"), "tenant": ident.tenant,
+                                  "client": ident.client, "route": route_of(facts), "t": facts.started_at,
+                                  "size": facts.size}
+        if ident.group is not None:
+            handed["group"] = ident.group
+        if ident.credential is not None:
+            handed["credential"] = ident.credential
+        if ident.ip is not None:
+            handed["ip"] = ident.ip
         if self.decision_mark_key is not None:
-            kong.ctx.shared.set(self.decision_mark_key,
-                                mark_value(verdict, body=text, tenant=tenant if text is not None else None))
-        elif text is not None:
-            kong.ctx.shared.set(BODY_KEY, {"body": text, "tenant": tenant})
+            kong.ctx.shared.set(self.decision_mark_key, mark_value(verdict, **handed))
+        else:
+            kong.ctx.shared.set(BODY_KEY, handed)
 
     def _body(self, kong: Kong, facts: RequestFacts) -> bytes | None:
         if facts.method.upper() not in _BODY_METHODS or facts.size > self.cfg.max_body_bytes + 8192:
@@ -210,33 +261,37 @@ class Plugin:
         return body
 
     def log(self, kong: Kong) -> None:
-        raw = kong.log.serialize()
-        data = load_serialized(raw) if isinstance(raw, str | bytes) else raw
-        facts = parse_facts(data)
         handed = kong.ctx.shared.get(self.decision_mark_key or BODY_KEY)
         if isinstance(handed, dict):
-            stashed, carried = handed.get("body"), handed.get("tenant")
+            stashed = handed.get("body")
         else:  # a plain string: the hand-off of a release before the tenant travelled with it
-            stashed, carried = handed, None
+            stashed, handed = handed, {}
         if stashed is None:
             # Refused by this plugin (or no analysable body): nothing the model should learn from.
             return
         tap = kong.ctx.shared.get(TAP_KEY)
         body = stashed.encode() if isinstance(stashed, str) else bytes(stashed)
-        response = data.get("response") if isinstance(data, dict) else None
-        response_size = response.get("size", 0) if isinstance(response, dict) else 0
-        obs = build_observation(self.cfg, facts.started_at, route_of(facts), body,
-                                request_size=facts.size,
-                                response_size=int(response_size) if isinstance(response_size, int) else 0,
+        request = _handed_request(handed)
+        if request is None:
+            # A hand-off without the request (an earlier release's access phase): from serialize.
+            request = self._serialized_request(kong, handed.get("tenant"))
+        ident, started_at, route, request_size = request
+        obs = build_observation(self.cfg, started_at, route, body, request_size=request_size,
+                                response_size=lambda: _response_size(kong),
                                 tap=tap if isinstance(tap, dict) else None)
         try:
-            tenant = carried if isinstance(carried, str) else self._tenant(kong, facts)
-            decisions = self.guard.learn(identify(facts, self.cfg, tenant), obs)
+            decisions = self.guard.learn(ident, obs)
         except StorageError as exc:
             kong.log.err(f"ai-extraction-guard: storage failed in log phase ({type(exc).__name__})")
             return
         for decision in decisions:
             self._report(kong, decision)
+
+    def _serialized_request(self, kong: Kong, tenant: Any) -> tuple[Identity, float, str, int]:
+        facts = parse_facts(_serialized(kong))
+        if not isinstance(tenant, str):
+            tenant = self._tenant(kong, facts)
+        return identify(facts, self.cfg, tenant), facts.started_at, route_of(facts), facts.size
 
     def _report(self, kong: Kong, decision: Decision) -> None:
         record = decision.record()

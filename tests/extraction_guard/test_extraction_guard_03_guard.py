@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from kong_plugins.companion import FACTS_KEY
 from kong_plugins.errors import StorageError
 from kong_plugins.extraction_guard import Plugin
 from kong_plugins.extraction_guard.config import GuardConfig, Mitigations
@@ -25,6 +26,7 @@ from kong_plugins.extraction_guard.guard import (
 from kong_plugins.extraction_guard.handler import BODY_KEY
 from kong_plugins.extraction_guard.state import ClientState
 from kong_plugins.storage import MemoryStorage, Script, ScriptArg
+from kong_plugins.storage.config import reset_shared_memory_storages
 
 from .guard_helpers import TRAIN, predict_body
 
@@ -238,3 +240,64 @@ def test_the_log_phase_learns_under_the_tenant_access_resolved_even_from_a_clien
     # without the tenant in the hand-off the log phase would have to read the certificate: it fails
     with pytest.raises(RuntimeError, match="API disabled"):
         plugin.log(_LogPDK(serialized, body))  # type: ignore[arg-type]
+
+
+class _PhasesPDK:
+    """Access then log, answered in process: the companion's facts in ``kong.ctx.shared``, the body,
+    and serialize's JSON text -- counting the serialize calls."""
+
+    def __init__(self, facts: dict[str, Any], body: bytes) -> None:
+        self.serialize_calls = 0
+        self.shared: dict[str, Any] = {FACTS_KEY: facts}
+        self.lines: list[str] = []
+
+        def serialize() -> str:
+            self.serialize_calls += 1
+            return json.dumps(facts)
+
+        self.log = SimpleNamespace(serialize=serialize, warn=self.lines.append, err=self.lines.append,
+                                   notice=self.lines.append)
+        self.ctx = SimpleNamespace(shared=SimpleNamespace(get=self.shared.get, set=self.shared.__setitem__))
+        self.request = SimpleNamespace(get_raw_body=lambda limit: body, get_header=lambda name: None)
+        self.service = SimpleNamespace(request=SimpleNamespace(set_headers=lambda headers: None))
+
+
+@pytest.mark.parametrize("kind", ["predict", "chat"])
+def test_the_log_phase_learns_the_same_from_the_access_hand_off_as_from_serialize(kind: str) -> None:
+    # Access hands the request's facts to the log phase with the body, so the log phase asks Kong
+    # for serialize only when it needs the response's size (an LLM request without a tap). What it
+    # learns must be what it learned from serialize: compare the stored states byte for byte.
+    body = predict_body(TRAIN[0]) if kind == "predict" else json.dumps(
+        {"model": "m", "messages": [{"role": "user", "content": "hello there"}]}).encode()
+    facts = {"request": {"method": "POST", "uri": "/v1/x", "size": len(body) + 150},
+             "response": {"status": 200, "size": 3000}, "route": {"id": "r1"}, "client_ip": "10.0.0.1",
+             "consumer": {"id": "c1"}, "authenticated_entity": {"id": "cred-1"}, "started_at": T0 * 1000}
+    reset_shared_memory_storages()  # a store per process and size: two sizes, two stores
+    handed = Plugin({"storage": {"strategy": "memory", "memory_max_keys": 1001}})
+    legacy = Plugin({"storage": {"strategy": "memory", "memory_max_keys": 1002}})
+    for i in range(3):
+        facts["started_at"] = (T0 + i) * 1000
+        pdk = _PhasesPDK(facts, body)
+        handed.access(pdk)  # type: ignore[arg-type]
+        handed.log(pdk)  # type: ignore[arg-type]
+        assert pdk.serialize_calls == (1 if kind == "chat" else 0)
+        legacy.log(_LogPDK(json.dumps(facts), body))  # type: ignore[arg-type]  # body-only hand-off
+    for key in (ExtractionGuard.state_key("consumer:c1"), ExtractionGuard.state_key("ip:10.0.0.1")):
+        ours, theirs = handed.storage.get(key, now=T0), legacy.storage.get(key, now=T0)
+        assert ours is not None and ours == theirs
+    state = ClientState.from_bytes(ours.encode("latin-1"))
+    assert state.n == 3 and (state.out_tokens > 0) == (kind == "chat")
+
+
+def test_a_hand_off_with_wrong_types_falls_back_to_serialize() -> None:
+    reset_shared_memory_storages()
+    plugin = Plugin({"storage": {"strategy": "memory"}})
+    body = predict_body(TRAIN[0])
+    facts = {"request": {"method": "POST", "uri": "/v1/x", "size": 10}, "route": {"id": "r1"},
+             "client_ip": "10.0.0.1", "consumer": {"id": "c9"}, "started_at": T0 * 1000}
+    pdk = _PhasesPDK(facts, body)
+    pdk.shared[BODY_KEY] = {"body": body.decode(), "tenant": "default", "client": "consumer:c9",
+                            "route": "r1", "t": "yesterday", "size": 10}
+    plugin.log(pdk)  # type: ignore[arg-type]
+    assert pdk.serialize_calls == 1
+    assert plugin.storage.get(ExtractionGuard.state_key("consumer:c9"), now=T0) is not None

@@ -90,7 +90,8 @@ def test_access_phase_pdk_calls_and_decision_log_line(gateway: Any) -> None:
     calls = r.pdk_calls["ai-extraction-guard"]
     # ctx.shared.get (the companion's facts) + get_raw_body + ctx.shared.set on the request path
     assert calls["access"] == 3, calls
-    assert calls["log"] <= 4, calls
+    # the hand-off and the tap's summary: the request's facts came with the body, no serialize
+    assert calls["log"] == 2, calls
     assert not r.errors
     x0 = TRAIN[0].copy()
     t = T0
@@ -181,3 +182,21 @@ def test_a_throttled_client_keeps_being_scored_on_the_queries_it_is_refused(gate
     first_throttle, first_block = statuses.index(429), statuses.index(403)
     # blocked after throttled requests only: the refused steps were what reached the block score
     assert first_throttle < first_block and set(statuses[first_throttle:first_block]) == {429}, statuses
+
+
+def test_an_llm_request_without_a_tap_reads_its_response_size_from_serialize_and_counts_output(
+        gateway: Any) -> None:
+    gw = gateway({"output_tokens_per_hour": 100})
+    body = {"model": "m", "max_tokens": 400, "messages": [{"role": "user", "content": "Write a long story"}]}
+    statuses = []
+    for i in range(12):
+        r = _send(gw, "key1", json.dumps(body).encode(), T0 + i, "/v1/chat/completions")
+        statuses.append(r.status)
+        if r.status != 200:
+            break
+        if i == 0:  # the hand-off, the (absent) tap summary, serialize for the response's size
+            assert r.pdk_calls["ai-extraction-guard"]["log"] == 3, r.pdk_calls
+    # output volume estimated from the logged response sizes: the client ends up throttled or flagged
+    lines = [json.loads(rec.message[rec.message.index("{"):]) for rec in gw.logs
+             if "ai-extraction-guard.decision" in rec.message]
+    assert any("output_volume" in ln["totals"] for ln in lines), (statuses, lines)
