@@ -44,6 +44,12 @@ GROUP_THRESHOLD_FACTOR = 1.5
 #: Distinct clients a group remembers (hashes): enough to know it has more than one.
 GROUP_MEMBERS = 4
 
+
+def member_hash(client: str) -> int:
+    """How a group's state remembers a member client (its last ``GROUP_MEMBERS``)."""
+    return zlib.crc32(client.encode())
+
+
 # Evidence weights. Blocking needs ``thresholds.block`` (8 by default): three strongly
 # off-manifold rows, one anchor stepped along three axes, or ~6 sweep requests past the allowance.
 W_OFF_MANIFOLD_STRONG = 3.0
@@ -254,8 +260,9 @@ class Detector:
         """Score one request for a client (or, ``is_group``, for its group with ``member`` the client).
 
         A group exists to see an attack split across several clients. While it has only ever seen
-        one client, everything it could notice the client's own state already did: the group only
-        counts the request (no content signals, half the work of a typical request).
+        one client, everything it could notice the client's own state already did: the guard does
+        not observe such a group at all (``ExtractionGuard.learn`` keeps a small record of its one
+        member and, when a second shows up, starts the group from the first one's state).
         """
         cfg = self.cfg
         st = state or ClientState.new(obs.t)
@@ -273,23 +280,18 @@ class Detector:
 
         route = self.baselines.get(obs.route)
         acc = _Acc()
-        solo = False
         if is_group and member is not None:
-            h = zlib.crc32(member.encode())
+            h = member_hash(member)
             if h not in st.members:
                 st.members = [*st.members, h][-GROUP_MEMBERS:]
-            solo = len(st.members) <= 1
         if not is_group:
             self._volume(st, obs, route, acc, learn)
-        if solo:
-            self._remember(st, obs)
-        else:
-            if obs.rows is not None and obs.rows.shape[0]:
-                self._rows(st, obs, route, acc, learn)
-            if obs.llm is not None:
-                self._llm(st, obs.llm, acc)
-            if obs.margins and obs.rows is None:
-                self._margins(st, obs.margins, route, acc, learn)
+        if obs.rows is not None and obs.rows.shape[0]:
+            self._rows(st, obs, route, acc, learn)
+        if obs.llm is not None:
+            self._llm(st, obs.llm, acc)
+        if obs.margins and obs.rows is None:
+            self._margins(st, obs.margins, route, acc, learn)
 
         if acc.extraction == 0.0:
             acc.extraction = DRIFT
@@ -303,22 +305,6 @@ class Detector:
         if len(st.contrib) > 16:
             st.contrib = dict(sorted(st.contrib.items(), key=lambda kv: -kv[1])[:16])
         return st, self._decide(st, obs.t, acc, is_group)
-
-    def _remember(self, st: ClientState, obs: Observation) -> None:
-        """A solo group keeps the inputs it would compare later (no scoring): when a second client
-        shows up behind the same address, its queries meet the first one's."""
-        if obs.rows is not None and obs.rows.shape[0]:
-            if st.rows is not None and st.rows.shape[1] != obs.rows.shape[1]:
-                st.rows, st.rows_n, st.last_diff, st.step_profile = None, 0, None, None
-            st.push_rows(obs.rows.astype(np.float32), self.cfg.recent_inputs)
-        req = obs.llm
-        if req is not None:
-            if req.prompt_hash not in st.prompts:
-                st.prompts = [*st.prompts, req.prompt_hash][-PROMPT_RING:]
-                st.simhashes = [*st.simhashes, req.prompt_simhash][-PROMPT_RING:]
-            known = set(st.biased_ids)
-            fresh = [i for i in req.biased_ids if i not in known]
-            st.biased_ids.extend(fresh[: max(0, MAX_BIASED_IDS - len(st.biased_ids))])
 
     # -- signals ---------------------------------------------------------------------------------
 

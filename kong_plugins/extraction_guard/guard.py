@@ -40,7 +40,7 @@ from kong_plugins.region.denylist import Denylist, global_verdict_key, revoked_k
 from kong_plugins.storage import Limiter, RateRule, Storage
 
 from .config import LEVELS, GuardConfig
-from .detector import ALLOW, BLOCK, FLAG, REVOKE, THROTTLE, Assessment, Detector, Observation
+from .detector import ALLOW, BLOCK, FLAG, REVOKE, THROTTLE, Assessment, Detector, Observation, member_hash
 from .payloads import body_predict_rows, llm_request, parse_json, policy_violation, predict_rows
 from .state import ClientState
 
@@ -207,35 +207,82 @@ class ExtractionGuard:
 
     def learn(self, ident: Identity, obs: Observation) -> list[Decision]:
         """Update the client's (and group's) state from one proxied request; the decisions made."""
-        subjects = [("client", ident.client)]
-        if ident.group:
-            subjects.append(("group", ident.group))
         keys = _state_keys(ident.tenant, ident.client, ident.group)
         raw = self.storage.mget(keys, now=obs.t)
         decisions: list[Decision] = []
-        client_score = 0.0
-        cache = self.states
-        for (kind, subject), key, blob in zip(subjects, keys, raw, strict=True):
-            state = cache.take(key, blob) if blob else None
-            if state is None:
-                state = _decode_state(blob)
-            is_group = kind == "group"
-            st, assessment = self.detector.observe(state, obs, is_group=is_group,
-                                                   learn=not is_group and client_score < self.cfg.thresholds.flag,
-                                                   member=ident.client if is_group else None)
-            if not is_group:
-                client_score = st.extraction
-            text = _encode_state(st)
-            self.storage.set(key, text, ttl=self.cfg.state_ttl_s, now=obs.t)
-            cache.put(key, text, st)
-            if assessment.publish:
-                self._publish(subject, ident, assessment, obs.t)
-            if assessment.escalated and assessment.level > ALLOW:
-                decision = Decision(kind, subject, assessment, obs.t, ident.tenant)
-                decisions.append(decision)
-                if self.on_decision is not None:
-                    self.on_decision(decision)
+        self._learn("client", ident.client, keys[0], self._cached_state(keys[0], raw[0]), ident, obs, decisions)
+        if ident.group:
+            observed, group = self._group_state(ident, keys[1], raw[1], obs.t)
+            if observed:
+                self._learn("group", ident.group, keys[1], group, ident, obs, decisions)
         return decisions
+
+    def _cached_state(self, key: str, blob: str | None) -> ClientState | None:
+        state = self.states.take(key, blob) if blob else None
+        return state if state is not None else _decode_state(blob)
+
+    def _learn(self, kind: str, subject: str, key: str, state: ClientState | None, ident: Identity,
+               obs: Observation, decisions: list[Decision]) -> None:
+        is_group = kind == "group"
+        # A group's requests are its clients' requests: the route baseline learns them once.
+        st, assessment = self.detector.observe(state, obs, is_group=is_group, learn=not is_group,
+                                               member=ident.client if is_group else None)
+        text = _encode_state(st)
+        self.storage.set(key, text, ttl=self.cfg.state_ttl_s, now=obs.t)
+        self.states.put(key, text, st)
+        if assessment.publish:
+            self._publish(subject, ident, assessment, obs.t)
+        if assessment.escalated and assessment.level > ALLOW:
+            decision = Decision(kind, subject, assessment, obs.t, ident.tenant)
+            decisions.append(decision)
+            if self.on_decision is not None:
+                self.on_decision(decision)
+
+    def _group_state(self, ident: Identity, key: str, blob: str | None, now: float) -> tuple[bool, ClientState | None]:
+        """Whether the group is observed for this request, and its state.
+
+        A group exists to see an attack split across several clients; most groups (an IP behind
+        which one consumer calls) only ever see one, and everything such a group could notice the
+        client's own state already does -- while decoding, scoring, encoding and writing a second
+        copy of its inputs cost a fifth of the log phase. So a group that has seen one client is
+        a small record naming it (``_solo_record``), written once and refreshed only every half
+        ``state_ttl_s``, and the group is not observed. When a second client shows up, the group
+        starts from the first one's state (``_seed_group``): the same recent inputs, prompts and
+        biased ids the group would have kept, so the second client's queries meet the first one's.
+        """
+        member = ident.client
+        ttl = self.cfg.state_ttl_s
+        if blob and blob[0] == _SOLO_MARK:
+            first, written = _parse_solo(blob)
+            if first is not None and first != member:
+                return True, self._seed_group(ident.tenant, first, now)
+            if first is not None and now - written < ttl / 2:
+                return False, None
+        elif blob:
+            state = self._cached_state(key, blob)
+            if state is None or state.members != [member_hash(member)]:
+                return True, state
+            # else: a one-client group's full state, as a release before the record kept it
+        self.storage.set(key, _solo_record(member, now), ttl=ttl, now=now)
+        return False, None
+
+    def _seed_group(self, tenant: str, first: str, now: float) -> ClientState:
+        """A group's state when its second client shows up, from its first client's state: the
+        recent inputs, prompts and biased token ids (kept by the same rules a group keeps them)
+        and the request counters. Its scores start at zero, as a one-client group's stayed. One
+        more storage read, once per group. Without the first client's state (expired, evicted)
+        the group starts empty, knowing the first client as a member."""
+        group = ClientState.new(now)
+        first_state = _decode_state(self.storage.get(state_key(tenant, first), now=now))
+        if first_state is not None:
+            group.t_first, group.t_last, group.n = first_state.t_first, first_state.t_last, first_state.n
+            group.rate_short, group.rate_long = first_state.rate_short, first_state.rate_long
+            group.out_tokens = first_state.out_tokens
+            group.rows, group.rows_n = first_state.rows, first_state.rows_n
+            group.prompts, group.simhashes = first_state.prompts, first_state.simhashes
+            group.biased_ids = first_state.biased_ids
+        group.members = [member_hash(first)]
+        return group
 
     def _publish(self, subject: str, ident: Identity, a: Assessment, now: float) -> None:
         ttl = a.until - now
@@ -361,6 +408,28 @@ _ALLOWED = AccessOutcome("allow")
 _STATE_TEXT_MARK = "\x03"
 
 
+#: First character of a one-client group's record (``ExtractionGuard._group_state``).
+_SOLO_MARK = "\x04"
+
+
+def _solo_record(member: str, now: float) -> str:
+    """A group that has seen one client: who, and when the record was written (request time)."""
+    return f"{_SOLO_MARK}{now!r}\x00{member}"
+
+
+def solo_group_client(blob: str | None) -> str | None:
+    """The one client a group has seen, if ``blob`` is such a group's record (operators' view)."""
+    return _parse_solo(blob)[0] if blob and blob[0] == _SOLO_MARK else None
+
+
+def _parse_solo(blob: str) -> tuple[str | None, float]:
+    written, sep, member = blob[1:].partition("\x00")
+    try:
+        return (member or None) if sep else None, float(written)
+    except ValueError:
+        return None, 0.0
+
+
 def _encode_state(st: ClientState) -> str:
     """The state's bytes as text, one code point per byte (latin-1).
 
@@ -379,6 +448,8 @@ def _decode_state(blob: str | None) -> ClientState | None:
     try:
         if blob[0] == _STATE_TEXT_MARK:
             return ClientState.from_bytes(blob.encode("latin-1"))
+        if blob[0] == _SOLO_MARK:  # a one-client group's record: no state of its own
+            return None
         # written by an earlier release: msgpack in base64 (ClientState reads that format too)
         return ClientState.from_bytes(base64.b64decode(blob, validate=True))
     except ValueError:

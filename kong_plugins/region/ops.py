@@ -109,7 +109,7 @@ def quota_state(storage: Storage, tenant: str, subjects: Sequence[tuple[str, str
 
 def risk_state(storage: Storage, tenant: str, subject: str, credential: str | None) -> dict[str, Any]:
     """ai-extraction-guard state, verdict, throttle and revocation of one client of ``tenant``."""
-    from kong_plugins.extraction_guard.guard import Verdict, _decode_state
+    from kong_plugins.extraction_guard.guard import Verdict, _decode_state, solo_group_client
 
     values = storage.mget([state_key(tenant, subject), verdict_key(tenant, subject), throttle_key(tenant, subject)]
                           + ([revoked_key(tenant, credential)] if credential else []))
@@ -121,6 +121,9 @@ def risk_state(storage: Storage, tenant: str, subject: str, credential: str | No
                         "blocks": st.blocks,
                         "signals": {k: round(v, 3) for k, v in sorted(st.contrib.items(), key=lambda kv: -kv[1])[:6]},
                         "last_seen": st.t_last}
+    elif (only := solo_group_client(values[0])) is not None:
+        # a group (an IP) that has seen one client: the client's own state holds the evidence
+        out["state"] = {"one_client_group_of": only}
     verdict = Verdict.decode(values[1])
     if verdict is not None:
         out["verdict"] = {"level": verdict.level, "until": verdict.until, "score": verdict.score}

@@ -523,20 +523,3 @@ def test_one_step_vector_reused_from_several_seeds_is_augmentation() -> None:
     assert st_.contrib.get("repeated_step", 0) >= 3 * 4 and max(levels) >= BLOCK
     benign_st, levels = _run(det, TRAIN[rng.integers(len(TRAIN), size=200)], t0=T0 + 9000)
     assert "repeated_step" not in benign_st.contrib and max(levels) == 0
-
-
-def test_a_group_scores_content_only_once_it_has_seen_more_than_one_client() -> None:
-    stats = FeatureStats(*(tuple(FEATURE_STATS[k]) for k in ("mean", "std", "min", "max")))
-    det = Detector(GuardConfig(feature_stats=stats))
-    x0 = TRAIN[0]
-    steps = [x0] + [x0 + np.eye(len(x0))[i] * 0.3 for i in range(6)]
-    solo: ClientState | None = None
-    for i, row in enumerate(steps):  # one client probing behind its own IP: its state scores it
-        solo, a = det.observe(solo, Observation(T0 + i, ROUTE, 100, rows=row[None, :]), is_group=True,
-                              member="consumer:a")
-        assert not a.evidence
-    split: ClientState | None = None
-    for i, row in enumerate(steps):  # the same probe spread over three keys behind one IP
-        split, a = det.observe(split, Observation(T0 + i, ROUTE, 100, rows=row[None, :]), is_group=True,
-                               member=f"consumer:k{i % 3}")
-    assert split is not None and split.contrib.get("axis_probe", 0) >= 9 and len(split.members) == 3

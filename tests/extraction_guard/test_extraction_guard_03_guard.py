@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
@@ -13,7 +14,7 @@ import pytest
 from kong_plugins.companion import FACTS_KEY
 from kong_plugins.errors import StorageError
 from kong_plugins.extraction_guard import Plugin
-from kong_plugins.extraction_guard.config import GuardConfig, Mitigations
+from kong_plugins.extraction_guard.config import FeatureStats, GuardConfig, Mitigations
 from kong_plugins.extraction_guard.detector import BLOCK, REVOKE, Assessment, Observation
 from kong_plugins.extraction_guard.guard import (
     ExtractionGuard,
@@ -28,7 +29,7 @@ from kong_plugins.extraction_guard.state import ClientState
 from kong_plugins.storage import MemoryStorage, Script, ScriptArg
 from kong_plugins.storage.config import reset_shared_memory_storages
 
-from .guard_helpers import TRAIN, predict_body
+from .guard_helpers import FEATURE_STATS, TRAIN, predict_body
 
 T0 = 1_700_000_000.0
 
@@ -57,6 +58,10 @@ class CountingStorage(MemoryStorage):
     def set(self, key: str, value: str, ttl: float | None = None, now: float | None = None) -> None:
         self._count("set")
         super().set(key, value, ttl, now)
+
+    def get(self, key: str, now: float | None = None) -> str | None:
+        self._count("get")
+        return super().get(key, now)
 
 
 ALICE = Identity(client="consumer:alice", group="ip:10.0.0.1", credential="cred-alice")
@@ -282,7 +287,7 @@ def test_the_log_phase_learns_the_same_from_the_access_hand_off_as_from_serializ
         handed.log(pdk)  # type: ignore[arg-type]
         assert pdk.serialize_calls == (1 if kind == "chat" else 0)
         legacy.log(_LogPDK(json.dumps(facts), body))  # type: ignore[arg-type]  # body-only hand-off
-    for key in (ExtractionGuard.state_key("consumer:c1"), ExtractionGuard.state_key("ip:10.0.0.1")):
+    for key in (ExtractionGuard.state_key("ip:10.0.0.1"), ExtractionGuard.state_key("consumer:c1")):
         ours, theirs = handed.storage.get(key, now=T0), legacy.storage.get(key, now=T0)
         assert ours is not None and ours == theirs
     state = ClientState.from_bytes(ours.encode("latin-1"))
@@ -301,3 +306,69 @@ def test_a_hand_off_with_wrong_types_falls_back_to_serialize() -> None:
     plugin.log(pdk)  # type: ignore[arg-type]
     assert pdk.serialize_calls == 1
     assert plugin.storage.get(ExtractionGuard.state_key("consumer:c9"), now=T0) is not None
+
+
+def _axis_steps(n: int) -> list[np.ndarray]:
+    x0 = TRAIN[0]
+    return [x0] + [x0 + np.eye(len(x0))[i] * 0.3 for i in range(n)]
+
+
+def _group_state(store: MemoryStorage, group: str) -> ClientState | None:
+    raw = store.get(ExtractionGuard.state_key(group), now=T0)
+    return ClientState.from_bytes(raw.encode("latin-1")) if raw and raw[0] == "\x03" else None
+
+
+def test_a_one_client_group_is_a_record_and_costs_no_write_after_its_first_request() -> None:
+    store = CountingStorage()
+    guard = ExtractionGuard(GuardConfig(), store)
+    for i, row in enumerate(TRAIN[:4]):  # one client behind its own IP
+        store.calls.clear()
+        decisions = guard.learn(ALICE, Observation(T0 + i, "predict", 100, rows=row[None, :]))
+        # the client's state and, the first time only, the group's record naming its one client
+        assert store.calls == (["mget", "set", "set"] if i == 0 else ["mget", "set"]), (i, store.calls)
+        assert all(d.subject == "client" for d in decisions)
+    assert _group_state(store, ALICE.group or "") is None
+    assert guard.check_access(ALICE, T0 + 5, None).action == "allow"  # and a record is no verdict
+    # the record is refreshed every half state TTL, so an active group's record does not expire
+    store.calls.clear()
+    later = T0 + GuardConfig().state_ttl_s / 2 + 10
+    guard.learn(ALICE, Observation(later, "predict", 100, rows=TRAIN[5][None, :]))
+    assert store.calls == ["mget", "set", "set"]
+
+
+def test_a_group_scores_an_attack_split_across_clients_including_what_the_first_one_sent_alone() -> None:
+    store = CountingStorage()
+    guard = ExtractionGuard(GuardConfig(feature_stats=FeatureStats(*(
+        tuple(FEATURE_STATS[k]) for k in ("mean", "std", "min", "max")))), store)
+    keys = [Identity(client=f"consumer:k{i}", group="ip:10.9.9.9", credential=f"cred-k{i}") for i in range(3)]
+    steps = _axis_steps(6)
+    # the first key sends the anchor and the first two steps alone: the group is still its record
+    for i, row in enumerate(steps[:3]):
+        guard.learn(keys[0], Observation(T0 + i, "predict", 100, rows=row[None, :]))
+    assert _group_state(store, "ip:10.9.9.9") is None
+    # the second key shows up: the group starts from the first key's state (one more read, once)
+    store.calls.clear()
+    guard.learn(keys[1], Observation(T0 + 3, "predict", 100, rows=steps[3][None, :]))
+    assert store.calls == ["mget", "set", "get", "set"], store.calls
+    for i, row in enumerate(steps[4:], start=4):
+        guard.learn(keys[i % 3], Observation(T0 + i, "predict", 100, rows=row[None, :]))
+    group = _group_state(store, "ip:10.9.9.9")
+    # the steps of keys 1 and 2 are measured from the anchor key 0 sent before the group existed
+    assert group is not None and len(group.members) == 3 and group.n == 7
+    assert group.contrib.get("axis_probe", 0) >= 9, group.contrib
+    # while no other key's own state saw enough of the probe to call it one
+    for ident in keys[1:]:
+        raw = store.get(ExtractionGuard.state_key(ident.client), now=T0)
+        assert raw is not None and ClientState.from_bytes(raw.encode("latin-1")).contrib.get("axis_probe", 0) < 9
+
+
+def test_a_one_client_group_state_of_an_earlier_release_becomes_a_record() -> None:
+    store = CountingStorage()
+    guard = ExtractionGuard(GuardConfig(), store)
+    old = ClientState.new(T0)
+    old.members = [zlib.crc32(ALICE.client.encode())]
+    old.push_row(TRAIN[0].astype(np.float32), 16)
+    store.set(ExtractionGuard.state_key(ALICE.group or ""), _encode_state(old), now=T0)
+    guard.learn(ALICE, Observation(T0 + 1, "predict", 100, rows=TRAIN[1][None, :]))
+    raw = store.get(ExtractionGuard.state_key(ALICE.group or ""), now=T0)
+    assert raw is not None and raw.startswith("\x04") and raw.endswith(ALICE.client)

@@ -18,6 +18,9 @@ import pytest
 import yaml
 
 from kong_plugins.extraction_guard.alerts import sign
+from kong_plugins.extraction_guard.config import GuardConfig
+from kong_plugins.extraction_guard.detector import Observation
+from kong_plugins.extraction_guard.guard import ExtractionGuard, Identity
 from kong_plugins.region import Denylist
 from kong_plugins.region.callback import CallbackError, SoarCallback, make_server
 from kong_plugins.region.config import parse_regions_file
@@ -116,6 +119,12 @@ def test_inspect_shows_a_clients_quota_counters_and_risk_state(three_regions: Re
     assert by_window[("consumer", "per_minute")]["window_used"] == 3
     assert by_window[("tenant", "per_minute")]["global_local_used"] == 3  # acme:x is another tenant
     assert report["risk"]["verdict"]["level"] == 3
+    # an IP behind which one client called is a record naming it (its own state holds the evidence)
+    guard = ExtractionGuard(GuardConfig(), storage)
+    guard.learn(Identity(client="consumer:c-1", group="ip:10.1.1.1", tenant="acme"),
+                Observation(1_700_000_000.0, "chat", 100))
+    status, [report] = ops(path, "--region", "eu", "inspect", "--tenant", "acme", "--ip", "10.1.1.1")
+    assert status == 0 and report["risk"]["state"] == {"one_client_group_of": "consumer:c-1"}
 
 
 def test_health_shows_when_each_region_last_heard_from_the_others(three_regions: Regions, tmp_path: Path) -> None:
