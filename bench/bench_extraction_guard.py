@@ -6,8 +6,8 @@
 One run, side by side, on one throwaway redis-server (kong_plugins.testing.redis_servers):
 
 1. Plugin compute per request, in process: the handler's ``access`` and ``log`` methods with a PDK
-   that answers instantly (the companion's facts table in access and the JSON of
-   ``kong.log.serialize`` in log are still parsed), on the memory
+   that answers instantly (the companion's facts table in access, and for chat requests, the JSON of
+   ``kong.log.serialize`` in log, are still parsed), on the memory
    backend, route baselines warm, 1,000 distinct consumers: a digits row (64 features), a batch of
    8 rows, an OpenAI-style chat request. The same on Redis, where the time includes its round
    trips. p50 / p99 in microseconds; compute per request = access + log.

@@ -25,9 +25,11 @@ class Plugin:
         body = kong.request.get_raw_body(65536)
         if isinstance(body, bytes | bytearray):
             body = bytes(body).decode("utf-8", "replace")
-        kong.ctx.shared.set(BODY_KEY, body)
+        # the guard's hand-off: the body and who sent it (the log phase reads no serialize)
+        kong.ctx.shared.set(BODY_KEY, {"body": body, "tenant": "default", "client": "consumer:floor",
+                                       "group": "ip:127.0.0.1", "credential": "floor", "ip": "127.0.0.1",
+                                       "route": "floor", "t": 0.0, "size": len(body or "")})
 
     def log(self, kong: Any) -> None:
-        kong.log.serialize()
         kong.ctx.shared.get(BODY_KEY)
         kong.ctx.shared.get("ai_extraction_guard.tap")
