@@ -14,7 +14,10 @@ Policy mitigations (``logit_bias`` + ``logprobs``, ``top_logprobs`` and ``logit_
 instance caps) are checked on the already-read body, without storage.
 
 Log (after the response, no added latency): one ``mget`` of the client and group states, the
-detector, one ``set`` per state and, when a level is reached or renewed, one ``set`` of the
+detector, one ``set`` of the client's state, one of the group's once it has seen a second client
+(a one-client group is a record written once, see ``_group_state``; seeding the group when the
+second client shows up reads the first one's state, once) and, when a level is reached or
+renewed, one ``set`` of the
 verdict (TTL'd, so every node honours it and forgets it at the same time). Blocks and revocations
 go through the :class:`~kong_plugins.region.Denylist` instead: the same key plus an audit event
 (who, why, when), which the region's sync worker replicates to every other region. Concurrent updates of
