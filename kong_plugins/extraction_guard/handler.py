@@ -122,10 +122,9 @@ def _serialized(kong: Kong) -> Any:
     return load_serialized(raw) if isinstance(raw, str | bytes) else raw
 
 
-def _response_size(kong: Kong) -> int:
-    """The response's size as Kong logs it (``var.bytes_sent``): one serialize call, so only
+def _response_size(data: Any) -> int:
+    """The response's size as Kong logs it in serialize's data (``var.bytes_sent``): read only
     when needed (output tokens of an LLM request without a response tap)."""
-    data = _serialized(kong)
     response = data.get("response") if isinstance(data, dict) else None
     size = response.get("size", 0) if isinstance(response, dict) else 0
     return size if type(size) is int else 0
@@ -271,13 +270,20 @@ class Plugin:
             return
         tap = kong.ctx.shared.get(TAP_KEY)
         body = stashed.encode() if isinstance(stashed, str) else bytes(stashed)
+        serialized: list[Any] = []
+
+        def read_serialized() -> Any:  # one serialize round trip at most, and only when needed
+            if not serialized:
+                serialized.append(_serialized(kong))
+            return serialized[0]
+
         request = _handed_request(handed)
         if request is None:
             # A hand-off without the request (an earlier release's access phase): from serialize.
-            request = self._serialized_request(kong, handed.get("tenant"))
+            request = self._serialized_request(kong, read_serialized(), handed.get("tenant"))
         ident, started_at, route, request_size = request
         obs = build_observation(self.cfg, started_at, route, body, request_size=request_size,
-                                response_size=lambda: _response_size(kong),
+                                response_size=lambda: _response_size(read_serialized()),
                                 tap=tap if isinstance(tap, dict) else None)
         try:
             decisions = self.guard.learn(ident, obs)
@@ -287,8 +293,8 @@ class Plugin:
         for decision in decisions:
             self._report(kong, decision)
 
-    def _serialized_request(self, kong: Kong, tenant: Any) -> tuple[Identity, float, str, int]:
-        facts = parse_facts(_serialized(kong))
+    def _serialized_request(self, kong: Kong, data: Any, tenant: Any) -> tuple[Identity, float, str, int]:
+        facts = parse_facts(data)
         if not isinstance(tenant, str):
             tenant = self._tenant(kong, facts)
         return identify(facts, self.cfg, tenant), facts.started_at, route_of(facts), facts.size

@@ -294,18 +294,23 @@ def test_the_log_phase_learns_the_same_from_the_access_hand_off_as_from_serializ
     assert state.n == 3 and (state.out_tokens > 0) == (kind == "chat")
 
 
-def test_a_hand_off_with_wrong_types_falls_back_to_serialize() -> None:
+@pytest.mark.parametrize("kind", ["predict", "chat"])
+def test_a_hand_off_with_wrong_types_falls_back_to_serialize_read_once(kind: str) -> None:
     reset_shared_memory_storages()
     plugin = Plugin({"storage": {"strategy": "memory"}})
-    body = predict_body(TRAIN[0])
+    body = predict_body(TRAIN[0]) if kind == "predict" else json.dumps(
+        {"model": "m", "messages": [{"role": "user", "content": "hello there"}]}).encode()
     facts = {"request": {"method": "POST", "uri": "/v1/x", "size": 10}, "route": {"id": "r1"},
+             "response": {"status": 200, "size": 3000},
              "client_ip": "10.0.0.1", "consumer": {"id": "c9"}, "started_at": T0 * 1000}
     pdk = _PhasesPDK(facts, body)
     pdk.shared[BODY_KEY] = {"body": body.decode(), "tenant": "default", "client": "consumer:c9",
                             "route": "r1", "t": "yesterday", "size": 10}
     plugin.log(pdk)  # type: ignore[arg-type]
+    # the request's facts and, for chat, the response's size: from one serialize call
     assert pdk.serialize_calls == 1
-    assert plugin.storage.get(ExtractionGuard.state_key("consumer:c9"), now=T0) is not None
+    raw = plugin.storage.get(ExtractionGuard.state_key("consumer:c9"), now=T0)
+    assert raw is not None and (ClientState.from_bytes(raw.encode("latin-1")).out_tokens > 0) == (kind == "chat")
 
 
 def _axis_steps(n: int) -> list[np.ndarray]:
