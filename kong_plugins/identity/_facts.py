@@ -84,8 +84,9 @@ class RequestFacts:
         return _first(self.response_headers.get(name.lower()))
 
 
-# parse_facts builds these twice a request in every plugin: through mutable twins (positionally, in
-# field order), ~1.7 us less per call than the frozen constructors; the same objects.
+# parse_facts builds these on every request (in access, and in ai-tier-quota's log phase again):
+# through mutable twins (positionally, in field order), ~1.7 us less per call than the frozen
+# constructors; the same objects.
 _build_facts = positional_builder(RequestFacts)
 _build_consumer = positional_builder(Consumer)
 _build_entity = positional_builder(Entity)
