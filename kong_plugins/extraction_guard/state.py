@@ -92,11 +92,6 @@ class ClientState:
     def new(cls, now: float) -> ClientState:
         return cls(t_first=now, t_last=now)
 
-    def recent_rows(self) -> np.ndarray | None:
-        if self.rows is None or self.rows_n == 0:
-            return None
-        return self.rows[: min(self.rows_n, self.rows.shape[0])]
-
     def push_row(self, row: np.ndarray, capacity: int) -> None:
         self.push_rows(row[None, :], capacity)
 
@@ -118,15 +113,6 @@ class ClientState:
             ring[at:at + take] = rows[done:done + take]
             done += take
         self.rows_n += count
-
-    def last_row(self) -> np.ndarray | None:
-        if self.rows is None or self.rows_n == 0:
-            return None
-        row: np.ndarray = self.rows[(self.rows_n - 1) % self.rows.shape[0]]
-        return row
-
-    def coverage_fraction(self) -> float:
-        return self.coverage.bit_count() / 256.0
 
     def to_bytes(self) -> bytes:
         contrib = self.contrib
