@@ -24,6 +24,13 @@ go through the :class:`~kong_plugins.region.Denylist` instead: the same key plus
 one client's state on two nodes are last-writer-wins: a lost update costs one request's evidence,
 never a false decision, which is why the guard does not pay for a compare-and-set script here.
 
+States are text in Redis (``ClientState.to_text``, decoded again only when another node wrote
+it: ``StateCache``); the memory backend keeps the state objects themselves (``set_object``), changed
+in place by the detector -- no codec on a single node. The log phase of one client runs without
+yielding between its read and its write on that backend (no I/O), so no other request of the
+process sees a state half-updated; should the detector raise midway, the state keeps what it had
+already counted of that request (text storage would keep the state before it).
+
 Verdict times are request times (Kong's start time), so a replay of logged traffic through
 ``learn``/``check_access`` reproduces the live decisions.
 """
@@ -41,6 +48,7 @@ from urllib.parse import quote
 from kong_plugins.frozen import positional_builder
 from kong_plugins.region.denylist import Denylist, global_verdict_key, revoked_key, state_key, throttle_key, verdict_key
 from kong_plugins.storage import Limiter, RateRule, Storage
+from kong_plugins.storage.memory import MemoryStorage
 
 from .config import LEVELS, GuardConfig
 from .detector import ALLOW, BLOCK, FLAG, REVOKE, THROTTLE, Assessment, Detector, Observation, member_hash
@@ -133,6 +141,9 @@ class ExtractionGuard:
         self.denylist = denylist or Denylist(storage, region=None)
         #: Decoded states this instance wrote last, reused while storage still holds that text.
         self.states = StateCache()
+        #: The memory backend keeps each state itself (``set_object``): nothing is encoded or
+        #: decoded per request, and ``states`` stays empty. Other backends hold the state's text.
+        self._objects = storage if isinstance(storage, MemoryStorage) else None
 
     # -- keys -------------------------------------------------------------------------------------
 
@@ -211,7 +222,9 @@ class ExtractionGuard:
     def learn(self, ident: Identity, obs: Observation) -> list[Decision]:
         """Update the client's (and group's) state from one proxied request; the decisions made."""
         keys = _state_keys(ident.tenant, ident.client, ident.group)
-        raw = self.storage.mget(keys, now=obs.t)
+        objects = self._objects
+        raw: list[Any] = objects.get_objects(keys, now=obs.t) if objects is not None else self.storage.mget(
+            keys, now=obs.t)
         decisions: list[Decision] = []
         self._learn("client", ident.client, keys[0], self._cached_state(keys[0], raw[0]), ident, obs, decisions)
         if ident.group:
@@ -220,7 +233,11 @@ class ExtractionGuard:
                 self._learn("group", ident.group, keys[1], group, ident, obs, decisions)
         return decisions
 
-    def _cached_state(self, key: str, blob: str | None) -> ClientState | None:
+    def _cached_state(self, key: str, blob: Any) -> ClientState | None:
+        """The state of what storage answered: the object itself from the memory backend, else
+        the decoding of the text (spared when this instance wrote that very text last)."""
+        if type(blob) is ClientState:
+            return blob
         state = self.states.take(key, blob) if blob else None
         return state if state is not None else _decode_state(blob)
 
@@ -230,9 +247,14 @@ class ExtractionGuard:
         # A group's requests are its clients' requests: the route baseline learns them once.
         st, assessment = self.detector.observe(state, obs, is_group=is_group, learn=not is_group,
                                                member=ident.client if is_group else None)
-        text = _encode_state(st)
-        self.storage.set(key, text, ttl=self.cfg.state_ttl_s, now=obs.t)
-        self.states.put(key, text, st)
+        objects = self._objects
+        if objects is not None:
+            # Changed in place: storing it again renews its TTL and its place in the LRU.
+            objects.set_object(key, st, ttl=self.cfg.state_ttl_s, now=obs.t)
+        else:
+            text = _encode_state(st)
+            self.storage.set(key, text, ttl=self.cfg.state_ttl_s, now=obs.t)
+            self.states.put(key, text, st)
         if assessment.publish:
             self._publish(subject, ident, assessment, obs.t)
         if assessment.escalated and assessment.level > ALLOW:
@@ -241,7 +263,7 @@ class ExtractionGuard:
             if self.on_decision is not None:
                 self.on_decision(decision)
 
-    def _group_state(self, ident: Identity, key: str, blob: str | None, now: float) -> tuple[bool, ClientState | None]:
+    def _group_state(self, ident: Identity, key: str, blob: Any, now: float) -> tuple[bool, ClientState | None]:
         """Whether the group is observed for this request, and its state.
 
         A group exists to see an attack split across several clients; most groups (an IP behind
@@ -255,7 +277,7 @@ class ExtractionGuard:
         """
         member = ident.client
         ttl = self.cfg.state_ttl_s
-        if blob and blob[0] == _SOLO_MARK:
+        if type(blob) is str and blob[0] == _SOLO_MARK:
             first, written = _parse_solo(blob)
             if first is not None and first != member:
                 return True, self._seed_group(ident.tenant, first, now)
@@ -339,11 +361,12 @@ def _state_keys(tenant: str, client: str, group: str | None) -> tuple[str, ...]:
 
 
 class StateCache:
-    """The states this guard wrote most recently, decoded, while storage still holds their text.
+    """The states this guard wrote most recently, decoded, while storage still holds their text
+    (Redis; the memory backend keeps the state objects themselves and needs no cache).
 
     Every request reads its client's and group's states and writes them back. When the text read
-    is the very text this process wrote last for the key -- the same object from the memory
-    backend, equal text from Redis -- the state it was encoded from is what decoding would give
+    is the very text this process wrote last for the key, the state it was encoded from is what
+    decoding would give
     (the format round-trips exactly), so decoding is skipped. Anything else (another node wrote,
     the key expired, a Redis failover lost the write) does not match and is decoded as usual. An
     entry is removed while its state is being updated, so a concurrent request for the same
@@ -434,15 +457,8 @@ def _parse_solo(blob: str) -> tuple[str | None, float]:
 
 
 def _encode_state(st: ClientState) -> str:
-    """The state's bytes as text, one code point per byte (latin-1).
-
-    Storage values are text. Mapping bytes to code points 0-255 is a copy in either direction
-    (~0.2 us for a full 64-feature ring, where base64 cost ~15 us to decode it): the memory
-    backend keeps it as a one-byte-per-character string (smaller than base64), and the Redis
-    client sends it as UTF-8, where a byte >= 0x80 takes two (float32 rings of real data are
-    mostly small bytes: about the size base64 would be).
-    """
-    return st.to_bytes().decode("latin-1")
+    """The state as storage text (``ClientState.to_text``; ``_decode_state`` reads it)."""
+    return st.to_text()
 
 
 def _decode_state(blob: str | None) -> ClientState | None:

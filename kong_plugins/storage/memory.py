@@ -21,7 +21,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from ..errors import StorageError
 from .base import Storage
@@ -82,12 +82,24 @@ class _State:
             entry[1] = expires_at_us
 
 
+class StoredObject(Protocol):
+    """A live object kept with :meth:`MemoryStorage.set_object`: ``get`` and ``mget`` read it as
+    the text its ``to_text`` gives, as if that text had been stored."""
+
+    def to_text(self) -> str: ...
+
+
 def _text(key: str, value: Any) -> str | None:
-    """A stored value as ``get`` answers it: text, a counter as its decimal text, else an error."""
+    """A stored value as ``get`` answers it: text, a counter as its decimal text, an object's
+    ``to_text``, else an error."""
     if value is None or isinstance(value, str):
         return value
     if isinstance(value, _NUMBER):
         return str(value)
+    to_text = getattr(value, "to_text", None)
+    if callable(to_text):
+        text: str = to_text()
+        return text
     raise StorageError(f"memory storage: {key!r} does not hold a string")
 
 
@@ -138,6 +150,30 @@ class MemoryStorage(Storage):
         return _text(key, self._read(key, now))
 
     def mget(self, keys: Sequence[str], now: float | None = None) -> list[str | None]:
+        values: list[str | None] = self._values(keys, now, as_text=True)
+        return values
+
+    def get_objects(self, keys: Sequence[str], now: float | None = None) -> list[Any]:
+        """``mget``, but the values as stored: what :meth:`set_object` kept is returned itself
+        (the caller may change it in place and ``set_object`` it again), text as text."""
+        return self._values(keys, now, as_text=False)
+
+    def set_object(self, key: str, value: StoredObject, ttl: float, now: float | None = None) -> None:
+        """Keep ``value`` itself under ``key`` (LRU and TTL as ``set``), not its text.
+
+        For a caller that would encode an object on every write and decode it on every read:
+        this store lives in its process, so it can hold the object. Readers of text still get
+        text (``value.to_text()``, computed when read). The object is shared, not copied: the
+        caller owns its changes.
+        """
+        if not ttl > 0:
+            raise ValueError(f"a ttl must be a positive number of seconds, got {ttl!r}")
+        now_us = self._now_us(now)
+        with self._lock:
+            self._state.now_us = now_us
+            self._state.set(key, value, now_us + round(ttl * 1_000_000))
+
+    def _values(self, keys: Sequence[str], now: float | None, *, as_text: bool) -> list[Any]:
         # One clock reading and one lock for all the keys: the guard reads three to four per
         # request, and taking the lock per key was most of the cost.
         # The per-key work of _State.get and _text is written out here: a method call per key
@@ -147,7 +183,7 @@ class MemoryStorage(Storage):
             state = self._state
             state.now_us = now_us
             data = state.data
-            values: list[str | None] = []
+            values: list[Any] = []
             for key in keys:
                 entry = data.get(key)
                 if entry is None:
@@ -160,7 +196,7 @@ class MemoryStorage(Storage):
                     continue
                 data.move_to_end(key)
                 value = entry[0]
-                values.append(value if type(value) is str else _text(key, value))
+                values.append(value if type(value) is str or not as_text else _text(key, value))
             return values
 
     def set(self, key: str, value: str, ttl: float | None = None, now: float | None = None) -> None:

@@ -27,7 +27,8 @@ from kong_plugins.extraction_guard.guard import (
 from kong_plugins.extraction_guard.handler import BODY_KEY
 from kong_plugins.extraction_guard.state import ClientState
 from kong_plugins.storage import MemoryStorage, Script, ScriptArg
-from kong_plugins.storage.config import reset_shared_memory_storages
+from kong_plugins.storage.config import build_storage, reset_shared_memory_storages
+from kong_plugins.storage.memory import StoredObject
 
 from .guard_helpers import FEATURE_STATS, TRAIN, predict_body
 
@@ -58,6 +59,16 @@ class CountingStorage(MemoryStorage):
     def set(self, key: str, value: str, ttl: float | None = None, now: float | None = None) -> None:
         self._count("set")
         super().set(key, value, ttl, now)
+
+    # The guard keeps its states as objects on this backend: the same reads and writes, counted
+    # as the round trips they are on Redis.
+    def get_objects(self, keys: Sequence[str], now: float | None = None) -> list[Any]:
+        self._count("mget")
+        return super().get_objects(keys, now)
+
+    def set_object(self, key: str, value: StoredObject, ttl: float, now: float | None = None) -> None:
+        self._count("set")
+        super().set_object(key, value, ttl, now)
 
     def get(self, key: str, now: float | None = None) -> str | None:
         self._count("get")
@@ -377,3 +388,32 @@ def test_a_one_client_group_state_of_an_earlier_release_becomes_a_record() -> No
     guard.learn(ALICE, Observation(T0 + 1, "predict", 100, rows=TRAIN[1][None, :]))
     raw = store.get(ExtractionGuard.state_key(ALICE.group or ""), now=T0)
     assert raw is not None and raw.startswith("\x04") and raw.endswith(ALICE.client)
+
+
+@pytest.mark.redis
+def test_memory_keeps_the_state_objects_and_redis_their_text_and_both_learn_the_same(redis_server: Any) -> None:
+    """On the memory backend the guard keeps each client's state object (no codec per request);
+    on Redis its text. The same traffic leaves the same states and decisions on both, and the
+    memory backend's readers of text (operators' inspect, an upgrade to Redis) read that text."""
+    redis_server.flush()
+    memory = MemoryStorage(clock=lambda: T0)
+    redis = build_storage({"strategy": "redis", "host": redis_server.host, "port": redis_server.port})
+    cfg = GuardConfig(feature_stats=FeatureStats(*(tuple(FEATURE_STATS[k]) for k in ("mean", "std", "min", "max"))))
+    guards = ExtractionGuard(cfg, memory), ExtractionGuard(cfg, redis)
+    rng = np.random.default_rng(3)
+    carol = Identity(client="consumer:carol", group="ip:10.0.0.1", credential="cred-carol")  # ALICE's group
+    decided: tuple[list[str], list[str]] = ([], [])
+    t = T0
+    for i in range(60):
+        t += 0.5
+        who, row = (ALICE, TRAIN[rng.integers(len(TRAIN))]) if i % 3 else (carol, rng.uniform(-6, 6, TRAIN.shape[1]))
+        body = predict_body(row)
+        for guard, seen in zip(guards, decided, strict=True):
+            decisions = guard.learn(who, build_observation(cfg, t, "m", body))
+            seen += [f"{d.subject}:{d.assessment.level_name}" for d in decisions]
+    assert decided[0] == decided[1] and any(level.endswith(":block") for level in decided[0])
+    keys = [ExtractionGuard.state_key(s) for s in ("consumer:alice", "consumer:carol", "ip:10.0.0.1")]
+    kept = memory.get_objects(keys, now=t)
+    assert all(type(state) is ClientState for state in kept)
+    assert [state.to_text() for state in kept] == memory.mget(keys, now=t) == redis.mget(keys, now=t)
+    assert guards[0].states.bytes_held == 0 < guards[1].states.bytes_held  # the decoded cache serves Redis only

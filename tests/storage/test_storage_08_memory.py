@@ -100,3 +100,32 @@ def test_mget_refreshes_what_it_reads_in_the_lru_as_get_does() -> None:
     assert store.mget(["a", "absent"]) == ["a", None]
     store.set("d", "d")  # evicts the least recently used: b, not a (just read)
     assert store.mget(["a", "b", "c", "d"]) == ["a", None, "c", "d"]
+
+
+class _Counter:
+    """A live object as a caller keeps it with set_object: changed in place, read as text."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def to_text(self) -> str:
+        return f"n={self.n}"
+
+
+def test_an_object_kept_by_set_object_is_returned_itself_read_as_its_text_and_expires_and_evicts_as_text() -> None:
+    clock = FakeClock()
+    store = MemoryStorage(max_keys=3, clock=clock)
+    counter = _Counter()
+    store.set_object("obj", counter, ttl=10)
+    store.set("text", "t")
+    assert store.get_objects(["obj", "text", "absent"]) == [counter, "t", None]
+    counter.n = 7  # the caller's change, no write needed for readers to see it
+    assert store.get("obj") == "n=7" and store.mget(["obj", "text"]) == ["n=7", "t"]
+    with pytest.raises(ValueError, match="ttl"):
+        store.set_object("obj", counter, ttl=0)
+    clock.advance(11)
+    assert store.get_objects(["obj"]) == [None] and store.get("obj") is None
+    store.set_object("obj", counter, ttl=10)
+    for name in ("a", "b", "c"):  # least recently used first out, objects as any value
+        store.set(name, name)
+    assert store.get_objects(["obj"]) == [None] and len(store) == 3
