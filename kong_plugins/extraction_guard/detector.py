@@ -190,7 +190,6 @@ _ROW_EVIDENCE: dict[int, tuple[str, float]] = {
     kernels.OFF_GRID: ("off_grid", W_OFF_GRID),
     kernels.NEW_RARE_REGION: ("new_rare_region", W_RARE_REGION),
 }
-_WORD = (1 << 64) - 1
 
 #: Stand-ins for the kernels' optional arrays (the kernels take typed arrays, never None).
 _NO_SCALE = np.zeros(0, dtype=np.float32)
@@ -387,41 +386,27 @@ class Detector:
         if st.rows is not None and st.rows.shape != (cfg.recent_inputs, d):
             # Another route (or model) of the same client: structure is only compared within one.
             # (Or recent_inputs was reconfigured: the ring starts again at its new size.)
-            st.rows, st.rows_n, st.last_diff, st.step_profile = None, 0, None, None
+            st.rows, st.rows_n, st.kept, st.kept_bits = None, 0, None, 0
         if st.rows is None:  # a new ring: the client's kept steps go with the old one
             st.rows = np.zeros((cfg.recent_inputs, d), dtype=np.float32)
             st.rows_n = 0
-            st.last_diff = st.step_profile = None
+            st.kept, st.kept_bits = None, 0
+        kept = st.kept
+        if kept is None or kept.shape[1] != d:  # (a group seeded with its first client's ring)
+            kept = st.kept = np.zeros((2, d), dtype=np.float32)
+            st.kept_bits = 0
         shape = self._shape(d, model)
         warm = shape.warm
-        # the client's running state, as the kernel reads and writes it
-        kept = np.empty((2, d), dtype=np.float32)
-        kept_in = 0
-        if st.step_profile is not None and st.step_profile.shape == (d,):
-            kept[0] = st.step_profile
-            kept_in |= kernels.KEPT_STEP
-        if st.last_diff is not None and st.last_diff.shape == (d,):
-            kept[1] = st.last_diff
-            kept_in |= kernels.KEPT_LINE
-        ratios = np.array((st.dup_ewma, st.near_ewma, st.ood_ewma))
-        coverage = st.coverage
-        words = np.array((coverage & _WORD, coverage >> 64 & _WORD, coverage >> 128 & _WORD, coverage >> 192 & _WORD,
-                          st.axis_anchor & _WORD, st.axis_coords & _WORD), dtype=np.uint64)
         found = np.empty((kernels.EVIDENCE_PER_ROW * size, 3))
         clean = np.empty(size, dtype=np.int64)
+        # The client's running state goes in and comes back changed in place: its ratios, its
+        # coverage and axis words, its kept steps (the bits say which are valid).
         st.rows_n, n_found, n_clean, kept_out = kernels.score_rows(
             st.rows, st.rows_n, np.ascontiguousarray(rows, dtype=np.float64), shape.inv_scale if warm else _NO_SCALE,
             warm, shape.axis_signal, shape.axis_max, shape.span if warm else _NO_GRID, shape.grid,
-            shape.whiten if warm else _NO_MATRIX, kept, kept_in, AXIS_MIN_DIM, model is not None, *shape.operands,
-            shape.far, shape.near_distance, shape.cell_counts, shape.rare_ok, ratios, words, found, clean)
-        st.dup_ewma, st.near_ewma, st.ood_ewma = ratios.tolist()
-        coverage0, coverage1, coverage2, coverage3, st.axis_anchor, st.axis_coords = words.tolist()
-        st.coverage = coverage0 | coverage1 << 64 | coverage2 << 128 | coverage3 << 192
-        # the state keeps them (views of this request's own array)
-        if kept_out & kernels.KEPT_STEP:
-            st.step_profile = kept[0]
-        if kept_out & kernels.KEPT_LINE:
-            st.last_diff = kept[1]
+            shape.whiten if warm else _NO_MATRIX, kept, st.kept_bits, AXIS_MIN_DIM, model is not None, *shape.operands,
+            shape.far, shape.near_distance, shape.cell_counts, shape.rare_ok, st.ratios, st.words, found, clean)
+        st.kept_bits |= kept_out
         if n_found or margins is not None:
             evidence = found[:n_found].tolist()
             k = 0

@@ -412,7 +412,7 @@ class StateCache:
         """Remember ``state`` as the decoding of ``text`` (just written under ``key``)."""
         size = len(text) + self.ENTRY_OVERHEAD + self.INT_BYTES * (
             len(state.prompts) + len(state.simhashes) + len(state.biased_ids) + len(state.members))
-        for array_ in (state.rows, state.last_diff, state.step_profile):
+        for array_ in (state.rows, state.kept, state.ratios, state.words):
             if array_ is not None:
                 size += array_.nbytes
         old = self._entries.pop(key, None)

@@ -375,7 +375,7 @@ def score_rows(ring: np.ndarray, rows_n: int, rows: np.ndarray, inv_scale: np.nd
     The client's state goes in and comes back through ``ewma`` (duplicate, near-duplicate and
     off-model ratios), ``words`` (the 256-bit coverage sketch as four words, then the axis anchor
     and its moved coordinates) and ``kept`` (step profile, last step: float32 rows, valid per the
-    ``kept_in`` bits on the way in and the returned bits on the way out). ``rows`` are float64
+    ``kept_in`` bits on the way in; the returned bits say which rows this call wrote). ``rows`` are float64
     (the route model judges them so; the ring keeps them as float32). ``model_on``: the route
     has a model, whose operands follow (``evaluate_rows``'s; its coverage cells count when
     ``cell_counts``, the benign occupancy, is not empty). ``evidence`` receives ``(row, kind,

@@ -36,6 +36,9 @@ _MSGPACK_VERSION = 2
 #: (signed 64-bit each), the ring's filled rows, last_diff and step_profile (float32).
 _HEAD = struct.Struct("<B2dq11dbdIIQI32s" "BHBBHB" "HHqHH")
 _F32 = np.dtype("<f4")
+_U64 = np.dtype("<u8")
+#: ``kernels.KEPT_STEP`` and ``kernels.KEPT_LINE`` (this module does not import the compiled code).
+_KEPT_STEP, _KEPT_LINE = 1, 2
 _I64 = "q"
 assert array(_I64).itemsize == 8
 
@@ -63,30 +66,93 @@ class ClientState:
     extraction: float = 0.0
     abuse: float = 0.0
     out_tokens: float = 0.0
-    dup_ewma: float = 0.0
-    near_ewma: float = 0.0
-    ood_ewma: float = 0.0
     low_margin_ewma: float = 0.0
     template_ewma: float = 0.0
-    coverage: int = 0
     level: int = 0
     level_until: float = 0.0
     blocks: int = 0
-    axis_anchor: int = 0
-    axis_coords: int = 0
     #: Rows of this client the route baseline has learned (capped: no client dominates a baseline).
     taught: int = 0
     contrib: dict[str, float] = field(default_factory=dict)
+    # The parts ``kernels.score_rows`` reads and changes in place, kept in the arrays it takes so
+    # that a numeric request converts nothing on its way in or out (the properties below give
+    # them by name): ``ratios`` the duplicate, near-duplicate and off-model ratios (EWMAs);
+    # ``words`` the 256-bit coverage sketch as four little-endian words, then the axis anchor and
+    # the coordinates moved from it; ``kept`` the step profile (row 0: nearest recent input - x,
+    # for the last input that moved at least 4 coordinates) and the last step (row 1), each valid
+    # per ``kept_bits`` (``kernels.KEPT_STEP``, ``kernels.KEPT_LINE``).
+    ratios: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    words: np.ndarray = field(default_factory=lambda: np.zeros(6, dtype=np.uint64))
     rows: np.ndarray | None = None
     rows_n: int = 0
-    last_diff: np.ndarray | None = None
-    #: nearest recent input - x, for the last input that moved at least 4 coordinates.
-    step_profile: np.ndarray | None = None
+    kept: np.ndarray | None = None
+    kept_bits: int = 0
     prompts: list[int] = field(default_factory=list)
     simhashes: list[int] = field(default_factory=list)
     biased_ids: list[int] = field(default_factory=list)
     #: For a group: hashes of the last few distinct clients seen in it.
     members: list[int] = field(default_factory=list)
+
+    @property
+    def dup_ewma(self) -> float:
+        return float(self.ratios[0])
+
+    @dup_ewma.setter
+    def dup_ewma(self, value: float) -> None:
+        self.ratios[0] = value
+
+    @property
+    def near_ewma(self) -> float:
+        return float(self.ratios[1])
+
+    @property
+    def ood_ewma(self) -> float:
+        return float(self.ratios[2])
+
+    @property
+    def coverage(self) -> int:
+        """The coverage sketch: which of 256 input-space cells the client's inputs landed in."""
+        return int.from_bytes(self.words[:4].astype(_U64, copy=False).tobytes(), "little")
+
+    @coverage.setter
+    def coverage(self, value: int) -> None:
+        self.words[:4] = np.frombuffer(value.to_bytes(32, "little"), dtype=_U64)
+
+    @property
+    def axis_anchor(self) -> int:
+        return int(self.words[4])
+
+    @property
+    def axis_coords(self) -> int:
+        return int(self.words[5])
+
+    @property
+    def step_profile(self) -> np.ndarray | None:
+        return self._kept_row(0, _KEPT_STEP)
+
+    @step_profile.setter
+    def step_profile(self, value: np.ndarray | None) -> None:
+        self._set_kept_row(0, _KEPT_STEP, value)
+
+    @property
+    def last_diff(self) -> np.ndarray | None:
+        return self._kept_row(1, _KEPT_LINE)
+
+    @last_diff.setter
+    def last_diff(self, value: np.ndarray | None) -> None:
+        self._set_kept_row(1, _KEPT_LINE, value)
+
+    def _kept_row(self, row: int, bit: int) -> np.ndarray | None:
+        return self.kept[row] if self.kept is not None and self.kept_bits & bit else None
+
+    def _set_kept_row(self, row: int, bit: int, value: np.ndarray | None) -> None:
+        if value is None:
+            self.kept_bits &= ~bit
+            return
+        if self.kept is None or self.kept.shape[1] != len(value):
+            self.kept, self.kept_bits = np.zeros((2, len(value)), dtype=np.float32), 0
+        self.kept[row] = value
+        self.kept_bits |= bit
 
     @classmethod
     def new(cls, now: float) -> ClientState:
@@ -103,8 +169,7 @@ class ClientState:
         if ring is None or ring.shape != (capacity, dim):
             ring = self.rows = np.zeros((capacity, dim), dtype=np.float32)
             self.rows_n = 0
-            self.last_diff = None
-            self.step_profile = None
+            self.kept, self.kept_bits = None, 0
         count = len(rows)
         done = max(0, count - capacity)
         while done < count:
@@ -150,17 +215,20 @@ class ClientState:
             ring = rows if filled == k else rows[:filled]  # a full ring is not sliced
             if ring.dtype != _F32:
                 ring = ring.astype(_F32)
-            if self.last_diff is not None:
-                ld = _f32_bytes(self.last_diff)
+            kept, bits = self.kept, self.kept_bits
+            if kept is not None and bits & _KEPT_LINE:
+                ld = _f32_bytes(kept[1])
                 n_ld = len(ld) // 4
-            if self.step_profile is not None:
-                sp = _f32_bytes(self.step_profile)
+            if kept is not None and bits & _KEPT_STEP:
+                sp = _f32_bytes(kept[0])
                 n_sp = len(sp) // 4
+        dup, near, ood = self.ratios.tolist()
+        words = self.words
         head = _HEAD.pack(
             _VERSION, self.t_first, self.t_last, self.n, self.rate_short, self.rate_long, self.size_mu,
-            self.extraction, self.abuse, self.out_tokens, self.dup_ewma, self.near_ewma, self.ood_ewma,
+            self.extraction, self.abuse, self.out_tokens, dup, near, ood,
             self.low_margin_ewma, self.template_ewma, self.level, self.level_until, self.blocks,
-            self.axis_anchor, self.axis_coords, self.taught, self.coverage.to_bytes(32, "little"),
+            int(words[4]), int(words[5]), self.taught, words[:4].astype(_U64, copy=False).tobytes(),
             len(contrib), len(names), len(prompts), len(simhashes), len(biased), len(members), k, d,
             self.rows_n, n_ld, n_sp)
         return b"".join((head, names, values, ints, ring, ld, sp))
@@ -193,14 +261,15 @@ class ClientState:
                 lists = [ints[:n_prompts], ints[n_prompts:cut], ints[cut:cut + n_biased], ints[cut + n_biased:]]
             else:
                 lists = [[], [], [], []]
-            st = cls(t_first, t_last, n, rate_short, rate_long, size_mu, extraction, abuse, out_tokens, dup_ewma,
-                     near_ewma, ood_ewma, low_margin_ewma, template_ewma, int.from_bytes(coverage, "little"),
-                     level, level_until, blocks, axis_anchor, axis_coords, taught,
-                     contrib, None, 0, None, None, *lists)
+            words = np.empty(6, dtype=np.uint64)
+            words[:4] = np.frombuffer(coverage, dtype=_U64)
+            words[4], words[5] = axis_anchor, axis_coords
+            st = cls(t_first, t_last, n, rate_short, rate_long, size_mu, extraction, abuse, out_tokens,
+                     low_margin_ewma, template_ewma, level, level_until, blocks, taught, contrib,
+                     np.array((dup_ewma, near_ewma, ood_ewma)), words, None, 0, None, 0, *lists)
             if k:
-                # The ring is writable (push_row fills its slots), the two step vectors are only
-                # ever replaced: read-only views of their own bytes (a view of ``data`` would keep
-                # the whole state's bytes alive for as long as the vector, uncounted by StateCache).
+                # The ring is writable (the kernel fills its slots) and its own copy (a view of
+                # ``data`` would keep the whole state's bytes alive, uncounted by StateCache).
                 size = 4 * min(rows_n, k) * d
                 if size == 4 * k * d:  # a full ring: one copy
                     ring = bytearray(memoryview(data)[at:at + size])
@@ -210,11 +279,13 @@ class ClientState:
                 st.rows = np.ndarray((k, d), dtype=_F32, buffer=ring)
                 st.rows_n = rows_n
                 at += size
+                # the kept steps: copied into the state's own array (which the kernel changes in
+                # place), so nothing keeps the whole state's bytes alive, uncounted by StateCache
                 if ld_len:
-                    st.last_diff = np.frombuffer(data[at:at + 4 * ld_len], _F32, ld_len)
+                    st.last_diff = np.frombuffer(data, _F32, ld_len, at)
                     at += 4 * ld_len
                 if sp_len:
-                    st.step_profile = np.frombuffer(data[at:at + 4 * sp_len], _F32, sp_len)
+                    st.step_profile = np.frombuffer(data, _F32, sp_len, at)
                     at += 4 * sp_len
             if at != len(data):
                 return None
@@ -233,15 +304,15 @@ class ClientState:
                 t_first=float(doc["tf"]), t_last=float(doc["tl"]), n=int(doc["n"]),
                 rate_short=float(doc["rs"]), rate_long=float(doc["rl"]), size_mu=float(doc["sm"]),
                 extraction=float(doc["ex"]), abuse=float(doc["ab"]), out_tokens=float(doc["ot"]),
-                dup_ewma=float(doc["du"]), near_ewma=float(doc["ne"]), ood_ewma=float(doc["oo"]),
+                ratios=np.array((float(doc["du"]), float(doc["ne"]), float(doc["oo"]))),
+                words=np.array((0, 0, 0, 0, int(doc["aa"]), int(doc["ac"])), dtype=np.uint64),
                 low_margin_ewma=float(doc["lm"]), template_ewma=float(doc["te"]),
-                coverage=int.from_bytes(doc["cv"], "little"),
-                level=int(doc["lv"]), level_until=float(doc["lu"]), blocks=int(doc["bl"]),
-                axis_anchor=int(doc["aa"]), axis_coords=int(doc["ac"]), taught=int(doc["tg"]),
+                level=int(doc["lv"]), level_until=float(doc["lu"]), blocks=int(doc["bl"]), taught=int(doc["tg"]),
                 contrib={str(k): float(v) for k, v in doc["ct"].items()},
                 prompts=[int(x) for x in doc["pr"]], simhashes=[int(x) for x in doc["sh"]],
                 biased_ids=[int(x) for x in doc["bi"]], members=[int(x) for x in doc["mb"]],
             )
+            st.coverage = int.from_bytes(doc["cv"], "little")
             if "rw" in doc:
                 k, d, raw, n = doc["rw"]
                 filled = np.frombuffer(raw, dtype=np.float32).reshape(-1, int(d))
@@ -255,5 +326,5 @@ class ClientState:
                 if "sp" in doc:
                     st.step_profile = np.frombuffer(doc["sp"], dtype=np.float32).copy()
             return st
-        except (ValueError, KeyError, TypeError, msgpack.exceptions.ExtraData):
+        except (ValueError, KeyError, TypeError, OverflowError, msgpack.exceptions.ExtraData):
             return None
