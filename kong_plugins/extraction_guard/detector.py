@@ -31,7 +31,7 @@ from .baseline import Baselines, FeatureModel, RouteBaseline, axis_max
 from .config import LEVELS, GuardConfig
 from .payloads import LLMRequest
 from .sketches import hamming
-from .state import MAX_BIASED_IDS, PROMPT_RING, ClientState, decay
+from .state import MAX_BIASED_IDS, PROMPT_RING, ClientState
 
 ALLOW, FLAG, THROTTLE, BLOCK, REVOKE = range(5)
 RATE_TAU_S = 10.0
@@ -203,8 +203,8 @@ _NO_MODEL = (_NO_GRID, 1.0, _NO_GRID, _NO_GRID, _NO_GRID, 1.0, _NO_CELLS, _NO_GR
 class _Shape:
     """What the structure signals need to know about a route's inputs, computed once per request."""
 
-    __slots__ = ("axis_max", "axis_signal", "cell_counts", "far", "grid", "inv_scale", "model", "near_distance",
-                 "operands", "rare_ok", "span", "warm", "whiten")
+    __slots__ = ("axis_max", "axis_signal", "cell_counts", "far", "grid", "inv_scale", "model", "model_args",
+                 "near_distance", "operands", "rare_ok", "route_args", "span", "warm", "whiten")
 
     def __init__(self, dim: int, model: FeatureModel | None, cfg: GuardConfig) -> None:
         self.model = model
@@ -238,7 +238,14 @@ class _Shape:
             self.cell_counts = _NO_CELLS if model.cells is None else np.ascontiguousarray(model.cells, dtype=np.int64)
             self.rare_ok = bool(model.unseen_cell_rate < RARE_REGION_MAX_UNSEEN)
             self.operands = model.kernel_operands()
-        self.warm = self.inv_scale is not None
+        self.warm = warm = self.inv_scale is not None
+        # ``kernels.score_rows``'s arguments from this shape, grouped once (they surround the
+        # client's own in the call): after the rows, up to the kept steps; after ``min_dim``, up
+        # to the client's ratios.
+        self.route_args = (self.inv_scale if warm else _NO_SCALE, warm, self.axis_signal, self.axis_max,
+                           self.span if warm else _NO_GRID, self.grid, self.whiten if warm else _NO_MATRIX)
+        self.model_args = (model is not None, *self.operands, self.far, self.near_distance, self.cell_counts,
+                           self.rare_ok)
 
 
 class Detector:
@@ -264,17 +271,26 @@ class Detector:
         member and, when a second shows up, starts the group from the first one's state).
         """
         cfg = self.cfg
-        st = state or ClientState.new(obs.t)
-        dt = max(0.0, obs.t - st.t_last)
-        forget = 0.5 ** (dt / cfg.score_half_life_s)
-        st.extraction *= forget
-        st.abuse *= forget
-        if forget < 1.0 and st.contrib:
-            st.contrib = {k: v * forget for k, v in st.contrib.items() if v * forget > 0.01}
-        st.rate_short = decay(st.rate_short, dt, RATE_TAU_S) + 1.0
-        st.rate_long = decay(st.rate_long, dt, LONG_TAU_S) + 1.0
-        st.out_tokens = decay(st.out_tokens, dt, TOKENS_TAU_S) + (obs.output_tokens or 0.0)
-        st.t_last = max(st.t_last, obs.t)
+        t = obs.t
+        st = state or ClientState.new(t)
+        dt = t - st.t_last
+        # Time passed (a request at the same instant or out of order forgets nothing): the scores
+        # fade with score_half_life_s, the counters decay (``state.decay``, written out: this runs
+        # for every state every request).
+        if dt > 0.0:
+            forget = 0.5 ** (dt / cfg.score_half_life_s)
+            st.extraction *= forget
+            st.abuse *= forget
+            if forget < 1.0 and st.contrib:
+                st.contrib = {k: v * forget for k, v in st.contrib.items() if v * forget > 0.01}
+            st.rate_short = st.rate_short * math.exp(-dt / RATE_TAU_S) + 1.0
+            st.rate_long = st.rate_long * math.exp(-dt / LONG_TAU_S) + 1.0
+            st.out_tokens = st.out_tokens * math.exp(-dt / TOKENS_TAU_S) + (obs.output_tokens or 0.0)
+            st.t_last = t
+        else:
+            st.rate_short += 1.0
+            st.rate_long += 1.0
+            st.out_tokens += obs.output_tokens or 0.0
         st.n += 1
 
         route = self.baselines.get(obs.route)
@@ -309,32 +325,36 @@ class Detector:
 
     def _volume(self, st: ClientState, obs: Observation, route: RouteBaseline, acc: _Acc, learn: bool) -> None:
         cfg = self.cfg
+        rate = route.rate
+        ready = route.ready
+        teach = learn and st.extraction < cfg.thresholds.flag
         limit = cfg.burst_min_requests
-        if route.ready:
-            limit = max(limit, route.rate.mean + 4.0 * route.rate.std)
+        if ready:
+            limit = max(limit, rate.mean + 4.0 * rate.std)
         if st.rate_short > limit:
             acc.add("rate_vs_route", st.rate_short, W_RATE, "abuse")
         elif obs.t - st.t_first > LONG_TAU_S and st.rate_short > cfg.burst_min_requests / 2 and (
                 st.rate_short > cfg.burst_factor * st.rate_long * RATE_TAU_S / LONG_TAU_S):
             acc.add("burst_vs_history", st.rate_short, W_BURST, "abuse")
-        if obs.size > 0:
-            ls = math.log(obs.size)
+        size = obs.size
+        if size > 0:
+            ls = math.log(size)
+            log_size = route.log_size
             # The spread is floored at ln 2: on a route where every body has the same size the
             # measured spread is ~0 and any larger body (a batch of 8, a longer chat) would count.
             # With payload_z = 4 the floor means at least 16x the route's typical size.
-            spread = max(route.log_size.std, PAYLOAD_LOG_SPREAD_FLOOR)
-            if route.ready and obs.size > 1024 and (ls - route.log_size.mean) / spread > cfg.payload_z and (
-                    st.n <= 1 or ls - st.size_mu > math.log(cfg.burst_factor)):
+            if ready and size > 1024 and (ls - log_size.mean) / max(log_size.std, PAYLOAD_LOG_SPREAD_FLOOR) > (
+                    cfg.payload_z) and (st.n <= 1 or ls - st.size_mu > math.log(cfg.burst_factor)):
                 # ...and well above the client's own typical size: a client whose requests are all
                 # large (a batch job) is not having a payload anomaly on each of them.
-                acc.add("payload_size", float(obs.size), W_PAYLOAD, "abuse")
+                acc.add("payload_size", float(size), W_PAYLOAD, "abuse")
             st.size_mu += 0.05 * (ls - st.size_mu) if st.n > 1 else ls - st.size_mu
-            if learn and st.extraction < cfg.thresholds.flag:
-                route.log_size.add(ls)
+            if teach:
+                log_size.add(ls)
         if st.out_tokens > cfg.output_tokens_per_hour:
             acc.add("output_volume", st.out_tokens, W_OUTPUT_VOLUME, "abuse")
-        if learn and st.extraction < cfg.thresholds.flag:
-            route.rate.add(st.rate_short)
+        if teach:
+            rate.add(st.rate_short)
 
     def _shape(self, dim: int, model: FeatureModel | None) -> _Shape:
         """The route's ``_Shape``, derived once per baseline refresh (kept on the model itself)."""
@@ -396,16 +416,13 @@ class Detector:
             kept = st.kept = np.zeros((2, d), dtype=np.float32)
             st.kept_bits = 0
         shape = self._shape(d, model)
-        warm = shape.warm
         found = np.empty((kernels.EVIDENCE_PER_ROW * size, 3))
         clean = np.empty(size, dtype=np.int64)
         # The client's running state goes in and comes back changed in place: its ratios, its
         # coverage and axis words, its kept steps (the bits say which are valid).
         st.rows_n, n_found, n_clean, kept_out = kernels.score_rows(
-            st.rows, st.rows_n, np.ascontiguousarray(rows, dtype=np.float64), shape.inv_scale if warm else _NO_SCALE,
-            warm, shape.axis_signal, shape.axis_max, shape.span if warm else _NO_GRID, shape.grid,
-            shape.whiten if warm else _NO_MATRIX, kept, st.kept_bits, AXIS_MIN_DIM, model is not None, *shape.operands,
-            shape.far, shape.near_distance, shape.cell_counts, shape.rare_ok, st.ratios, st.words, found, clean)
+            st.rows, st.rows_n, np.ascontiguousarray(rows, dtype=np.float64), *shape.route_args, kept, st.kept_bits,
+            AXIS_MIN_DIM, *shape.model_args, st.ratios, st.words, found, clean)
         st.kept_bits |= kept_out
         if n_found or margins is not None:
             evidence = found[:n_found].tolist()
@@ -527,6 +544,6 @@ class Detector:
             if level >= BLOCK and level > current:
                 st.blocks += 1
             st.level, st.level_until = level, until
-        return Assessment(level=level, previous_level=current, extraction=ex, abuse=st.abuse,
-                          evidence=tuple(acc.evidence), totals=dict(st.contrib), publish=publish, until=until,
-                          profile=_profile(st) if level > ALLOW else {})
+        # level, previous_level, extraction, abuse, evidence, totals, publish, until, profile
+        return Assessment(level, current, ex, st.abuse, tuple(acc.evidence), dict(st.contrib), publish, until,
+                          _profile(st) if level > ALLOW else {})
