@@ -26,7 +26,8 @@ never a false decision, which is why the guard does not pay for a compare-and-se
 
 States are text in Redis (``ClientState.to_text``, decoded again only when another node wrote
 it: ``StateCache``); the memory backend keeps the state objects themselves (``set_object``), changed
-in place by the detector -- no codec on a single node. The log phase of one client runs without
+in place by the detector and renewed by the read that returns them -- no codec on a single node,
+and for a client seen before no write either. The log phase of one client runs without
 yielding between its read and its write on that backend (no I/O), so no other request of the
 process sees a state half-updated; should the detector raise midway, the state keeps what it had
 already counted of that request (text storage would keep the state before it).
@@ -223,14 +224,19 @@ class ExtractionGuard:
         """Update the client's (and group's) state from one proxied request; the decisions made."""
         keys = _state_keys(ident.tenant, ident.client, ident.group)
         objects = self._objects
-        raw: list[Any] = objects.get_objects(keys, now=obs.t) if objects is not None else self.storage.mget(
-            keys, now=obs.t)
+        # On the memory backend the states read are the stored objects, their TTL renewed by the
+        # read itself: one storage call for a client seen before.
+        raw: list[Any] = (objects.get_objects(keys, now=obs.t, renew_ttl=self.cfg.state_ttl_s) if objects is not None
+                          else self.storage.mget(keys, now=obs.t))
         decisions: list[Decision] = []
-        self._learn("client", ident.client, keys[0], self._cached_state(keys[0], raw[0]), ident, obs, decisions)
+        state = self._cached_state(keys[0], raw[0])
+        self._learn("client", ident.client, keys[0], state, state is not None and state is raw[0], ident, obs,
+                    decisions)
         if ident.group:
             observed, group = self._group_state(ident, keys[1], raw[1], obs.t)
             if observed:
-                self._learn("group", ident.group, keys[1], group, ident, obs, decisions)
+                self._learn("group", ident.group, keys[1], group, group is not None and group is raw[1], ident, obs,
+                            decisions)
         return decisions
 
     def _cached_state(self, key: str, blob: Any) -> ClientState | None:
@@ -241,16 +247,17 @@ class ExtractionGuard:
         state = self.states.take(key, blob) if blob else None
         return state if state is not None else _decode_state(blob)
 
-    def _learn(self, kind: str, subject: str, key: str, state: ClientState | None, ident: Identity,
+    def _learn(self, kind: str, subject: str, key: str, state: ClientState | None, stored: bool, ident: Identity,
                obs: Observation, decisions: list[Decision]) -> None:
+        """Observe one state (``stored``: the very object the memory backend holds, renewed)."""
         is_group = kind == "group"
         # A group's requests are its clients' requests: the route baseline learns them once.
         st, assessment = self.detector.observe(state, obs, is_group=is_group, learn=not is_group,
                                                member=ident.client if is_group else None)
         objects = self._objects
         if objects is not None:
-            # Changed in place: storing it again renews its TTL and its place in the LRU.
-            objects.set_object(key, st, ttl=self.cfg.state_ttl_s, now=obs.t)
+            if not stored:  # a new state (or one decoded from text): kept from now on
+                objects.set_object(key, st, ttl=self.cfg.state_ttl_s, now=obs.t)
         else:
             text = _encode_state(st)
             self.storage.set(key, text, ttl=self.cfg.state_ttl_s, now=obs.t)

@@ -107,7 +107,7 @@ def body_predict_rows(body: bytes, max_rows: int) -> np.ndarray | None:
     """
     if max_rows < 1 or b'"instances"' not in body[:64]:
         return None
-    out, n, d = _scan_instances(np.frombuffer(body, dtype=np.uint8), max_rows)
+    out, n, d = _scan_instances(body, max_rows)
     if n <= 0:
         return None
     # At least one column, every value finite (the scanner's decimals are): only the width check.
@@ -132,23 +132,23 @@ _EXPONENT_CEILING = 1 << 48
 
 
 @compiled()
-def _skip_space(buf: np.ndarray, i: int) -> int:
+def _skip_space(buf: bytes, i: int) -> int:
     """The first position from ``i`` that is not JSON whitespace (space, tab, LF, CR)."""
-    while i < buf.shape[0] and (buf[i] == 32 or buf[i] == 9 or buf[i] == 10 or buf[i] == 13):
+    while i < len(buf) and (buf[i] == 32 or buf[i] == 9 or buf[i] == 10 or buf[i] == 13):
         i += 1
     return i
 
 
 @compiled(types.Tuple((types.float64[::1], types.int64, types.int64))(  # type: ignore[no-untyped-call]
-    types.Array(types.uint8, 1, "C", readonly=True), types.int64))
-def _scan_instances(buf: np.ndarray, max_rows: int) -> tuple[np.ndarray, int, int]:  # pragma: no cover
+    types.Bytes(types.uint8, 1, "C", readonly=True), types.int64))
+def _scan_instances(buf: bytes, max_rows: int) -> tuple[np.ndarray, int, int]:  # pragma: no cover
     """Validate ``{"instances": [[n, ...], ...]}`` (JSON whitespace anywhere between tokens, one
     key, rows of one width, JSON numbers) and convert the first ``max_rows`` rows. Returns
     ``(values, rows, width)``; ``rows`` is 0 when the body is anything else."""
     nothing = np.empty(0, dtype=np.float64)
     if max_rows < 1:
         return nothing, 0, 0
-    size = buf.shape[0]
+    size = len(buf)
     key = b'"instances"'
     i = 0
     i = _skip_space(buf, i)

@@ -153,10 +153,14 @@ class MemoryStorage(Storage):
         values: list[str | None] = self._values(keys, now, as_text=True)
         return values
 
-    def get_objects(self, keys: Sequence[str], now: float | None = None) -> list[Any]:
+    def get_objects(self, keys: Sequence[str], now: float | None = None, renew_ttl: float | None = None) -> list[Any]:
         """``mget``, but the values as stored: what :meth:`set_object` kept is returned itself
-        (the caller may change it in place and ``set_object`` it again), text as text."""
-        return self._values(keys, now, as_text=False)
+        (the caller may change it in place), text as text. With ``renew_ttl`` each object read
+        expires that many seconds from ``now`` -- as ``set_object`` of the same object would do,
+        for a caller that goes on using what it read, without a second call."""
+        if renew_ttl is not None and not renew_ttl > 0:
+            raise ValueError(f"a ttl must be a positive number of seconds, got {renew_ttl!r}")
+        return self._values(keys, now, as_text=False, renew_ttl=renew_ttl)
 
     def set_object(self, key: str, value: StoredObject, ttl: float, now: float | None = None) -> None:
         """Keep ``value`` itself under ``key`` (LRU and TTL as ``set``), not its text.
@@ -173,7 +177,8 @@ class MemoryStorage(Storage):
             self._state.now_us = now_us
             self._state.set(key, value, now_us + round(ttl * 1_000_000))
 
-    def _values(self, keys: Sequence[str], now: float | None, *, as_text: bool) -> list[Any]:
+    def _values(self, keys: Sequence[str], now: float | None, *, as_text: bool,
+                renew_ttl: float | None = None) -> list[Any]:
         # One clock reading and one lock for all the keys: the guard reads three to four per
         # request, and taking the lock per key was most of the cost.
         # The per-key work of _State.get and _text is written out here: a method call per key
@@ -196,7 +201,12 @@ class MemoryStorage(Storage):
                     continue
                 data.move_to_end(key)
                 value = entry[0]
-                values.append(value if type(value) is str or not as_text else _text(key, value))
+                if as_text:
+                    values.append(value if type(value) is str else _text(key, value))
+                    continue
+                if renew_ttl is not None and type(value) is not str:
+                    entry[1] = now_us + round(renew_ttl * 1_000_000)
+                values.append(value)
             return values
 
     def set(self, key: str, value: str, ttl: float | None = None, now: float | None = None) -> None:

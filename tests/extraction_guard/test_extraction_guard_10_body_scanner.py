@@ -41,9 +41,8 @@ def _general_rows(body: bytes, max_rows: int) -> np.ndarray | None:
 
 def _scanned_rows(body: bytes, max_rows: int) -> np.ndarray | None:
     """``body_predict_rows``, after checking its kernel stays inside its arrays on these bytes."""
-    buf = np.frombuffer(body, dtype=np.uint8)
-    checked = _checked_scan(buf, max_rows)  # IndexError on any out-of-range access
-    fast = _scan_instances(buf, max_rows)
+    checked = _checked_scan(body, max_rows)  # IndexError on any out-of-range access
+    fast = _scan_instances(body, max_rows)
     assert (checked[1], checked[2]) == (fast[1], fast[2])
     n, d = fast[1], fast[2]
     assert checked[0][: n * d].tobytes() == fast[0][: n * d].tobytes()
@@ -290,8 +289,7 @@ def test_a_single_wide_row_does_not_reserve_room_for_rows_the_body_cannot_hold()
     # (a 16 MB body, max_body_bytes allows it) reserved 16 GB at max_rows 256.
     width = 2_000_000
     body = b'{"instances": [[' + b"0," * (width - 1) + b"0]]}"
-    buf = np.frombuffer(body, dtype=np.uint8)
-    values, n, d = _scan_instances(buf, 256)
+    values, n, d = _scan_instances(body, 256)
     assert (n, d) == (1, width) and values.size == width  # room for the one row, not 256
     _assert_agrees(body, 256)
     # sized by the bytes, the buffer has no room for a row the body's end cuts short: not written

@@ -129,3 +129,17 @@ def test_an_object_kept_by_set_object_is_returned_itself_read_as_its_text_and_ex
     for name in ("a", "b", "c"):  # least recently used first out, objects as any value
         store.set(name, name)
     assert store.get_objects(["obj"]) == [None] and len(store) == 3
+
+
+def test_reading_objects_with_renew_ttl_renews_the_objects_read_and_not_the_text() -> None:
+    clock = FakeClock()
+    store = MemoryStorage(clock=clock)
+    counter = _Counter()
+    store.set_object("obj", counter, ttl=10)
+    store.set("text", "t", ttl=10)
+    clock.advance(8)
+    assert store.get_objects(["obj", "text", "absent"], renew_ttl=10) == [counter, "t", None]
+    clock.advance(5)  # 13 s after the writes, 5 s after the read
+    assert store.get_objects(["obj", "text"]) == [counter, None]
+    with pytest.raises(ValueError, match="ttl"):
+        store.get_objects(["obj"], renew_ttl=-1)
