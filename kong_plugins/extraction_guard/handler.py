@@ -104,16 +104,16 @@ _build_identity = positional_builder(Identity)
 
 def _handed_request(handed: dict[str, Any]) -> tuple[Identity, float, str, int] | None:
     """Who sent the request, when, on which route and its size, as access handed them over."""
-    client, tenant, route, started_at, size = (handed.get("client"), handed.get("tenant"), handed.get("route"),
-                                              handed.get("t"), handed.get("size"))
-    if not (isinstance(client, str) and isinstance(tenant, str) and isinstance(route, str)
-            and isinstance(started_at, int | float) and not isinstance(started_at, bool)
-            and type(size) is int):
+    # Exact types: the hand-off comes back from Kong through msgpack (plain str, int, float).
+    get = handed.get
+    client, tenant, route, started_at, size = get("client"), get("tenant"), get("route"), get("t"), get("size")
+    if not (type(client) is str and type(tenant) is str and type(route) is str
+            and (type(started_at) is float or type(started_at) is int) and type(size) is int):
         return None
-    group, credential, ip = handed.get("group"), handed.get("credential"), handed.get("ip")
-    ident = _build_identity(client, group if isinstance(group, str) else None,
-                            credential if isinstance(credential, str) else None, tenant,
-                            ip if isinstance(ip, str) else None)
+    group, credential, ip = get("group"), get("credential"), get("ip")
+    ident = _build_identity(client, group if type(group) is str else None,
+                            credential if type(credential) is str else None, tenant,
+                            ip if type(ip) is str else None)
     return ident, float(started_at), route, size
 
 

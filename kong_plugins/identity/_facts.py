@@ -115,16 +115,21 @@ def _str(value: Any) -> str | None:
 def _entity(value: Any) -> Entity | None:
     if not _is_object(value):
         return None
-    return _build_entity(_str(value.get("id")), _str(value.get("name")))  # id, name
+    id_, name = value.get("id"), value.get("name")
+    return _build_entity(id_ if type(id_) is str and id_ else _str(id_),  # id
+                         name if type(name) is str and name else _str(name))  # name
 
 
 def _consumer(value: Any) -> Consumer | None:
-    if not _is_object(value) or not _str(value.get("id")):
+    if not _is_object(value):
+        return None
+    id_ = value.get("id")
+    if not _str(id_):
         return None
     tags = value.get("tags")
-    tag_tuple = tuple(t for t in tags if isinstance(t, str)) if isinstance(tags, list) else ()
+    tag_tuple = tuple(t for t in tags if isinstance(t, str)) if tags and isinstance(tags, list) else ()
     # id, username, custom_id, tags (positional: cheaper than keywords)
-    return _build_consumer(str(value["id"]), _str(value.get("username")), _str(value.get("custom_id")), tag_tuple)
+    return _build_consumer(str(id_), _str(value.get("username")), _str(value.get("custom_id")), tag_tuple)
 
 
 def _headers(value: Any) -> dict[str, Any]:
@@ -165,22 +170,32 @@ def parse_facts(serialized: str | bytes | Mapping[str, Any]) -> RequestFacts:
         data = serialized
     if not _is_object(data):
         raise MalformedFacts("kong.log.serialize() did not return a JSON object")
+    # Every plugin parses facts once or twice a request: the helpers below are called only for
+    # parts that are present (the companion's table has no headers, response, ai or latencies).
     get = data.get
-    request = _table(get("request"))
-    tls = _table(request.get("tls"))
-    response = _table(get("response"))
-    entity = get("authenticated_entity")
-    started = get("started_at")
-    size: Any = request.get("size")
+    request = get("request")
+    if type(request) is not dict:
+        request = _table(request)
+    response = get("response")
+    if type(response) is not dict:
+        response = _table(response)
+    rget = request.get
+    method = rget("method")
+    uri = rget("uri")
+    size: Any = rget("size")
+    tls = rget("tls")
+    headers = rget("headers")
     status = response.get("status")
-    ai = get("ai")
-    latencies = get("latencies")
-    latency: Any = latencies.get("request") if _is_object(latencies) else None
-    method = request.get("method")
-    uri = request.get("uri")
+    response_headers = response.get("headers")
     client_ip = get("client_ip")
+    started = get("started_at")
+    consumer = get("consumer")
+    entity = get("authenticated_entity")
     route = get("route")
     service = get("service")
+    ai = get("ai")
+    latencies = get("latencies")
+    latency: Any = None if latencies is None else latencies.get("request") if _is_object(latencies) else None
     # Positional, in field order: keywords cost ~0.6 us more for fifteen fields.
     return _build_facts(
         method if type(method) is str else _str(method) or "",  # method
@@ -188,15 +203,15 @@ def parse_facts(serialized: str | bytes | Mapping[str, Any]) -> RequestFacts:
         int(size) if _is_number(size) and 0 < size < _MAX_SIZE else 0,  # size
         client_ip if type(client_ip) is str else _str(client_ip) or "",  # client_ip
         float(started) / 1000.0 if isinstance(started, _NUMBER) and -_MAX_MS < started < _MAX_MS else 0.0,  # started
-        _consumer(get("consumer")),  # consumer
-        _str(entity.get("id")) if _is_object(entity) else None,  # credential_id
+        None if consumer is None else _consumer(consumer),  # consumer
+        _str(entity.get("id")) if entity is not None and _is_object(entity) else None,  # credential_id
         None if route is None else _entity(route),  # route
         None if service is None else _entity(service),  # service
-        _str(tls.get("client_verify")),  # tls_client_verify
-        _headers(request.get("headers")),  # headers
+        None if tls is None else _str(_table(tls).get("client_verify")),  # tls_client_verify
+        {} if headers is None else _headers(headers),  # headers
         int(status) if isinstance(status, int) and not isinstance(status, bool) else None,  # response_status
-        _headers(response.get("headers")),  # response_headers
-        ai if _is_object(ai) else {},  # ai
+        {} if response_headers is None else _headers(response_headers),  # response_headers
+        {} if ai is None else ai if _is_object(ai) else {},  # ai
         float(latency) if _is_number(latency) and 0 < latency < _MAX_MS else 0.0,  # latency_ms
     )
 
