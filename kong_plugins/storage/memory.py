@@ -7,9 +7,11 @@ keys nobody touches again leave through the LRU end, so memory stays bounded by 
 without a sweeper thread.
 
 Concurrency: one lock around every operation. Scripts' twins run under it without I/O or
-yielding, so an operation is atomic for threads and, under gevent's monkey patching (where the
-lock becomes a gevent lock), for greenlets. Counters are per process: a gateway with several
-workers or nodes needs Redis for shared limits.
+yielding, so an operation is atomic for threads and for greenlets alike. The lock is the
+operating system's even under gevent's monkey patching (``_os_lock``): nothing yields while it
+is held, so no greenlet can wait on it, and in the plugin server gevent's lock cost ~3 us more per
+operation than the plain one (two to four operations a request). Counters are per process: a
+gateway with several workers or nodes needs Redis for shared limits.
 
 Time: operations take ``now`` (Kong's request start time) so that replaying requests reproduces
 decisions; without it the injected ``clock`` is used.
@@ -30,6 +32,19 @@ from .keys import check_same_slot
 from .scripting import Script, ScriptArg
 
 DEFAULT_MAX_KEYS = 100_000
+
+
+def _os_lock() -> Any:
+    """A lock of the operating system's ``_thread``, also when gevent has patched it to its own.
+
+    Right for code that never yields while holding it: threads exclude each other as with any
+    lock, and a greenlet cannot be switched out inside it, so none ever finds it taken.
+    """
+    try:
+        from gevent.monkey import get_original
+    except ImportError:  # pragma: no cover -- gevent is a dependency; without it nothing is patched
+        return threading.Lock()
+    return get_original("_thread", "allocate_lock")()
 
 
 class _State:
@@ -116,7 +131,7 @@ class MemoryStorage(Storage):
             raise ValueError("max_keys must be at least 1")
         self._state = _State(max_keys)
         self._clock = clock
-        self._lock = threading.Lock()
+        self._lock = _os_lock()
 
     def __len__(self) -> int:
         """Keys currently held, expired ones not yet dropped included."""

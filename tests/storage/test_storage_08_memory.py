@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import threading
 
@@ -143,3 +144,34 @@ def test_reading_objects_with_renew_ttl_renews_the_objects_read_and_not_the_text
     assert store.get_objects(["obj", "text"]) == [counter, None]
     with pytest.raises(ValueError, match="ttl"):
         store.get_objects(["obj"], renew_ttl=-1)
+
+
+_UNDER_GEVENT = """
+from gevent import monkey
+monkey.patch_all()
+import threading, gevent
+from gevent.threadpool import ThreadPool
+from kong_plugins.storage import MemoryStorage
+store = MemoryStorage()
+def work(n):
+    for i in range(n):
+        store.incr("shared")
+        if i % 50 == 0:
+            gevent.sleep(0)  # switch greenlets between operations, never inside one
+pool = ThreadPool(2)  # real threads next to the greenlets
+jobs = [gevent.spawn(work, 500) for _ in range(8)] + [pool.spawn(work, 500) for _ in range(2)]
+gevent.joinall(jobs[:8], timeout=60)
+for job in jobs[8:]:
+    job.get(timeout=60)
+print(store.get("shared"), type(store._lock).__module__)
+"""
+
+
+def test_under_gevent_greenlets_and_real_threads_share_the_store_without_losing_an_update() -> None:
+    # The plugin server monkey-patches; the store keeps the operating system's lock (cheaper than
+    # gevent's, and right because nothing yields while it is held).
+    done = subprocess.run([sys.executable, "-c", _UNDER_GEVENT], capture_output=True, text=True, timeout=120,
+                          check=True)
+    count, lock_module = done.stdout.split()
+    assert count == "5000"
+    assert not lock_module.startswith("gevent")
