@@ -321,12 +321,15 @@ class FeatureBaseline:
     def learn(self, rows: np.ndarray) -> None:
         # into the window's next slots, wrapping around at its end
         count = len(rows)
-        done = 0
-        while done < count:
-            at = (self._n + done) % RESERVOIR
-            take = min(count - done, RESERVOIR - at)
-            self._rows[at:at + take] = rows[done:done + take]
-            done += take
+        if count == 1:  # most requests: one row, one slot
+            self._rows[self._n % RESERVOIR] = rows[0]
+        else:
+            done = 0
+            while done < count:
+                at = (self._n + done) % RESERVOIR
+                take = min(count - done, RESERVOIR - at)
+                self._rows[at:at + take] = rows[done:done + take]
+                done += take
         self._n += count
         self._since_refresh += count
         ready = self._n >= self.min_samples

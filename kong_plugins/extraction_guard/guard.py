@@ -277,25 +277,30 @@ class ExtractionGuard:
         which one consumer calls) only ever see one, and everything such a group could notice the
         client's own state already does -- while decoding, scoring, encoding and writing a second
         copy of its inputs cost a fifth of the log phase. So a group that has seen one client is
-        a small record naming it (``_solo_record``), written once and refreshed only every half
+        a small record naming it (``SoloGroup``), written once and refreshed only every half
         ``state_ttl_s``, and the group is not observed. When a second client shows up, the group
         starts from the first one's state (``_seed_group``): the same recent inputs, prompts and
         biased ids the group would have kept, so the second client's queries meet the first one's.
         """
         member = ident.client
         ttl = self.cfg.state_ttl_s
-        if type(blob) is str and blob[0] == _SOLO_MARK:
-            first, written = _parse_solo(blob)
-            if first is not None and first != member:
-                return True, self._seed_group(ident.tenant, first, now)
-            if first is not None and now - written < ttl / 2:
+        kind = type(blob)
+        if kind is SoloGroup or (kind is str and blob[0] == _SOLO_MARK):
+            solo = blob if kind is SoloGroup else SoloGroup.from_text(blob)
+            if solo is not None and solo.member != member:
+                return True, self._seed_group(ident.tenant, solo.member, now)
+            if solo is not None and now - solo.written < ttl / 2:
                 return False, None
         elif blob:
             state = self._cached_state(key, blob)
             if state is None or state.members != [member_hash(member)]:
                 return True, state
             # else: a one-client group's full state, as a release before the record kept it
-        self.storage.set(key, _solo_record(member, now), ttl=ttl, now=now)
+        record = SoloGroup(member, now)
+        if self._objects is not None:
+            self._objects.set_object(key, record, ttl=ttl, now=now)
+        else:
+            self.storage.set(key, record.to_text(), ttl=ttl, now=now)
         return False, None
 
     def _seed_group(self, tenant: str, first: str, now: float) -> ClientState:
@@ -445,22 +450,34 @@ _STATE_TEXT_MARK = "\x03"
 _SOLO_MARK = "\x04"
 
 
-def _solo_record(member: str, now: float) -> str:
-    """A group that has seen one client: who, and when the record was written (request time)."""
-    return f"{_SOLO_MARK}{now!r}\x00{member}"
+@dataclass(frozen=True, slots=True)
+class SoloGroup:
+    """A group that has seen one client: who, and when the record was written (request time).
+
+    Stored as this object on the memory backend, as its text elsewhere (``to_text``)."""
+
+    member: str
+    written: float
+
+    def to_text(self) -> str:
+        return f"{_SOLO_MARK}{self.written!r}\x00{self.member}"
+
+    @classmethod
+    def from_text(cls, blob: str) -> SoloGroup | None:
+        """The record ``to_text`` wrote; None for anything else."""
+        written, sep, member = blob[1:].partition("\x00")
+        if not sep or not member or blob[:1] != _SOLO_MARK:
+            return None
+        try:
+            return cls(member, float(written))
+        except ValueError:
+            return None
 
 
 def solo_group_client(blob: str | None) -> str | None:
     """The one client a group has seen, if ``blob`` is such a group's record (operators' view)."""
-    return _parse_solo(blob)[0] if blob and blob[0] == _SOLO_MARK else None
-
-
-def _parse_solo(blob: str) -> tuple[str | None, float]:
-    written, sep, member = blob[1:].partition("\x00")
-    try:
-        return (member or None) if sep else None, float(written)
-    except ValueError:
-        return None, 0.0
+    solo = SoloGroup.from_text(blob) if blob else None
+    return solo.member if solo is not None else None
 
 
 def _encode_state(st: ClientState) -> str:

@@ -105,13 +105,14 @@ def body_predict_rows(body: bytes, max_rows: int) -> np.ndarray | None:
     predict call": anything unusual -- other keys, nested or ragged rows, a number whose exact
     value needs more than the fast decimal conversion below, non-ASCII bytes -- goes there.
     """
-    if max_rows < 1 or b'"instances"' not in body[:64]:
+    if max_rows < 1 or body.find(b'"instances"', 0, 64) < 0:
         return None
     out, n, d = _scan_instances(body, max_rows)
     if n <= 0:
         return None
     # At least one column, every value finite (the scanner's decimals are): only the width check.
-    return _narrowed(out[: n * d].reshape(n, d))
+    rows = out[: n * d].reshape(n, d)
+    return rows if d <= MAX_FEATURES else _narrowed(rows)
 
 
 def _narrowed(arr: np.ndarray) -> np.ndarray:

@@ -19,6 +19,7 @@ from kong_plugins.extraction_guard.detector import BLOCK, REVOKE, Assessment, Ob
 from kong_plugins.extraction_guard.guard import (
     ExtractionGuard,
     Identity,
+    SoloGroup,
     StateCache,
     Verdict,
     _decode_state,
@@ -417,13 +418,18 @@ def test_memory_keeps_the_state_objects_and_redis_their_text_and_both_learn_the_
     for i in range(60):
         t += 0.5
         who, row = (ALICE, TRAIN[rng.integers(len(TRAIN))]) if i % 3 else (carol, rng.uniform(-6, 6, TRAIN.shape[1]))
+        who = BOB if i % 10 == 1 else who  # alone behind his IP: his group is a one-client record
         body = predict_body(row)
         for guard, seen in zip(guards, decided, strict=True):
             decisions = guard.learn(who, build_observation(cfg, t, "m", body))
             seen += [f"{d.subject}:{d.assessment.level_name}" for d in decisions]
     assert decided[0] == decided[1] and any(level.endswith(":block") for level in decided[0])
-    keys = [ExtractionGuard.state_key(s) for s in ("consumer:alice", "consumer:carol", "ip:10.0.0.1")]
+    keys = [ExtractionGuard.state_key(s) for s in ("consumer:alice", "consumer:carol", "ip:10.0.0.1", "consumer:bob")]
     kept = memory.get_objects(keys, now=t)
     assert all(type(state) is ClientState for state in kept)
     assert [state.to_text() for state in kept] == memory.mget(keys, now=t) == redis.mget(keys, now=t)
+    solo = ExtractionGuard.state_key("ip:10.0.0.2")
+    record = memory.get_objects([solo], now=t)[0]
+    assert type(record) is SoloGroup and record.member == "consumer:bob"
+    assert memory.mget([solo], now=t) == redis.mget([solo], now=t) == [record.to_text()]
     assert guards[0].states.bytes_held == 0 < guards[1].states.bytes_held  # the decoded cache serves Redis only
