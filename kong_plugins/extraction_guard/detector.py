@@ -326,11 +326,11 @@ class Detector:
     def _volume(self, st: ClientState, obs: Observation, route: RouteBaseline, acc: _Acc, learn: bool) -> None:
         cfg = self.cfg
         rate = route.rate
-        ready = route.ready
+        ready = rate.n >= route.min_samples  # route.ready, and below std = sqrt(var): read once a request
         teach = learn and st.extraction < cfg.thresholds.flag
         limit = cfg.burst_min_requests
         if ready:
-            limit = max(limit, rate.mean + 4.0 * rate.std)
+            limit = max(limit, rate.mean + 4.0 * math.sqrt(rate.var))
         if st.rate_short > limit:
             acc.add("rate_vs_route", st.rate_short, W_RATE, "abuse")
         elif obs.t - st.t_first > LONG_TAU_S and st.rate_short > cfg.burst_min_requests / 2 and (
@@ -343,8 +343,9 @@ class Detector:
             # The spread is floored at ln 2: on a route where every body has the same size the
             # measured spread is ~0 and any larger body (a batch of 8, a longer chat) would count.
             # With payload_z = 4 the floor means at least 16x the route's typical size.
-            if ready and size > 1024 and (ls - log_size.mean) / max(log_size.std, PAYLOAD_LOG_SPREAD_FLOOR) > (
-                    cfg.payload_z) and (st.n <= 1 or ls - st.size_mu > math.log(cfg.burst_factor)):
+            if ready and size > 1024 and (ls - log_size.mean) / max(
+                    math.sqrt(log_size.var), PAYLOAD_LOG_SPREAD_FLOOR) > cfg.payload_z and (
+                    st.n <= 1 or ls - st.size_mu > math.log(cfg.burst_factor)):
                 # ...and well above the client's own typical size: a client whose requests are all
                 # large (a batch job) is not having a payload anomaly on each of them.
                 acc.add("payload_size", float(size), W_PAYLOAD, "abuse")

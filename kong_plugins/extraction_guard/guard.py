@@ -229,7 +229,8 @@ class ExtractionGuard:
         raw: list[Any] = (objects.get_objects(keys, now=obs.t, renew_ttl=self.cfg.state_ttl_s) if objects is not None
                           else self.storage.mget(keys, now=obs.t))
         decisions: list[Decision] = []
-        state = self._cached_state(keys[0], raw[0])
+        blob = raw[0]
+        state = blob if type(blob) is ClientState else self._cached_state(keys[0], blob)
         self._learn("client", ident.client, keys[0], state, state is not None and state is raw[0], ident, obs,
                     decisions)
         if ident.group:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -116,8 +117,15 @@ def _entity(value: Any) -> Entity | None:
     if not _is_object(value):
         return None
     id_, name = value.get("id"), value.get("name")
-    return _build_entity(id_ if type(id_) is str and id_ else _str(id_),  # id
-                         name if type(name) is str and name else _str(name))  # name
+    if type(id_) is str and (type(name) is str or name is None):
+        return _known_entity(id_, name)
+    return _build_entity(_str(id_), _str(name))  # id, name
+
+
+@lru_cache(maxsize=4096)
+def _known_entity(id_: str, name: str | None) -> Entity:
+    """Routes and services recur on every request: the same (frozen) Entity for the same pair."""
+    return _build_entity(id_ or None, name or None)  # id, name
 
 
 def _consumer(value: Any) -> Consumer | None:
