@@ -53,6 +53,7 @@ from kong_plugins.companion import FACTS_KEY
 from kong_plugins.extraction_guard import Plugin
 from kong_plugins.extraction_guard.detector import Detector, Observation
 from kong_plugins.extraction_guard.guard import _encode_state
+from kong_plugins.extraction_guard.handler import BODY_KEY, TAP_KEY
 from kong_plugins.extraction_guard.payloads import MAX_FEATURES, llm_request
 from kong_plugins.extraction_guard.state import ClientState
 from kong_plugins.standin import KongStandIn, PluginServerSpec, UpstreamRequest, UpstreamResponse
@@ -237,6 +238,13 @@ def one_request(plugin: Plugin, client: int, t: float, uri: str, body: bytes, re
     plugin.access(kong)  # type: ignore[arg-type]
     middle = time.perf_counter()
     if kong.status == 200:
+        # ai-suite-context's log phase (in Kong, before the guard's log timer): the hand-off gets
+        # the response's size and the tap's (absent) summary
+        handed = kong.ctx.shared.data.get(BODY_KEY)
+        if isinstance(handed, dict):
+            handed["response_size"] = response_size
+            handed["tap"] = kong.ctx.shared.data.get(TAP_KEY)
+        middle = time.perf_counter()
         plugin.log(kong)  # type: ignore[arg-type]
     return middle - started, time.perf_counter() - middle, kong.status
 

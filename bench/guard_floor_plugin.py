@@ -31,5 +31,6 @@ class Plugin:
                                        "route": "floor", "t": 0.0, "size": len(body or "")})
 
     def log(self, kong: Any) -> None:
+        # the hand-off, which ai-suite-context's log phase completed with the response's size and
+        # the tap's summary (with the companion, the guard's only log call)
         kong.ctx.shared.get(BODY_KEY)
-        kong.ctx.shared.get("ai_extraction_guard.tap")

@@ -30,7 +30,6 @@ from . import kernels
 from .baseline import Baselines, FeatureModel, RouteBaseline, axis_max
 from .config import LEVELS, GuardConfig
 from .payloads import LLMRequest
-from .sketches import hamming
 from .state import MAX_BIASED_IDS, PROMPT_RING, ClientState
 
 ALLOW, FLAG, THROTTLE, BLOCK, REVOKE = range(5)
@@ -190,6 +189,9 @@ _ROW_EVIDENCE: dict[int, tuple[str, float]] = {
     kernels.OFF_GRID: ("off_grid", W_OFF_GRID),
     kernels.NEW_RARE_REGION: ("new_rare_region", W_RARE_REGION),
 }
+
+#: SimHashes are kept as signed 64-bit integers: their XOR is masked to the 64 bits before counting.
+_MASK64 = (1 << 64) - 1
 
 #: Stand-ins for the kernels' optional arrays (the kernels take typed arrays, never None).
 _NO_SCALE = np.zeros(0, dtype=np.float32)
@@ -502,8 +504,16 @@ class Detector:
         # The same prompt re-sent with the same parameters is a retry or an evaluation re-run.
         if repeated and new_ids and (req.logprobs or (req.max_tokens is not None and req.max_tokens <= 1)):
             acc.add("repeated_prompt_probe", float(len(new_ids)), W_REPEAT_PROBE)
-        template = (not repeated and req.prompt_simhash != 0 and any(
-            hamming(req.prompt_simhash, s) <= cfg.template_hamming for s in st.simhashes))
+        # a near-duplicate of a recent prompt (SimHash within template_hamming bits; the
+        # ``sketches.hamming`` of each, written out: up to 16 comparisons a request)
+        template = False
+        simhash = req.prompt_simhash
+        if not repeated and simhash != 0:
+            limit = cfg.template_hamming
+            for seen in st.simhashes:
+                if ((simhash ^ seen) & _MASK64).bit_count() <= limit:
+                    template = True
+                    break
         st.template_ewma += 0.05 * ((1.0 if template else 0.0) - st.template_ewma)
         st.dup_ewma += 0.05 * ((1.0 if repeated else 0.0) - st.dup_ewma)
         if template and st.out_tokens > 0.5 * cfg.output_tokens_per_hour:

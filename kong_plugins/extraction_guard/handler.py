@@ -36,6 +36,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import time
+from collections.abc import Callable
 from typing import Any, cast
 
 from kong_plugins.errors import StorageError
@@ -128,6 +129,17 @@ def _response_size(data: Any) -> int:
     response = data.get("response") if isinstance(data, dict) else None
     size = response.get("size", 0) if isinstance(response, dict) else 0
     return size if type(size) is int else 0
+
+
+def _completed_response_size(handed: dict[str, Any]) -> int | None:
+    """The response size ai-suite-context's log phase added to the hand-off (``var.bytes_sent``,
+    serialize's ``response.size``), None when it did not (an older companion, or none)."""
+    size = handed.get("response_size")
+    if type(size) is int:  # msgpack's integers (not bool)
+        return size if size >= 0 else None
+    if type(size) is float and 0.0 <= size < 2.0**63:  # a Lua number may arrive as a double
+        return int(size)
+    return None
 
 
 def _prefix(ip: str) -> str:
@@ -268,7 +280,6 @@ class Plugin:
         if stashed is None:
             # Refused by this plugin (or no analysable body): nothing the model should learn from.
             return
-        tap = kong.ctx.shared.get(TAP_KEY)
         body = stashed.encode() if isinstance(stashed, str) else bytes(stashed)
         serialized: list[Any] = []
 
@@ -277,14 +288,22 @@ class Plugin:
                 serialized.append(_serialized(kong))
             return serialized[0]
 
+        # ai-suite-context's log phase completes the hand-off with the response's size and the
+        # response tap's summary (see its handler.lua): without it, both are asked of Kong.
+        completed = _completed_response_size(handed)
+        response_size: int | Callable[[], int]
+        if completed is not None:
+            tap, response_size = handed.get("tap"), completed
+        else:
+            tap = kong.ctx.shared.get(TAP_KEY)
+            response_size = lambda: _response_size(read_serialized())  # noqa: E731 -- read only if needed
         request = _handed_request(handed)
         if request is None:
             # A hand-off without the request (an earlier release's access phase): from serialize.
             request = self._serialized_request(kong, read_serialized(), handed.get("tenant"))
         ident, started_at, route, request_size = request
         obs = build_observation(self.cfg, started_at, route, body, request_size=request_size,
-                                response_size=lambda: _response_size(read_serialized()),
-                                tap=tap if isinstance(tap, dict) else None)
+                                response_size=response_size, tap=tap if isinstance(tap, dict) else None)
         try:
             decisions = self.guard.learn(ident, obs)
         except StorageError as exc:

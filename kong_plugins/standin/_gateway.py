@@ -370,8 +370,9 @@ class KongStandIn:
                 if stock.no_consumer and entity.consumer_id is not None:
                     raise ConfigError(f"{path}.consumer", "value must be null")
                 conf = stock.prepare(entity.config, f"{path}.config")
+                phases = frozenset({"access", "log"}) if stock.log is not None else frozenset({"access"})
                 reg = registered.setdefault(
-                    entity.name, _Registered(entity.name, stock.priority, frozenset({"access"}), stock=stock)
+                    entity.name, _Registered(entity.name, stock.priority, phases, stock=stock)
                 )
             elif entity.name in self._external:
                 ext = self._external[entity.name]
@@ -629,7 +630,9 @@ class KongStandIn:
         rpc_before = ctx.account.seconds
         try:
             if plugin.stock is not None:
-                plugin.stock.access(ctx, conf, self.config, self.clock)
+                run = plugin.stock.log if phase == "log" else plugin.stock.access
+                assert run is not None
+                run(ctx, conf, self.config, self.clock)
             elif plugin.external is not None:
                 plugin.external.handle_event(conf, phase, ctx)
             return True
@@ -806,6 +809,12 @@ class KongStandIn:
 
     # -- log phase ------------------------------------------------------------
     def _schedule_log(self, ctx: RequestContext, collected: list[tuple[_Registered, dict[str, Any]]]) -> None:
+        # Kong's log phase runs every plugin's log handler in priority order: a Lua one at once, an
+        # external one by scheduling its timer (plugin.lua, build_phases), which runs after the
+        # whole log phase -- and reads kong.ctx.shared by reference, so it sees the Lua writes.
+        for plugin, conf in collected:
+            if plugin.stock is not None and "log" in plugin.phases:
+                self._run(ctx, plugin, conf, "log")
         loggers = [(p, c) for p, c in collected if "log" in p.phases and p.external is not None]
         if not loggers or self._executor is None:
             return

@@ -13,8 +13,11 @@ minus the plugin-server bridge's saved-data wrappers, which only external plugin
 ``kong.ctx.shared`` is the request's shared table (external plugins read what the Lua wrote),
 ``ngx.var`` reads the request's nginx variables and ``ngx.ctx`` its ``ngx.ctx``. Anything else
 (``ngx.*``, ``kong.ctx.plugin``, typedefs beyond the few schemas use) is a Lua error naming what
-is not emulated, so a test never passes on a silently missing API. Only an ``access`` handler is
-run: a plugin defining other phases is refused when loaded.
+is not emulated, so a test never passes on a silently missing API. ``access`` and ``log``
+handlers are run (the log handler in Kong's log phase, before the external plugins' log timers,
+which see its writes to ``kong.ctx.shared``: ``plugin.lua`` saves that table by reference); a
+plugin defining other phases is refused when loaded. A Lua table read from ``kong.ctx.shared`` is a
+copy here (in Kong, the table itself): a handler that changes one stores it again.
 """
 
 from __future__ import annotations
@@ -198,10 +201,11 @@ local function load_plugin(name, handler_code, schema_code)
   return true, plugin
 end
 
--- execute_access_plugins_iterator: the handler in its own coroutine
-local function run_access(handler, conf, request)
+-- execute_access_plugins_iterator: the handler in its own coroutine; the log phase's
+-- execute_collected_plugins_iterator calls it the same way as far as the stand-in can tell
+local function run_phase(handler, phase, conf, request)
   binding = request
-  local co = coroutine.create(function() return handler:access(conf) end)
+  local co = coroutine.create(function() return handler[phase](handler, conf) end)
   local ok, err = coroutine.resume(co)
   binding = nil
   if not ok then
@@ -210,7 +214,7 @@ local function run_access(handler, conf, request)
   return true, coroutine.status(co)
 end
 
-return { load_plugin = load_plugin, run_access = run_access }
+return { load_plugin = load_plugin, run_phase = run_phase }
 """
 
 
@@ -276,6 +280,15 @@ class LuaPlugin:
     def access(self, ctx: RequestContext, conf: dict[str, Any], config: DeckConfig,
                clock: Callable[[], float]) -> None:
         """``handler:access(conf)`` for one request; raises like any plugin's access."""
+        self._run_phase("access", ctx, conf)
+
+    def log(self, ctx: RequestContext, conf: dict[str, Any], config: DeckConfig,
+            clock: Callable[[], float]) -> None:
+        """``handler:log(conf)``: in Kong's log phase, before any external plugin's log timer runs
+        (those are ``ngx.timer.at(0)`` callbacks; a log handler cannot yield)."""
+        self._run_phase("log", ctx, conf)
+
+    def _run_phase(self, phase: str, ctx: RequestContext, conf: dict[str, Any]) -> None:
         if ctx.pdk is None:  # pragma: no cover - the gateway always sets it
             raise LuaError("no PDK bound to the request")
         host = _LuaHost.get()
@@ -288,13 +301,15 @@ class LuaPlugin:
                 return value
 
             lua = _plugin_lua(host)
-            ok, status = lua["run_access"](self.handler, to_lua(dict(conf)), _PluginBinding(ctx, ctx.pdk, to_lua))
+            ok, status = lua["run_phase"](self.handler, phase, to_lua(dict(conf)), _PluginBinding(ctx, ctx.pdk, to_lua))
         if not ok:
             raise LuaError(str(status))
         if status == "suspended":  # kong.response.exit/error yielded: the handler never resumes
             raise DelayedResponse()
 
 
+#: The phases of a Lua plugin the stand-in runs.
+_RUN_PHASES = frozenset({"access", "log"})
 _LOADED: dict[tuple[str, str, str], LuaPlugin] = {}
 _LOAD_LOCK = threading.Lock()
 
@@ -329,9 +344,9 @@ def load_lua_plugin(name: str, handler_code: str, schema_code: str) -> LuaPlugin
                 no_consumer=bool(loaded["no_consumer"]),
                 handler=loaded["handler"],
             )
-        if set(plugin.phases) - {"access"}:
-            raise ConfigError(f"plugins[{name}]", f"the Kong stand-in runs only the access phase of Lua plugins; "
-                              f"{name} also defines {sorted(set(plugin.phases) - {'access'})}")
+        if set(plugin.phases) - _RUN_PHASES:
+            raise ConfigError(f"plugins[{name}]", f"the Kong stand-in runs only the access and log phases of Lua "
+                              f"plugins; {name} also defines {sorted(set(plugin.phases) - _RUN_PHASES)}")
         _LOADED[key] = plugin
         return plugin
 

@@ -643,6 +643,8 @@ class Pdk:
             "server_port": str(ctx.port),
             "request_method": ctx.method,
             "request_length": str(len(ctx.body)),
+            # what this stand-in's serialize reports as response.size (nginx counts the headers too)
+            "bytes_sent": str(len(ctx.response_body or b"")),
             "request_id": ctx.request_id,
             "https": "on" if ctx.scheme == "https" else "",
             # no client certificates in the stand-in: nginx reports NONE on TLS, nothing otherwise

@@ -55,6 +55,8 @@ class StockPlugin:
     custom_prepare: Callable[[str, dict[str, Any], str], dict[str, Any]] | None = None
     #: ``consumer = typedefs.no_consumer`` in the schema: a consumer-scoped instance is refused.
     no_consumer: bool = False
+    #: The log phase handler (a Lua plugin's ``handler:log``), run before external log timers.
+    log: Access | None = None
 
     def prepare(self, conf: dict[str, Any], path: str) -> dict[str, Any]:
         """Fill defaults and reject bad config as Kong does when it loads the decK file."""
@@ -522,7 +524,8 @@ def _no_check(conf: dict[str, Any]) -> None:
 
 def _lua_stock_plugin(plugin: LuaPlugin) -> StockPlugin:
     return StockPlugin(plugin.name, plugin.priority, plugin.config_schema, plugin.access, _no_check,
-                       lambda name, conf, path: plugin.prepare(conf, path), no_consumer=plugin.no_consumer)
+                       lambda name, conf, path: plugin.prepare(conf, path), no_consumer=plugin.no_consumer,
+                       log=plugin.log if "log" in plugin.phases else None)
 
 
 def _suite_companion() -> StockPlugin:

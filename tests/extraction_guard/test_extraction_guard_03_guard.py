@@ -433,3 +433,12 @@ def test_memory_keeps_the_state_objects_and_redis_their_text_and_both_learn_the_
     assert type(record) is SoloGroup and record.member == "consumer:bob"
     assert memory.mget([solo], now=t) == redis.mget([solo], now=t) == [record.to_text()]
     assert guards[0].states.bytes_held == 0 < guards[1].states.bytes_held  # the decoded cache serves Redis only
+
+
+@pytest.mark.parametrize(("value", "size"), [(1234, 1234), (1234.0, 1234), (0, 0), (True, None), (-5, None),
+                                             ("1234", None), (float("nan"), None), (1e300, None), (None, None)])
+def test_only_a_response_size_number_from_the_companion_is_taken_else_kong_is_asked(value: Any,
+                                                                                  size: int | None) -> None:
+    from kong_plugins.extraction_guard.handler import _completed_response_size
+
+    assert _completed_response_size({"body": "{}", "response_size": value}) == size

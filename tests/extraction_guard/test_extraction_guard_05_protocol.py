@@ -90,8 +90,9 @@ def test_access_phase_pdk_calls_and_decision_log_line(gateway: Any) -> None:
     calls = r.pdk_calls["ai-extraction-guard"]
     # ctx.shared.get (the companion's facts) + get_raw_body + ctx.shared.set on the request path
     assert calls["access"] == 3, calls
-    # the hand-off and the tap's summary: the request's facts came with the body, no serialize
-    assert calls["log"] == 2, calls
+    # the hand-off alone: the request's facts came with the body, and the companion's log phase
+    # added the response's size and the (absent) tap summary to it
+    assert calls["log"] == 1, calls
     assert not r.errors
     x0 = TRAIN[0].copy()
     t = T0
@@ -184,9 +185,10 @@ def test_a_throttled_client_keeps_being_scored_on_the_queries_it_is_refused(gate
     assert first_throttle < first_block and set(statuses[first_throttle:first_block]) == {429}, statuses
 
 
-def test_an_llm_request_without_a_tap_reads_its_response_size_from_serialize_and_counts_output(
-        gateway: Any) -> None:
-    gw = gateway({"output_tokens_per_hour": 100})
+@pytest.mark.parametrize("with_companion", [True, False], ids=["companion", "no-companion"])
+def test_an_llm_request_without_a_tap_counts_output_from_the_response_size(gateway: Any,
+                                                                            with_companion: bool) -> None:
+    gw = gateway({"output_tokens_per_hour": 100}, with_companion=with_companion)
     body = {"model": "m", "max_tokens": 400, "messages": [{"role": "user", "content": "Write a long story"}]}
     statuses = []
     for i in range(12):
@@ -194,8 +196,10 @@ def test_an_llm_request_without_a_tap_reads_its_response_size_from_serialize_and
         statuses.append(r.status)
         if r.status != 200:
             break
-        if i == 0:  # the hand-off, the (absent) tap summary, serialize for the response's size
-            assert r.pdk_calls["ai-extraction-guard"]["log"] == 3, r.pdk_calls
+        if i == 0:
+            # with the companion the hand-off carries the response's size (its log phase added
+            # var.bytes_sent); without it: the hand-off, the (absent) tap summary, and serialize
+            assert r.pdk_calls["ai-extraction-guard"]["log"] == (1 if with_companion else 3), r.pdk_calls
     # output volume estimated from the logged response sizes: the client ends up throttled or flagged
     lines = [json.loads(rec.message[rec.message.index("{"):]) for rec in gw.logs
              if "ai-extraction-guard.decision" in rec.message]

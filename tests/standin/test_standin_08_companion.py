@@ -135,9 +135,46 @@ def test_an_api_the_stand_in_does_not_emulate_is_a_lua_error_not_a_silent_nil() 
 
 
 def test_a_lua_plugin_with_other_phases_is_refused_when_loaded() -> None:
-    handler = 'local P = { PRIORITY = 5, VERSION = "1" }; function P:log() end; return P'
-    with pytest.raises(ConfigError, match="only the access phase"):
+    handler = 'local P = { PRIORITY = 5, VERSION = "1" }; function P:header_filter() end; return P'
+    with pytest.raises(ConfigError, match="only the access and log phases"):
         load_lua_plugin("probe-lua", handler, SCHEMA)
+
+
+GUARD_HANDOFF = "ai_extraction_guard.body"
+GUARD_TAP = "ai_extraction_guard.tap"
+
+
+@pytest.mark.parametrize("key", [GUARD_HANDOFF, "ai_suite.decided.ai-extraction-guard"])
+def test_the_log_phase_completes_the_guards_hand_off_before_its_log_timer_reads_it(gateway: Any,  # noqa: F811
+                                                                                   key: str) -> None:
+    """ai-extraction-guard's log timer reads kong.ctx.shared after the whole log phase (plugin.lua
+    saves the table by reference): the companion's log handler adds the response size serialize
+    would report and the response tap's summary, each a round trip the guard does not make."""
+    handed = {"body": '{"instances": [[1, 2]]}', "client": "consumer:c", "tenant": "default"}
+    tap = {"m": [0.25], "o": 3}
+    gw, fake = gateway({"access": [*FACTS, ("kong.ctx.shared.set", [key, handed]),
+                                   ("kong.ctx.shared.set", [GUARD_TAP, tap])],
+                        "log": [("kong.ctx.shared.get", [key]), ("kong.log.serialize", [])]},
+                       deck({"name": companion.NAME}), phases=("access", "log"))
+    r = gw.request("POST", "/api/x", headers={"apikey": "secret-key"}, body=b'{"prompt":"hi"}')
+    assert r.status == 200
+    gw.wait_log_phase()
+    completed, serialized = list(fake.steps())[-2:]
+    size = json.loads(serialized[1])["response"]["size"]
+    assert completed[1]["response_size"] == size > 0
+    assert completed[1]["tap"] == tap
+    assert {k: completed[1][k] for k in handed} == handed  # the hand-off itself unchanged
+
+
+def test_a_table_without_a_body_under_the_guards_key_is_left_as_it_is(gateway: Any) -> None:  # noqa: F811
+    mark = {"decision": "allow"}  # a decision mark of a request without an analysable body
+    key = "ai_suite.decided.ai-extraction-guard"
+    gw, fake = gateway({"access": [*FACTS, ("kong.ctx.shared.set", [key, mark])],
+                        "log": [("kong.ctx.shared.get", [key])]}, deck({"name": companion.NAME}),
+                       phases=("access", "log"))
+    assert gw.request("GET", "/api/x", headers={"apikey": "secret-key"}).status == 200
+    gw.wait_log_phase()
+    assert list(fake.steps())[-1][1] == mark
 
 
 def deck_config() -> Any:

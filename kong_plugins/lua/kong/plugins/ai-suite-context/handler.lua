@@ -106,4 +106,37 @@ function SuiteContext:access(conf)
 end
 
 
+-- The log phase: completing ai-extraction-guard's hand-off.
+--
+-- The guard learns after the response, in its plugin server's log timer
+-- (kong/runloop/plugin_servers/plugin.lua, build_phases), from a table its access phase left in
+-- kong.ctx.shared (the body and who sent it). That timer runs after the request's whole log
+-- phase and reads kong.ctx.shared by reference (ctx_shared = kong.ctx.shared), so what this
+-- handler adds to the table is there when it runs -- and each value saves it a round trip: the
+-- response's size as kong.log.serialize() reports it (kong/pdk/log.lua: response.size =
+-- var.bytes_sent), which an LLM request needs when no response tap counted its output (else a
+-- serialize call, ~2 KB of JSON built in Kong and parsed in the plugin server), and the summary
+-- the response tap (ai-extraction-guard-tap) left (else one more kong.ctx.shared.get).
+-- A guard that finds neither asks Kong itself, as it does without this companion.
+local HANDOFF_KEYS = {
+  "ai_extraction_guard.body",              -- the guard's hand-off
+  "ai_suite.decided.ai-extraction-guard",  -- the same, inside its decision mark (decision_mark)
+}
+local TAP_KEY = "ai_extraction_guard.tap"
+
+
+function SuiteContext:log(conf)
+  local shared = kong.ctx.shared
+  for _, key in ipairs(HANDOFF_KEYS) do
+    local handed = shared[key]
+    if type(handed) == "table" and handed.body ~= nil then
+      local sent = ngx.var.bytes_sent
+      handed.response_size = sent and tonumber(sent, 10) or 0
+      handed.tap = shared[TAP_KEY]
+      shared[key] = handed  -- the same table in Kong; stored again for hosts that hand out copies
+    end
+  end
+end
+
+
 return SuiteContext
