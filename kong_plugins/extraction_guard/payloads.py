@@ -107,12 +107,11 @@ def body_predict_rows(body: bytes, max_rows: int) -> np.ndarray | None:
     """
     if max_rows < 1 or body.find(b'"instances"', 0, 64) < 0:
         return None
-    out, n, d = _scan_instances(body, max_rows)
-    if n <= 0:
-        return None
+    rows: np.ndarray = _scan_rows(body, max_rows)
     # At least one column, every value finite (the scanner's decimals are): only the width check.
-    rows = out[: n * d].reshape(n, d)
-    return rows if d <= MAX_FEATURES else _narrowed(rows)
+    if not rows.shape[0]:
+        return None
+    return rows if rows.shape[1] <= MAX_FEATURES else _narrowed(rows)
 
 
 def _narrowed(arr: np.ndarray) -> np.ndarray:
@@ -296,6 +295,17 @@ def _scan_instances(buf: bytes, max_rows: int) -> tuple[np.ndarray, int, int]:  
     if kept > capacity:  # a complete body cannot have more rows than its bytes hold; never garbage
         return nothing, 0, 0
     return out, kept, width
+
+
+@compiled(types.float64[:, ::1](types.Bytes(types.uint8, 1, "C", readonly=True), types.int64))
+def _scan_rows(buf: bytes, max_rows: int) -> np.ndarray:  # pragma: no cover
+    """``_scan_instances``'s rows as a (rows, width) array, (0, 0) for any other body: shaped in
+    the compiled call rather than sliced and reshaped in Python on every request."""
+    out, n, d = _scan_instances(buf, max_rows)
+    if n <= 0:
+        return np.empty((0, 0))
+    rows: np.ndarray = out[: n * d].reshape((n, d))
+    return rows
 
 
 def instance_count(doc: Any) -> int:

@@ -208,7 +208,8 @@ def parse_facts(serialized: str | bytes | Mapping[str, Any]) -> RequestFacts:
     return _build_facts(
         method if type(method) is str else _str(method) or "",  # method
         uri if type(uri) is str else _str(uri) or "",  # uri
-        int(size) if _is_number(size) and 0 < size < _MAX_SIZE else 0,  # size
+        size if type(size) is int and 0 < size < _MAX_SIZE
+        else int(size) if _is_number(size) and 0 < size < _MAX_SIZE else 0,  # size
         client_ip if type(client_ip) is str else _str(client_ip) or "",  # client_ip
         float(started) / 1000.0 if isinstance(started, _NUMBER) and -_MAX_MS < started < _MAX_MS else 0.0,  # started
         None if consumer is None else _consumer(consumer),  # consumer

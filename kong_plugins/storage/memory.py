@@ -198,7 +198,7 @@ class MemoryStorage(Storage):
         # request, and taking the lock per key was most of the cost.
         # The per-key work of _State.get and _text is written out here: a method call per key
         # (and the comprehension's frame) was a third of the cost. Same reads, same order.
-        now_us = self._now_us(now)
+        now_us = round((self._clock() if now is None else now) * 1_000_000)  # _now_us
         with self._lock:
             state = self._state
             state.now_us = now_us
