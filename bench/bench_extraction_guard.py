@@ -6,9 +6,9 @@
 One run, side by side, on one throwaway redis-server (kong_plugins.testing.redis_servers):
 
 1. Plugin compute per request, in process: the handler's ``access`` and ``log`` methods with a PDK
-   that answers instantly (the companion's facts table in access, and for chat requests, the JSON of
-   ``kong.log.serialize`` in log, are still parsed), on the memory
-   backend, route baselines warm, 1,000 distinct consumers: a digits row (64 features), a batch of
+   that answers instantly (the companion's facts table in access is still parsed, and its log
+   phase's additions to the hand-off -- the response size, the tap's summary -- are made), on the
+   memory backend, route baselines warm, 1,000 distinct consumers: a digits row (64 features), a batch of
    8 rows, an OpenAI-style chat request. The same on Redis, where the time includes its round
    trips. p50 / p99 in microseconds; compute per request = access + log.
 2. Through our runtime and the Kong stand-in (key-auth in front): the RPC time of each phase per
@@ -16,7 +16,8 @@ One run, side by side, on one throwaway redis-server (kong_plugins.testing.redis
    the same PDK calls with no work (bench/guard_floor_plugin.py). Guard minus floor is what the
    guard's computation adds through the runtime. Rounds interleaved; compare ratios. And the
    compute inside each plugin server (the runtime's ``--compute-times``: each phase's handler time
-   minus the time it waited for PDK answers): plugin compute per request where it really runs.
+   minus the time it waited for PDK answers): plugin compute per request where it really runs --
+   also for each kind of request (one row, a batch of 8, chat) on the memory backend.
 3. Storage round trips per request, request path (access) and log phase, counted at the storage
    object (memory and Redis) for every access outcome (allow, throttle, block); through the
    runtime on Redis also counted as the client commands Redis received (MONITOR).
@@ -435,6 +436,28 @@ def through_runtime(work: Path, redis_conf: dict[str, Any], n: int, rounds: int)
         print(f"   {label:16} {'   '.join(parts)}   access+log {us(total)}")
 
 
+def server_compute_by_kind(work: Path, n: int) -> None:
+    """Compute inside the plugin server (memory backend) for each kind of request, one server per
+    kind: 600 warm-up requests from 200 consumers, then ``n`` measured ones."""
+    warm = 600
+    for i, kind in enumerate(("predict-1", "predict-8", "chat")):
+        path = work / f"kind{i}.compute.tsv"
+        rng = random.Random(4)
+        t = T0
+        with gateway(work / f"kind{i}", GUARD, {"storage": {"strategy": "memory"}}, compute_times=path) as gw:
+            for j in range(warm + n):
+                t += 0.05
+                uri, body, _ = workload(kind, j, rng)
+                send(gw, GUARD, rng.randrange(200) if j >= warm else j % 200, t, uri, body)
+        phases: dict[str, list[float]] = {}
+        for line in path.read_text().splitlines():
+            phase, micros = line.split("\t")
+            phases.setdefault(phase, []).append(float(micros) / 1e6)
+        access, log = phases["access"][warm:], phases["log"][warm:]
+        total = [a + b for a, b in zip(access, log, strict=False)]
+        print(f"   {kind:10} access {us(access)}   log {us(log)}   access+log {us(total)}")
+
+
 def monitor_count(gw: KongStandIn, redis_conf: dict[str, Any], rng: random.Random, t: float) -> None:
     """Client commands Redis received per request (script-internal ones are not round trips)."""
     client = redis.Redis(host=redis_conf["host"], port=redis_conf["port"])
@@ -566,6 +589,8 @@ def main() -> None:
             print("\n== 2. through the runtime and the stand-in: RPC time per phase (microseconds)")
             server.flush()
             through_runtime(work, redis_conf, n, rounds=10)
+            print("   compute inside the plugin server by kind of request (memory backend):")
+            server_compute_by_kind(work, n)
             print("\n== 3. storage round trips per request (counted at the storage object)")
             round_trips({"strategy": "memory"}, "memory")
             server.flush()

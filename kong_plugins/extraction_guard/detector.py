@@ -406,14 +406,25 @@ class Detector:
         fb = route.feature_baseline(d)
         model = fb.model
         margins = obs.margins
-        if st.rows is not None and st.rows.shape != (cfg.recent_inputs, d):
+        ring = st.rows
+        capacity = cfg.recent_inputs
+        if ring is not None and (ring.shape[1] != d or ring.shape[0] > capacity
+                                 or (ring.shape[0] < capacity and st.rows_n > ring.shape[0])):
             # Another route (or model) of the same client: structure is only compared within one.
-            # (Or recent_inputs was reconfigured: the ring starts again at its new size.)
-            st.rows, st.rows_n, st.kept, st.kept_bits = None, 0, None, 0
-        if st.rows is None:  # a new ring: the client's kept steps go with the old one
-            st.rows = np.zeros((cfg.recent_inputs, d), dtype=np.float32)
-            st.rows_n = 0
-            st.kept, st.kept_bits = None, 0
+            # (Or recent_inputs was reconfigured: the ring starts again at its new size.) A new
+            # ring: the client's kept steps go with the old one.
+            ring = st.rows = st.kept = None
+            st.rows_n = st.kept_bits = 0
+        needed = min(st.rows_n + size, capacity)
+        if ring is None or ring.shape[0] < needed:
+            # The ring grows with the client's inputs, doubling up to recent_inputs: most clients
+            # send a few requests, and a 64-feature ring at full size (4 KB) for one row was most
+            # of the memory a kept state took. It has not wrapped yet: its rows keep their slots.
+            grown = np.zeros((min(capacity, max(needed, 2 * ring.shape[0] if ring is not None else 0)), d),
+                             dtype=np.float32)
+            if ring is not None:
+                grown[:st.rows_n] = ring[:st.rows_n]
+            st.rows = grown
         kept = st.kept
         if kept is None or kept.shape[1] != d:  # (a group seeded with its first client's ring)
             kept = st.kept = np.zeros((2, d), dtype=np.float32)

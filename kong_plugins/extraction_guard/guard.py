@@ -61,8 +61,8 @@ NS = "xg"
 #: percent-escaped part by part (~2 us each, four per request), and the clients of a busy node
 #: recur. ~0.3 KB each.
 KEY_CACHE = 16384
-#: Memory of the decoded states kept by ``StateCache``: ~1,500 clients of a 64-feature model with
-#: full rings (~2,700 after one request each), ~4,000 LLM clients with full prompt rings.
+#: Memory of the decoded states kept by ``StateCache`` (Redis): ~1,500 clients of a 64-feature
+#: model with full rings, ~4,000 LLM clients with full prompt rings.
 STATE_CACHE_BYTES = 16 * 1024 * 1024
 
 
@@ -379,15 +379,15 @@ class StateCache:
 
     Every request reads its client's and group's states and writes them back. When the text read
     is the very text this process wrote last for the key, the state it was encoded from is what
-    decoding would give
-    (the format round-trips exactly), so decoding is skipped. Anything else (another node wrote,
+    decoding would give (the format round-trips exactly), so decoding is skipped. Anything else (another node wrote,
     the key expired, a Redis failover lost the write) does not match and is decoded as usual. An
     entry is removed while its state is being updated, so a concurrent request for the same
     client (another greenlet) decodes storage's text rather than sharing the object. Bounded by
-    ``max_bytes`` of memory: an entry counts its text, its decoded arrays (the ring is allocated at
-    its full capacity even for a client's first input: 4 KB for a 64-feature model, where the text
-    of that state is ~0.5 KB), its integers and a fixed allowance for the other objects. Counting
-    the text alone let a 16 MB cache hold ~66 MB of fresh 64-feature clients.
+    ``max_bytes`` of memory: an entry counts its text, its decoded arrays (a ring decoded from an
+    earlier release's text has its full capacity even for a client's first input: 4 KB for a
+    64-feature model, where the text of that state is ~0.5 KB), its integers and a fixed allowance
+    for the other objects. Counting the text alone let a 16 MB cache hold ~66 MB of fresh
+    64-feature clients.
     """
 
     __slots__ = ("_bytes", "_entries", "max_bytes")

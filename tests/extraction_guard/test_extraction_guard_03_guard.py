@@ -442,3 +442,23 @@ def test_only_a_response_size_number_from_the_companion_is_taken_else_kong_is_as
     from kong_plugins.extraction_guard.handler import _completed_response_size
 
     assert _completed_response_size({"body": "{}", "response_size": value}) == size
+
+
+def test_a_clients_ring_of_recent_inputs_grows_with_its_inputs_and_keeps_their_order() -> None:
+    # A one-request client keeps one row, not the 16-row ring (4 KB of a 64-feature model); the
+    # ring doubles as inputs arrive, then wraps at recent_inputs as it always did.
+    store = MemoryStorage(clock=lambda: T0)
+    cfg = GuardConfig()
+    guard = ExtractionGuard(cfg, store)
+    key = ExtractionGuard.state_key(ALICE.client)
+    capacities = []
+    for i in range(20):
+        guard.learn(ALICE, Observation(T0 + i, "predict", 100, rows=TRAIN[i][None, :]))
+        state = store.get_objects([key])[0]
+        capacities.append(state.rows.shape[0])
+    assert capacities[:9] == [1, 2, 4, 4, 8, 8, 8, 8, 16] and set(capacities[9:]) == {cfg.recent_inputs}
+    # the last 16 inputs, each in the slot a full-size ring would have given it
+    expected = np.zeros((cfg.recent_inputs, TRAIN.shape[1]), dtype=np.float32)
+    for i in range(20):
+        expected[i % cfg.recent_inputs] = TRAIN[i]
+    assert np.array_equal(state.rows, expected) and state.rows_n == 20
