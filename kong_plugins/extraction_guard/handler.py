@@ -118,9 +118,25 @@ def _handed_request(handed: dict[str, Any]) -> tuple[Identity, float, str, int] 
     return ident, float(started_at), route, size
 
 
-def _serialized(kong: Kong) -> Any:
-    raw = kong.log.serialize()
-    return load_serialized(raw) if isinstance(raw, str | bytes) else raw
+class _Serialized:
+    """``kong.log.serialize()``'s data for a log phase that needs it: one round trip at most."""
+
+    __slots__ = ("_data", "_kong", "_read")
+
+    def __init__(self, kong: Kong) -> None:
+        self._kong = kong
+        self._data: Any = None
+        self._read = False
+
+    def data(self) -> Any:
+        if not self._read:
+            raw = self._kong.log.serialize()
+            self._data = load_serialized(raw) if isinstance(raw, str | bytes) else raw
+            self._read = True
+        return self._data
+
+    def response_size(self) -> int:
+        return _response_size(self.data())
 
 
 def _response_size(data: Any) -> int:
@@ -281,26 +297,22 @@ class Plugin:
             # Refused by this plugin (or no analysable body): nothing the model should learn from.
             return
         body = stashed.encode() if isinstance(stashed, str) else bytes(stashed)
-        serialized: list[Any] = []
-
-        def read_serialized() -> Any:  # one serialize round trip at most, and only when needed
-            if not serialized:
-                serialized.append(_serialized(kong))
-            return serialized[0]
-
         # ai-suite-context's log phase completes the hand-off with the response's size and the
         # response tap's summary (see its handler.lua): without it, both are asked of Kong.
+        serialized: _Serialized | None = None
         completed = _completed_response_size(handed)
         response_size: int | Callable[[], int]
         if completed is not None:
             tap, response_size = handed.get("tap"), completed
         else:
             tap = kong.ctx.shared.get(TAP_KEY)
-            response_size = lambda: _response_size(read_serialized())  # noqa: E731 -- read only if needed
+            serialized = _Serialized(kong)
+            response_size = serialized.response_size  # read only if the observation needs it
         request = _handed_request(handed)
         if request is None:
             # A hand-off without the request (an earlier release's access phase): from serialize.
-            request = self._serialized_request(kong, read_serialized(), handed.get("tenant"))
+            serialized = serialized or _Serialized(kong)
+            request = self._serialized_request(kong, serialized.data(), handed.get("tenant"))
         ident, started_at, route, request_size = request
         obs = build_observation(self.cfg, started_at, route, body, request_size=request_size,
                                 response_size=response_size, tap=tap if isinstance(tap, dict) else None)
