@@ -10,6 +10,12 @@ serialize-shaped table in ``kong.ctx.shared[FACTS_KEY]``; the suite's plugins re
 ``kong.ctx.shared.get`` (``kong_plugins.identity.gather_facts``), and fall back to individual
 PDK calls, with a warning, when it is not enabled.
 
+In the log phase it completes ai-extraction-guard's hand-off (the table the guard's access phase
+left in ``kong.ctx.shared`` for its log timer) with the response's size as serialize reports it
+(``var.bytes_sent``) and the response tap's summary: the guard's log timer reads
+``kong.ctx.shared`` by reference after Kong's whole log phase (``build_phases`` in
+``plugin.lua``), so each value is a round trip it does not make.
+
 Install: copy :data:`LUA_DIR` to ``kong/plugins/ai-suite-context`` on Kong's Lua path (the image:
 ``/usr/local/share/lua/5.1/kong/plugins/ai-suite-context``), add ``ai-suite-context`` to
 ``plugins`` and enable it globally (``kong.yml``).

@@ -11,9 +11,12 @@ PDK calls per request (each one RPC round trip to Kong):
   ``kong.response.exit`` / ``kong.service.request.set_headers``; with ``decision_mark`` the hand-off
   is the decision mark (``kong_plugins.marks``) carrying the same -- the same call, plus one on
   requests without an analysable body;
-- log: two ``kong.ctx.shared.get`` (the hand-off, the response tap's summary), one log line per
-  decision, and ``kong.log.serialize`` (the data Kong saved for the log timer) only for an LLM
-  request whose output no tap counted: its response size.
+- log: one ``kong.ctx.shared.get`` (the hand-off, which the companion's log phase completed with
+  the response's size and the response tap's summary -- ``kong.ctx.shared`` is read by reference
+  in the log timer, after Kong's whole log phase), one log line per decision. Without the
+  companion's log phase (an older companion, or none): also ``kong.ctx.shared.get`` of the tap's
+  summary and, for an LLM request whose output no tap counted, ``kong.log.serialize`` (the data
+  Kong saved for the log timer) for its response size.
 
 Why the body travels through ``kong.ctx.shared``: the log phase runs in a timer after the
 response; ``kong/runloop/plugin_servers/plugin.lua`` saves the serialize data, request/response
