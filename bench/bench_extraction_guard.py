@@ -190,8 +190,10 @@ def serialized(client: int, t: float, uri: str, body: bytes, response_size: int 
 
 # -- storage round trips ---------------------------------------------------------------------------------
 
+#: Every storage operation (``get_objects``/``set_object``: the memory backend's reads and writes of
+#: the objects it keeps, one call each like ``mget``/``set``).
 _STORAGE_CALLS = ("run", "get", "mget", "set", "delete", "hgetall", "pfcount", "run_many", "hgetall_many",
-                  "incr", "hincr", "pfadd")
+                  "incr", "hincr", "pfadd", "get_objects", "set_object")
 
 
 class RoundTrips:
