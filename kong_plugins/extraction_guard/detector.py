@@ -426,9 +426,11 @@ class Detector:
                 grown[:st.rows_n] = ring[:st.rows_n]
             st.rows = grown
         kept = st.kept
-        if kept is None or kept.shape[1] != d:  # (a group seeded with its first client's ring)
-            kept = st.kept = np.zeros((2, d), dtype=np.float32)
-            st.kept_bits = 0
+        if kept is None or kept.shape[1] != d:  # (none yet, or a group seeded with its first client's ring)
+            # kept by the state only once the kernel keeps a step in it: a client's first input
+            # has nothing to step from, and a one-off client holds no step vectors
+            kept = np.zeros((2, d), dtype=np.float32)
+            st.kept, st.kept_bits = None, 0
         shape = self._shape(d, model)
         found = np.empty((kernels.EVIDENCE_PER_ROW * size, 3))
         clean = np.empty(size, dtype=np.int64)
@@ -437,7 +439,9 @@ class Detector:
         st.rows_n, n_found, n_clean, kept_out = kernels.score_rows(
             st.rows, st.rows_n, np.ascontiguousarray(rows, dtype=np.float64), *shape.route_args, kept, st.kept_bits,
             AXIS_MIN_DIM, *shape.model_args, st.ratios, st.words, found, clean)
-        st.kept_bits |= kept_out
+        if kept_out:
+            st.kept = kept
+            st.kept_bits |= kept_out
         if n_found or margins is not None:
             evidence = found[:n_found].tolist()
             k = 0
