@@ -300,7 +300,7 @@ class Detector:
         if is_group and member is not None:
             h = member_hash(member)
             if h not in st.members:
-                st.members = [*st.members, h][-GROUP_MEMBERS:]
+                st.members = (*st.members, h)[-GROUP_MEMBERS:]
         if not is_group:
             self._volume(st, obs, route, acc, learn)
         if obs.rows is not None and obs.rows.shape[0]:
@@ -509,7 +509,7 @@ class Detector:
             new_ids = [i for i in req.biased_ids if i not in known]
             room = MAX_BIASED_IDS - len(st.biased_ids)
             if room > 0:
-                st.biased_ids.extend(new_ids[:room])
+                st.biased_ids = (*st.biased_ids, *new_ids[:room])
             distinct = len(known) + len(new_ids)
             if req.logprobs and new_ids and distinct > cfg.allowed_biased_tokens:
                 acc.add("logit_bias_sweep", float(distinct),
@@ -534,8 +534,8 @@ class Detector:
         if template and st.out_tokens > 0.5 * cfg.output_tokens_per_hour:
             acc.add("template_distillation", st.template_ewma, W_TEMPLATE_VOLUME)
         if not repeated:
-            st.prompts = ([*st.prompts, req.prompt_hash])[-PROMPT_RING:]
-            st.simhashes = ([*st.simhashes, req.prompt_simhash])[-PROMPT_RING:]
+            st.prompts = (*st.prompts, req.prompt_hash)[-PROMPT_RING:]
+            st.simhashes = (*st.simhashes, req.prompt_simhash)[-PROMPT_RING:]
 
     # -- decision --------------------------------------------------------------------------------
 

@@ -285,23 +285,20 @@ class ExtractionGuard:
         """
         member = ident.client
         ttl = self.cfg.state_ttl_s
-        kind = type(blob)
-        if kind is SoloGroup or (kind is str and blob[0] == _SOLO_MARK):
-            solo = blob if kind is SoloGroup else SoloGroup.from_text(blob)
+        if type(blob) is str and blob[0] == _SOLO_MARK:
+            solo = SoloGroup.from_text(blob)
             if solo is not None and solo.member != member:
                 return True, self._seed_group(ident.tenant, solo.member, now)
             if solo is not None and now - solo.written < ttl / 2:
                 return False, None
         elif blob:
             state = self._cached_state(key, blob)
-            if state is None or state.members != [member_hash(member)]:
+            if state is None or state.members != (member_hash(member),):
                 return True, state
             # else: a one-client group's full state, as a release before the record kept it
-        record = SoloGroup(member, now)
-        if self._objects is not None:
-            self._objects.set_object(key, record, ttl=ttl, now=now)
-        else:
-            self.storage.set(key, record.to_text(), ttl=ttl, now=now)
+        # Text on every backend: a string is no work for the cyclic garbage collector, which the
+        # memory backend's objects are (one per client is what it keeps; see ClientState).
+        self.storage.set(key, SoloGroup(member, now).to_text(), ttl=ttl, now=now)
         return False, None
 
     def _seed_group(self, tenant: str, first: str, now: float) -> ClientState:
@@ -319,7 +316,7 @@ class ExtractionGuard:
             group.rows, group.rows_n = first_state.rows, first_state.rows_n
             group.prompts, group.simhashes = first_state.prompts, first_state.simhashes
             group.biased_ids = first_state.biased_ids
-        group.members = [member_hash(first)]
+        group.members = (member_hash(first),)
         return group
 
     def _publish(self, subject: str, ident: Identity, a: Assessment, now: float) -> None:
@@ -455,7 +452,7 @@ _SOLO_MARK = "\x04"
 class SoloGroup:
     """A group that has seen one client: who, and when the record was written (request time).
 
-    Stored as this object on the memory backend, as its text elsewhere (``to_text``)."""
+    Stored as its text (``to_text``) on every backend."""
 
     member: str
     written: float

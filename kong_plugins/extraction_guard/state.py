@@ -87,11 +87,15 @@ class ClientState:
     rows_n: int = 0
     kept: np.ndarray | None = None
     kept_bits: int = 0
-    prompts: list[int] = field(default_factory=list)
-    simhashes: list[int] = field(default_factory=list)
-    biased_ids: list[int] = field(default_factory=list)
+    # Tuples, replaced rather than changed: a tuple of integers is one object the cyclic garbage
+    # collector stops tracking after its first look (a list stays tracked), and the memory
+    # backend keeps every client's state -- four lists a state made full collections scan ~4x
+    # more objects (220 ms at 50,000 clients).
+    prompts: tuple[int, ...] = ()
+    simhashes: tuple[int, ...] = ()
+    biased_ids: tuple[int, ...] = ()
     #: For a group: hashes of the last few distinct clients seen in it.
-    members: list[int] = field(default_factory=list)
+    members: tuple[int, ...] = ()
 
     @property
     def dup_ewma(self) -> float:
@@ -258,9 +262,10 @@ class ClientState:
                     return None
                 at += 8 * n_ints
                 cut = n_prompts + n_simhashes
-                lists = [ints[:n_prompts], ints[n_prompts:cut], ints[cut:cut + n_biased], ints[cut + n_biased:]]
+                lists = [tuple(ints[:n_prompts]), tuple(ints[n_prompts:cut]), tuple(ints[cut:cut + n_biased]),
+                         tuple(ints[cut + n_biased:])]
             else:
-                lists = [[], [], [], []]
+                lists = [(), (), (), ()]
             words = np.empty(6, dtype=np.uint64)
             words[:4] = np.frombuffer(coverage, dtype=_U64)
             words[4], words[5] = axis_anchor, axis_coords
@@ -309,8 +314,8 @@ class ClientState:
                 low_margin_ewma=float(doc["lm"]), template_ewma=float(doc["te"]),
                 level=int(doc["lv"]), level_until=float(doc["lu"]), blocks=int(doc["bl"]), taught=int(doc["tg"]),
                 contrib={str(k): float(v) for k, v in doc["ct"].items()},
-                prompts=[int(x) for x in doc["pr"]], simhashes=[int(x) for x in doc["sh"]],
-                biased_ids=[int(x) for x in doc["bi"]], members=[int(x) for x in doc["mb"]],
+                prompts=tuple(int(x) for x in doc["pr"]), simhashes=tuple(int(x) for x in doc["sh"]),
+                biased_ids=tuple(int(x) for x in doc["bi"]), members=tuple(int(x) for x in doc["mb"]),
             )
             st.coverage = int.from_bytes(doc["cv"], "little")
             if "rw" in doc:

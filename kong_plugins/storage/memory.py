@@ -53,7 +53,7 @@ class _State:
     __slots__ = ("data", "max_keys", "now_us")
 
     def __init__(self, max_keys: int) -> None:
-        self.data: OrderedDict[str, list[Any]] = OrderedDict()
+        self.data: OrderedDict[str, tuple[Any, int | None]] = OrderedDict()
         self.max_keys = max_keys
         self.now_us = 0
 
@@ -70,14 +70,14 @@ class _State:
 
     def set(self, key: str, value: Any, expires_at_us: int | None) -> None:
         data = self.data
-        entry = data.get(key)
-        if entry is not None:
-            entry[0] = value
-            entry[1] = expires_at_us
+        known = key in data
+        # (value, expiry) tuples, replaced on every write: a tuple of a string and an integer is
+        # no work for the cyclic garbage collector (it stops tracking it), where a list would be
+        # scanned by every full collection -- one per key, 100,000 by default.
+        data[key] = (value, expires_at_us)
+        if known:
             data.move_to_end(key)
-            return
-        data[key] = [value, expires_at_us]
-        if len(data) > self.max_keys:
+        elif len(data) > self.max_keys:
             data.popitem(last=False)
 
     def delete(self, key: str) -> bool:
@@ -94,7 +94,7 @@ class _State:
     def touch(self, key: str, expires_at_us: int | None) -> None:
         entry = self.data.get(key)
         if entry is not None:
-            entry[1] = expires_at_us
+            self.data[key] = (entry[0], expires_at_us)
 
 
 class StoredObject(Protocol):
@@ -220,7 +220,7 @@ class MemoryStorage(Storage):
                     values.append(value if type(value) is str else _text(key, value))
                     continue
                 if renew_ttl is not None and type(value) is not str:
-                    entry[1] = now_us + round(renew_ttl * 1_000_000)
+                    data[key] = (value, now_us + round(renew_ttl * 1_000_000))
                 values.append(value)
             return values
 

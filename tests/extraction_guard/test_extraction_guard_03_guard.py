@@ -27,6 +27,7 @@ from kong_plugins.extraction_guard.guard import (
     build_observation,
 )
 from kong_plugins.extraction_guard.handler import BODY_KEY
+from kong_plugins.extraction_guard.payloads import llm_request, parse_json
 from kong_plugins.extraction_guard.state import ClientState
 from kong_plugins.storage import MemoryStorage, Script, ScriptArg
 from kong_plugins.storage.config import build_storage, reset_shared_memory_storages
@@ -393,7 +394,7 @@ def test_a_one_client_group_state_of_an_earlier_release_becomes_a_record() -> No
     store = CountingStorage()
     guard = ExtractionGuard(GuardConfig(), store)
     old = ClientState.new(T0)
-    old.members = [zlib.crc32(ALICE.client.encode())]
+    old.members = (zlib.crc32(ALICE.client.encode()),)
     old.push_row(TRAIN[0].astype(np.float32), 16)
     store.set(ExtractionGuard.state_key(ALICE.group or ""), _encode_state(old), now=T0)
     guard.learn(ALICE, Observation(T0 + 1, "predict", 100, rows=TRAIN[1][None, :]))
@@ -429,8 +430,8 @@ def test_memory_keeps_the_state_objects_and_redis_their_text_and_both_learn_the_
     assert all(type(state) is ClientState for state in kept)
     assert [state.to_text() for state in kept] == memory.mget(keys, now=t) == redis.mget(keys, now=t)
     solo = ExtractionGuard.state_key("ip:10.0.0.2")
-    record = memory.get_objects([solo], now=t)[0]
-    assert type(record) is SoloGroup and record.member == "consumer:bob"
+    record = SoloGroup.from_text(memory.get_objects([solo], now=t)[0])
+    assert record is not None and record.member == "consumer:bob"
     assert memory.mget([solo], now=t) == redis.mget([solo], now=t) == [record.to_text()]
     assert guards[0].states.bytes_held == 0 < guards[1].states.bytes_held  # the decoded cache serves Redis only
 
@@ -462,3 +463,29 @@ def test_a_clients_ring_of_recent_inputs_grows_with_its_inputs_and_keeps_their_o
     for i in range(20):
         expected[i % cfg.recent_inputs] = TRAIN[i]
     assert np.array_equal(state.rows, expected) and state.rows_n == 20
+
+
+def test_the_states_the_memory_backend_keeps_cost_a_full_garbage_collection_one_object_each() -> None:
+    # A full collection scans every object the collector tracks: with every client's state kept
+    # as an object, each list or tracked record of it was ~0.5 us of pause per client (220 ms at
+    # 50,000 clients). Kept: the state itself and its entry; its integer tuples, its signal dict
+    # and the text entries (one-client group records, verdicts) are not tracked.
+    import gc
+
+    store = MemoryStorage(clock=lambda: T0)
+    guard = ExtractionGuard(GuardConfig(), store)
+    chat = llm_request(parse_json(json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi there"}],
+                                              "logit_bias": {"5": 1}, "logprobs": True}).encode()))
+    for i in range(40):
+        who = Identity(client=f"consumer:c{i}", group=f"ip:10.0.0.{i}", credential=f"cred-{i}")
+        guard.learn(who, Observation(T0 + i, "predict", 100, rows=TRAIN[i][None, :]))
+        guard.learn(who, Observation(T0 + i + 0.5, "chat", 100, llm=chat))
+    gc.collect()
+    data = store._state.data
+    states = [entry[0] for entry in data.values() if type(entry[0]) is ClientState]
+    assert len(states) == 40 and all(type(entry[0]) in (ClientState, str) for entry in data.values())
+    assert not any(gc.is_tracked(entry) for entry in data.values() if type(entry[0]) is str)
+    for state in states:
+        assert gc.is_tracked(state)
+        assert not any(gc.is_tracked(part) for part in (state.prompts, state.simhashes, state.biased_ids,
+                                                         state.members, state.contrib))

@@ -17,15 +17,15 @@ def _state(seed: int) -> ClientState:
     st.n, st.extraction, st.level, st.taught = seed, float(r.random()), seed % 5, seed % 7
     st.coverage = int(r.integers(0, 2**62)) << int(r.integers(0, 190))
 
-    def ints(most: int) -> list[int]:
+    def ints(most: int) -> tuple[int, ...]:
         size = int(r.integers(0, most + 1)) if seed % 2 else most
-        return [int(x) for x in r.integers(-2**63, 2**63 - 1, size, dtype=np.int64)]
+        return tuple(int(x) for x in r.integers(-2**63, 2**63 - 1, size, dtype=np.int64))
 
     # each list on its own or together, so a wrong cut between them shows
-    st.prompts = ints(16) if seed % 3 else []
-    st.simhashes = ints(16) if seed % 5 else []
-    st.biased_ids = ints(128) if seed % 4 == 0 else []
-    st.members = ints(6) if seed % 7 else []
+    st.prompts = ints(16) if seed % 3 else ()
+    st.simhashes = ints(16) if seed % 5 else ()
+    st.biased_ids = ints(128) if seed % 4 == 0 else ()
+    st.members = ints(6) if seed % 7 else ()
     if seed % 6 == 0:
         st.contrib = {f"signal_{q}": float(r.random()) for q in range(int(r.integers(1, 5)))}
     if seed % 8:
