@@ -286,10 +286,10 @@ class ExtractionGuard:
         member = ident.client
         ttl = self.cfg.state_ttl_s
         if type(blob) is str and blob[0] == _SOLO_MARK:
-            solo = SoloGroup.from_text(blob)
-            if solo is not None and solo.member != member:
-                return True, self._seed_group(ident.tenant, solo.member, now)
-            if solo is not None and now - solo.written < ttl / 2:
+            solo = _parse_solo(blob)  # (member, written), read on every request of the group
+            if solo is not None and solo[0] != member:
+                return True, self._seed_group(ident.tenant, solo[0], now)
+            if solo is not None and now - solo[1] < ttl / 2:
                 return False, None
         elif blob:
             state = self._cached_state(key, blob)
@@ -463,13 +463,19 @@ class SoloGroup:
     @classmethod
     def from_text(cls, blob: str) -> SoloGroup | None:
         """The record ``to_text`` wrote; None for anything else."""
-        written, sep, member = blob[1:].partition("\x00")
-        if not sep or not member or blob[:1] != _SOLO_MARK:
-            return None
-        try:
-            return cls(member, float(written))
-        except ValueError:
-            return None
+        parsed = _parse_solo(blob)
+        return cls(*parsed) if parsed is not None else None
+
+
+def _parse_solo(blob: str) -> tuple[str, float] | None:
+    """``SoloGroup.from_text`` as a plain ``(member, written)``, or None."""
+    written, sep, member = blob[1:].partition("\x00")
+    if not sep or not member or blob[:1] != _SOLO_MARK:
+        return None
+    try:
+        return member, float(written)
+    except ValueError:
+        return None
 
 
 def solo_group_client(blob: str | None) -> str | None:
