@@ -181,3 +181,13 @@ def deck_config() -> Any:
     from kong_plugins.standin._entities import parse_deck
 
     return parse_deck({"_format_version": "3.0"})
+
+
+def test_the_companion_completes_the_hand_off_under_the_keys_the_guard_uses() -> None:
+    from kong_plugins.extraction_guard.handler import BODY_KEY, TAP_KEY
+    from kong_plugins.marks import mark_key
+
+    lua = companion.handler_source()
+    for key in (BODY_KEY, mark_key("ai-extraction-guard"), TAP_KEY):
+        assert f'"{key}"' in lua, key
+    assert (GUARD_HANDOFF, GUARD_TAP) == (BODY_KEY, TAP_KEY)
