@@ -185,12 +185,7 @@ class MemoryStorage(Storage):
         text (``value.to_text()``, computed when read). The object is shared, not copied: the
         caller owns its changes.
         """
-        if not ttl > 0:
-            raise ValueError(f"a ttl must be a positive number of seconds, got {ttl!r}")
-        now_us = self._now_us(now)
-        with self._lock:
-            self._state.now_us = now_us
-            self._state.set(key, value, now_us + round(ttl * 1_000_000))
+        self._write(key, value, ttl, now)
 
     def _values(self, keys: Sequence[str], now: float | None, *, as_text: bool,
                 renew_ttl: float | None = None) -> list[Any]:
@@ -225,6 +220,10 @@ class MemoryStorage(Storage):
             return values
 
     def set(self, key: str, value: str, ttl: float | None = None, now: float | None = None) -> None:
+        self._write(key, value, ttl, now)
+
+    def _write(self, key: str, value: Any, ttl: float | None, now: float | None) -> None:
+        """``set`` of any value (text, or an object ``set_object`` keeps)."""
         if ttl is not None and not ttl > 0:
             raise ValueError(f"a ttl must be a positive number of seconds, got {ttl!r}")
         now_us = self._now_us(now)
