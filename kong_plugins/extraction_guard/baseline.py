@@ -11,7 +11,6 @@ and the signals that depend on it abstain (safe cold start) unless the operator 
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -366,10 +365,6 @@ class _Ewm:
         self.mean += a * d
         self.var = (1 - a) * (self.var + a * d * d)
 
-    @property
-    def std(self) -> float:
-        return math.sqrt(self.var)
-
 
 class RouteBaseline:
     """Request-level norms of one route: per-client rate, payload size, low margins, output volume."""
@@ -382,10 +377,6 @@ class RouteBaseline:
         self.log_size = _Ewm()
         self.low_margin = _Ewm()
         self.features: dict[int, FeatureBaseline] = {}
-
-    @property
-    def ready(self) -> bool:
-        return self.rate.n >= self.min_samples
 
     def feature_baseline(self, dim: int) -> FeatureBaseline:
         fb = self.features.get(dim)

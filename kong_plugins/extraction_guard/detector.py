@@ -30,6 +30,7 @@ from . import kernels
 from .baseline import Baselines, FeatureModel, RouteBaseline, axis_max
 from .config import LEVELS, GuardConfig
 from .payloads import LLMRequest
+from .sketches import within_bits
 from .state import MAX_BIASED_IDS, PROMPT_RING, ClientState
 
 ALLOW, FLAG, THROTTLE, BLOCK, REVOKE = range(5)
@@ -190,9 +191,6 @@ _ROW_EVIDENCE: dict[int, tuple[str, float]] = {
     kernels.NEW_RARE_REGION: ("new_rare_region", W_RARE_REGION),
 }
 
-#: SimHashes are kept as signed 64-bit integers: their XOR is masked to the 64 bits before counting.
-_MASK64 = (1 << 64) - 1
-
 #: Stand-ins for the kernels' optional arrays (the kernels take typed arrays, never None).
 _NO_SCALE = np.zeros(0, dtype=np.float32)
 _NO_GRID = np.zeros(0, dtype=np.float64)
@@ -277,8 +275,7 @@ class Detector:
         st = state or ClientState.new(t)
         dt = t - st.t_last
         # Time passed (a request at the same instant or out of order forgets nothing): the scores
-        # fade with score_half_life_s, the counters decay (``state.decay``, written out: this runs
-        # for every state every request).
+        # fade with score_half_life_s, the counters decay exponentially with their time constants.
         if dt > 0.0:
             forget = 0.5 ** (dt / cfg.score_half_life_s)
             st.extraction *= forget
@@ -328,7 +325,7 @@ class Detector:
     def _volume(self, st: ClientState, obs: Observation, route: RouteBaseline, acc: _Acc, learn: bool) -> None:
         cfg = self.cfg
         rate = route.rate
-        ready = rate.n >= route.min_samples  # route.ready, and below std = sqrt(var): read once a request
+        ready = rate.n >= route.min_samples  # the route's norms are learned (its spreads: sqrt(var) below)
         teach = learn and st.extraction < cfg.thresholds.flag
         limit = cfg.burst_min_requests
         if ready:
@@ -519,16 +516,9 @@ class Detector:
         # The same prompt re-sent with the same parameters is a retry or an evaluation re-run.
         if repeated and new_ids and (req.logprobs or (req.max_tokens is not None and req.max_tokens <= 1)):
             acc.add("repeated_prompt_probe", float(len(new_ids)), W_REPEAT_PROBE)
-        # a near-duplicate of a recent prompt (SimHash within template_hamming bits; the
-        # ``sketches.hamming`` of each, written out: up to 16 comparisons a request)
-        template = False
-        simhash = req.prompt_simhash
-        if not repeated and simhash != 0:
-            limit = cfg.template_hamming
-            for seen in st.simhashes:
-                if ((simhash ^ seen) & _MASK64).bit_count() <= limit:
-                    template = True
-                    break
+        # a near-duplicate of a recent prompt: SimHash within template_hamming bits
+        template = (not repeated and req.prompt_simhash != 0
+                    and within_bits(req.prompt_simhash, st.simhashes, cfg.template_hamming))
         st.template_ewma += 0.05 * ((1.0 if template else 0.0) - st.template_ewma)
         st.dup_ewma += 0.05 * ((1.0 if repeated else 0.0) - st.dup_ewma)
         if template and st.out_tokens > 0.5 * cfg.output_tokens_per_hour:

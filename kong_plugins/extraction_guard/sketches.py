@@ -15,6 +15,7 @@ import itertools
 import re
 import zlib
 from array import array
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -204,8 +205,21 @@ def _simhash_ascii(text: np.ndarray, word: np.ndarray) -> np.uint64:
     return value
 
 
+_MASK64 = 0xFFFFFFFFFFFFFFFF
+
+
 def hamming(a: int, b: int) -> int:
-    return ((a ^ b) & 0xFFFFFFFFFFFFFFFF).bit_count()
+    """Bits in which two 64-bit sketches differ (kept as signed integers: the XOR is masked)."""
+    return ((a ^ b) & _MASK64).bit_count()
+
+
+def within_bits(value: int, sketches: Iterable[int], limit: int) -> bool:
+    """Whether any of ``sketches`` is at most ``limit`` bits (``hamming``) from ``value``: the loop
+    in one call, as the guard asks it of a client's 16 recent prompts on every LLM request."""
+    for other in sketches:  # noqa: SIM110 -- any() over a generator: a frame per call, on every LLM request
+        if ((value ^ other) & _MASK64).bit_count() <= limit:
+            return True
+    return False
 
 
 @compiled()

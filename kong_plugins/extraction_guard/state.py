@@ -17,7 +17,6 @@ costs a few. Version 2 blobs are still read, so an upgrade keeps every client's 
 
 from __future__ import annotations
 
-import math
 import struct
 from array import array
 from dataclasses import dataclass, field
@@ -48,11 +47,6 @@ _NOTHING = b""
 
 def _f32_bytes(values: np.ndarray) -> bytes:
     return values.tobytes() if values.dtype == _F32 else values.astype(_F32).tobytes()
-
-
-def decay(value: float, dt: float, tau: float) -> float:
-    """Exponential decay over ``dt`` seconds with time constant ``tau`` (negative dt: no change)."""
-    return value * math.exp(-dt / tau) if dt > 0 else value
 
 
 @dataclass(slots=True)
