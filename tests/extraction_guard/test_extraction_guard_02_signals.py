@@ -30,6 +30,7 @@ from kong_plugins.extraction_guard.sketches import (
     prompt_hash,
     prompt_sketches,
     simhash64,
+    within_bits,
 )
 from kong_plugins.extraction_guard.state import ClientState
 
@@ -206,6 +207,10 @@ def test_simhash_puts_template_variants_close_and_unrelated_prompts_far() -> Non
     b = simhash64("You are an expert tutor. Explain black holes to a beginner in detail with examples.")
     c = simhash64("What is the weather in Paris tomorrow and should I bring an umbrella")
     assert hamming(a, b) <= GuardConfig().template_hamming < hamming(a, c)
+    # the guard's check of a client's recent prompts: any one within the limit, signed values masked
+    limit = GuardConfig().template_hamming
+    assert within_bits(a, (c, b), limit) and not within_bits(a, (c,), limit) and not within_bits(a, (), limit)
+    assert within_bits(-1, (-1 ^ 0b111,), 3) and not within_bits(-1, (-1 ^ 0b1111,), 3)
 
 
 def _general_rows(body: bytes, max_rows: int = 8) -> np.ndarray | None:
