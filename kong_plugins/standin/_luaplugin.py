@@ -88,9 +88,31 @@ local function namespace(prefix)
   return setmetatable(t, mt)
 end
 
+-- A Lua string is bytes; lupa hands Lua strings to Python as UTF-8 text and fails on any other
+-- bytes (a request body can hold anything). Strings with non-ASCII bytes cross as hex under
+-- BYTES_MARK and become surrogate-escaped text again on the Python side (lua_to_python).
+local BYTES_MARK = "__stand_in_lua_bytes__"
+
+local function hex(s)
+  return (s:gsub(".", function(c) return string.format("%02x", c:byte()) end))
+end
+
+local function for_python(value, depth)
+  if type(value) == "string" and value:find("[\128-\255]") then
+    return { [BYTES_MARK] = hex(value) }
+  elseif type(value) == "table" and depth < 64 then
+    local copy = {}
+    for k, v in pairs(value) do
+      copy[k] = for_python(v, depth + 1)
+    end
+    return copy
+  end
+  return value
+end
+
 local shared = setmetatable({}, {
   __index = function(_, key) return binding.shared_get(key) end,
-  __newindex = function(_, key, value) binding.shared_set(key, value) end,
+  __newindex = function(_, key, value) binding.shared_set(key, for_python(value, 0)) end,
 })
 
 local kong = namespace("kong")
@@ -296,6 +318,7 @@ class LuaPlugin:
             runtime = host.runtime
 
             def to_lua(value: Any) -> Any:
+                value = _lua_strings(value)
                 if isinstance(value, dict | list):
                     return runtime.table_from(value, recursive=True)
                 return value
@@ -306,6 +329,18 @@ class LuaPlugin:
             raise LuaError(str(status))
         if status == "suspended":  # kong.response.exit/error yielded: the handler never resumes
             raise DelayedResponse()
+
+
+def _lua_strings(value: Any) -> Any:
+    """``value`` with its non-ASCII text as the bytes Lua holds (lupa would encode text strictly
+    as UTF-8, and a surrogate-escaped body is not): Lua strings are bytes."""
+    if isinstance(value, str):
+        return value if value.isascii() else value.encode("utf-8", "surrogateescape")
+    if isinstance(value, dict):
+        return {k: _lua_strings(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_lua_strings(v) for v in value]
+    return value
 
 
 #: The phases of a Lua plugin the stand-in runs.

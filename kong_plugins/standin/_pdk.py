@@ -711,12 +711,12 @@ def _header_value_or_list(name: str, value: Any) -> str | list[str]:
 
 
 def _lua_stored(value: Any) -> Any:
-    """A value as Lua holds it once it arrived over msgpack (bin and str are both strings)."""
+    """A value as Lua holds it once it arrived over msgpack (bin and str are both strings).
+
+    Kept as text, bytes that are not UTF-8 surrogate-escaped: read back by a plugin server it
+    travels as msgpack str holding the very bytes, as lua-MessagePack sends any Lua string."""
     if isinstance(value, bytes):
-        try:
-            return value.decode("utf-8")
-        except UnicodeDecodeError:
-            return value
+        return value.decode("utf-8", "surrogateescape")
     if isinstance(value, dict):
         return {k: _lua_stored(v) for k, v in value.items()}
     if isinstance(value, list):

@@ -118,7 +118,10 @@ class MsgpackRpc:
         except OSError as exc:
             raise RpcFailure(f"trying to connect: {exc}") from exc
         try:
-            payload = msgpack.packb([0, msg_id, method, list(args)], use_bin_type=True)
+            # A Lua string is bytes; lua-MessagePack sends it as msgpack str whatever it holds, and
+            # the stand-in keeps such bytes as surrogate-escaped text (see _luaplugin): the same wire.
+            payload = msgpack.packb([0, msg_id, method, list(args)], use_bin_type=True,
+                                    unicode_errors="surrogateescape")
         except (TypeError, ValueError) as exc:
             self._keepalive(conn)
             raise LuaError(f"pack: {exc}") from exc
@@ -129,7 +132,7 @@ class MsgpackRpc:
                 conn.sendall(payload)
             except OSError as exc:
                 raise RpcFailure(str(exc)) from exc
-            unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
+            unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, unicode_errors="surrogateescape")
             while True:
                 message = self._read_one(conn, unpacker)
                 if message is None:

@@ -259,11 +259,18 @@ return { compile = compile, run = run, parse_error = parse_error }
 """
 
 
+#: The key under which the Lua plugin host sends a string with non-ASCII bytes, as hex.
+LUA_BYTES_MARK = "__stand_in_lua_bytes__"
+
+
 def lua_to_python(value: Any) -> Any:
     """A Lua value as cjson would encode it: array tables -> list, other tables -> dict."""
     lua_type = _LuaHost.get().lua_type
     if lua_type(value) == "table":
         items = list(value.items())
+        if len(items) == 1 and items[0][0] == LUA_BYTES_MARK and isinstance(items[0][1], str):
+            # a Lua string holding non-ASCII bytes, sent as hex by the plugin host (_luaplugin)
+            return bytes.fromhex(items[0][1]).decode("utf-8", "surrogateescape")
         keys = [k for k, _ in items]
         if keys and all(isinstance(k, int) for k in keys) and sorted(keys) == list(range(1, len(keys) + 1)):
             return [lua_to_python(v) for _, v in sorted(items)]
