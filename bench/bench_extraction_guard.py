@@ -157,7 +157,8 @@ class _Service:
 
 class InstantKong:
     """The PDK calls the guard makes, answered in process; ``serialize`` still returns JSON text and
-    access reads the facts ai-suite-context would publish in ``kong.ctx.shared``."""
+    access reads the facts ai-suite-context would publish in ``kong.ctx.shared``, the body with
+    them (a Lua string: text to the plugin server, surrogate-escaped where it is not UTF-8)."""
 
     def __init__(self, serialized: dict[str, Any], body: bytes) -> None:
         self.serialized = json.dumps(serialized)
@@ -168,7 +169,8 @@ class InstantKong:
         self.log = _Log(self)
         self.request = _Request(self)
         self.ctx = _Ctx()
-        self.ctx.shared.set(FACTS_KEY, serialized)
+        facts = {**serialized, "request": {**serialized["request"], "body": body.decode("utf-8", "surrogateescape")}}
+        self.ctx.shared.set(FACTS_KEY, facts)
         self.response = _Response(self)
         self.service = _Service(self)
 

@@ -21,10 +21,9 @@ class Plugin:
         self.config = config
 
     def access(self, kong: Any) -> None:
-        kong.ctx.shared.get("ai_suite_facts")  # the facts ai-suite-context publishes (serialize is log-only)
-        body = kong.request.get_raw_body(65536)
-        if isinstance(body, bytes | bytearray):
-            body = bytes(body).decode("utf-8", "replace")
+        # the facts ai-suite-context publishes, the body with them (serialize is log-only)
+        facts = kong.ctx.shared.get("ai_suite_facts")
+        body = facts["request"]["body"] if isinstance(facts, dict) else None
         # the guard's hand-off: the body and who sent it (the log phase reads no serialize)
         kong.ctx.shared.set(BODY_KEY, {"body": body, "tenant": "default", "client": "consumer:floor",
                                        "group": "ip:127.0.0.1", "credential": "floor", "ip": "127.0.0.1",

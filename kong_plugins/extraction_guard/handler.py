@@ -3,10 +3,11 @@
 PDK calls per request (each one RPC round trip to Kong):
 
 - access: ``kong.ctx.shared.get`` of the request facts the Lua companion ``ai-suite-context``
-  publishes (identity, route, Kong's start time -- one call instead of eight;
-  ``kong_plugins.identity.gather_facts``, which falls back to those eight calls without the
+  publishes (identity, route, Kong's start time and the body -- one call instead of nine;
+  ``kong_plugins.identity.gather_facts``, which falls back to those calls without the
   companion; ``kong.log.serialize`` is log-only, a Lua error and Kong's 500 in access),
-  ``kong.request.get_raw_body`` (POST/PUT/PATCH only), ``kong.ctx.shared.set`` (hands the body,
+  ``kong.request.get_raw_body`` only for a POST/PUT/PATCH body the companion left out (chunked,
+  or above its ``request_body_max_bytes``), ``kong.ctx.shared.set`` (hands the body,
   the client, its tenant, route, start time and size to the log phase), then at most one of
   ``kong.response.exit`` / ``kong.service.request.set_headers``; with ``decision_mark`` the hand-off
   is the decision mark (``kong_plugins.marks``) carrying the same -- the same call, plus one on
@@ -279,13 +280,15 @@ class Plugin:
     def _body(self, kong: Kong, facts: RequestFacts) -> bytes | None:
         if facts.method.upper() not in _BODY_METHODS or facts.size > self.cfg.max_body_bytes + 8192:
             return None
-        try:
-            body = kong.request.get_raw_body(self.cfg.max_body_bytes)
-        except PDKError:
-            # Larger than max_body_bytes (or on disk beyond it): counted, not analysed.
-            return None
-        if isinstance(body, str):
-            body = body.encode("utf-8", "replace")
+        body = facts.body  # read by the companion, no round trip (up to its request_body_max_bytes)
+        if body is None:
+            try:
+                body = kong.request.get_raw_body(self.cfg.max_body_bytes)
+            except PDKError:
+                # Larger than max_body_bytes (or on disk beyond it): counted, not analysed.
+                return None
+            if isinstance(body, str):
+                body = body.encode("utf-8", "replace")
         if not body or len(body) > self.cfg.max_body_bytes:
             return None
         return body

@@ -71,6 +71,11 @@ class RequestFacts:
     response_headers: Mapping[str, Any] = field(default_factory=dict)
     ai: Mapping[str, Any] = field(default_factory=dict)
     latency_ms: float = 0.0
+    #: The request body the companion read (``request.body``, up to its
+    #: ``request_body_max_bytes``; ``b""`` for a request without one); None when it did not --
+    #: not enabled, a chunked or larger body, or serialize's data, which never has one. Then a
+    #: plugin asks Kong (``kong.request.get_raw_body``).
+    body: bytes | None = None
 
     @property
     def ended_at(self) -> float:
@@ -193,6 +198,7 @@ def parse_facts(serialized: str | bytes | Mapping[str, Any]) -> RequestFacts:
     size: Any = rget("size")
     tls = rget("tls")
     headers = rget("headers")
+    body = rget("body")
     status = response.get("status")
     response_headers = response.get("headers")
     client_ip = get("client_ip")
@@ -222,7 +228,18 @@ def parse_facts(serialized: str | bytes | Mapping[str, Any]) -> RequestFacts:
         {} if response_headers is None else _headers(response_headers),  # response_headers
         {} if ai is None else ai if _is_object(ai) else {},  # ai
         float(latency) if _is_number(latency) and 0 < latency < _MAX_MS else 0.0,  # latency_ms
+        None if body is None else _body(body),  # body
     )
+
+
+def _body(value: Any) -> bytes | None:
+    """The companion's ``request.body``: a Lua string, i.e. any bytes, which msgpack carries as
+    str and the runtime decodes with ``surrogateescape`` -- encoded back, the very bytes."""
+    if type(value) is str:
+        return value.encode("utf-8", "surrogateescape")
+    if type(value) is bytes:
+        return value
+    return None
 
 
 _NUMBER = (int, float)

@@ -1,8 +1,12 @@
-"""The access-phase handler: gather in two PDK calls, decide in pure code, act once.
+"""The access-phase handler: gather in one PDK call, decide in pure code, act once.
 
-PDK round trips on the allow path: HandleEvent, ``kong.request.get_header("content-type")`` and
-``kong.request.get_raw_body(max_body_bytes)`` -- three; with ``decision_mark`` a fourth,
-``kong.ctx.shared.set`` (see ``kong_plugins.marks``). Kong 3.9's ``get_raw_body`` reads a body
+PDK round trips on the allow path: HandleEvent and ``kong.ctx.shared.get`` of the request facts
+the Lua companion ``ai-suite-context`` publishes, which carry the Content-Type and the body (up to
+its ``request_body_max_bytes``) -- two; with ``decision_mark`` a third, ``kong.ctx.shared.set``
+(see ``kong_plugins.marks``). A body the companion left out (chunked, above its limit or above
+this plugin's ``max_body_bytes``) is asked of Kong, ``kong.request.get_raw_body(max_body_bytes)``,
+and without the companion the Content-Type too, ``kong.request.get_header``: four calls then, as
+without the facts plus their (empty) read. Kong 3.9's ``get_raw_body`` reads a body
 that nginx buffered to a temporary file (above ``client_body_buffer_size``, 8 KB by default) only
 when given ``max_allowed_file_size`` and the file is not larger (``kong/pdk/request.lua``); it
 answers ``nil`` otherwise, which reaches us as ``None`` and becomes a 413.
@@ -27,6 +31,8 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
+from kong_plugins.companion import FACTS_KEY
+from kong_plugins.identity import parse_facts
 from kong_plugins.marks import mark_key, mark_value
 from kong_plugins.pdk import Kong
 
@@ -90,8 +96,7 @@ class Plugin:
 
     # -- phase -----------------------------------------------------------------------------------
     def access(self, kong: Kong) -> None:
-        content_type = kong.request.get_header("content-type")
-        body = kong.request.get_raw_body(self.conf.limits.max_body_bytes)
+        content_type, body = self._request(kong)
         decision = self.decide(content_type, body)
         if decision.record is not None:
             LOG.warning(json.dumps(decision.record, sort_keys=True))
@@ -102,6 +107,22 @@ class Plugin:
         if self.decision_mark_key is not None:
             # The allow path only reads, so the mark is one more round trip (kong_plugins.marks).
             kong.ctx.shared.set(self.decision_mark_key, mark_value(decision.action))
+
+    def _request(self, kong: Kong) -> tuple[str | None, bytes | None]:
+        """The Content-Type and the raw body: from the companion's facts (one round trip) when they
+        carry the body, else from Kong."""
+        limit = self.conf.limits.max_body_bytes
+        published = kong.ctx.shared.get(FACTS_KEY)
+        if isinstance(published, dict):  # only plugins write kong.ctx.shared: anything else is absent
+            facts = parse_facts(published)
+            content_type = facts.header("content-type")
+            if facts.body is not None and len(facts.body) <= limit:
+                return content_type, facts.body
+        else:
+            content_type = kong.request.get_header("content-type")
+        # Larger than the limit here: Kong's answer decides (a body nginx kept in memory is
+        # returned whatever its size, one in a file only within the limit), as without the facts.
+        return content_type, kong.request.get_raw_body(limit)
 
     # -- pure decision ---------------------------------------------------------------------------
     def decide(self, content_type: str | None, body: bytes | None, path_hint: str = "") -> Decision:

@@ -10,7 +10,9 @@ PDK round trips (each one is a full RPC to Kong; HandleEvent itself is one). The
 access, allow path (default config)    HandleEvent + ``kong.ctx.shared.get`` + ``kong.response.set_headers``
   with decision_mark                   the same count: ``kong.ctx.shared.set`` (mark with the headers)
                                        replaces ``set_headers`` (``kong_plugins.marks``)
-  + token limits, estimate_from=body   + ``kong.request.get_raw_body`` (prompt and max_tokens)
+  + token limits, estimate_from=body   nothing more when the companion published the body (prompt
+                                       and max_tokens; up to its ``request_body_max_bytes``), else
+                                       + ``kong.request.get_raw_body``
   + upstream_headers                   + ``kong.service.request.set_headers``
   + identity.jwt.enabled               + ``kong.request.get_header`` (the facts carry no headers)
   + identity.mtls on a verified TLS    + ``kong.client.tls.get_full_client_certificate_chain``
@@ -157,8 +159,10 @@ class TierQuota:
         if decide.needs_tokens(cfg, tier, model):
             body = None
             if cfg.tokens.estimate_from == "body":
-                raw = kong.request.get_raw_body(cfg.tokens.max_body_bytes)
-                body = raw.encode() if isinstance(raw, str) else raw
+                body = facts.body  # read by the companion: no round trip
+                if body is None or len(body) > cfg.tokens.max_body_bytes:
+                    raw = kong.request.get_raw_body(cfg.tokens.max_body_bytes)
+                    body = raw.encode() if isinstance(raw, str) else raw
             tokens = estimate(body, facts.size, cfg.tokens)
         plan = decide.build_plan(
             cfg, identity, tier, model, tokens,

@@ -88,12 +88,18 @@ def test_access_phase_pdk_calls_and_decision_log_line(gateway: Any) -> None:
     r = _send(gw, "key1", predict_body(TRAIN[1]), T0)
     assert r.status == 200
     calls = r.pdk_calls["ai-extraction-guard"]
-    # ctx.shared.get (the companion's facts) + get_raw_body + ctx.shared.set on the request path
-    assert calls["access"] == 3, calls
+    # ctx.shared.get (the companion's facts, the body with them) + ctx.shared.set on the request path
+    assert calls["access"] == 2, calls
     # the hand-off alone: the request's facts came with the body, and the companion's log phase
     # added the response's size and the (absent) tap summary to it
     assert calls["log"] == 1, calls
     assert not r.errors
+    # a body the companion did not read (chunked: its length unknown until read) is asked of Kong
+    chunked = gw.request("POST", "/v1/models/classifier:predict", body=predict_body(TRAIN[2]),
+                         headers={"apikey": "key1", "Content-Type": "application/json",
+                                  "Transfer-Encoding": "chunked"}, client_ip="10.0.0.5", start_time=T0 + 0.5)
+    gw.wait_log_phase()
+    assert chunked.status == 200 and chunked.pdk_calls["ai-extraction-guard"] == {"access": 3, "log": 1}
     x0 = TRAIN[0].copy()
     t = T0
     for i in range(-1, DIM):

@@ -113,3 +113,15 @@ def test_numbers_only_the_standard_parser_reads_are_read_as_absent_not_raised() 
         assert (facts.started_at, facts.size, facts.latency_ms) == (0.0, 0, 0.0)
     assert parse_facts(text % ("1700000000000", "1" + "0" * 18, "12.5")) == RequestFacts(
         started_at=1700000000.0, size=10**18, latency_ms=12.5)
+
+
+def test_the_companions_body_is_the_bytes_that_were_sent() -> None:
+    # a Lua string reaches the plugin server as msgpack str, decoded with surrogateescape
+    sent = b'{"prompt": "caf\xc3\xa9"}\xff\xfe'
+    facts = parse_facts({"request": {"method": "POST", "body": sent.decode("utf-8", "surrogateescape")}})
+    assert facts.body == sent
+    assert parse_facts({"request": {"body": b"raw"}}).body == b"raw"
+    assert parse_facts({"request": {"body": ""}}).body == b""  # a request without a body
+    # not published (chunked, too large, serialize's data) or not a string: the plugin asks Kong
+    assert parse_facts({"request": {"method": "POST"}}).body is None
+    assert parse_facts({"request": {"body": 12}}).body is None

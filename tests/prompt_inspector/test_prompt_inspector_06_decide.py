@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from kong_plugins.companion import FACTS_KEY
 from kong_plugins.prompt_inspector import Plugin
 
 from .prompt_inspector_cases import chat
@@ -24,12 +26,19 @@ class ExitCalled(BaseException):
 class FakeKong:
     """The PDK subset the handler uses, recording calls (kong.response.exit never returns)."""
 
-    def __init__(self, body: bytes | None, content_type: str | None = "application/json") -> None:
+    def __init__(self, body: bytes | None, content_type: str | None = "application/json",
+                 published: dict[str, Any] | None = None) -> None:
         self._body, self._ct = body, content_type
+        self._published = published  # the companion's facts in kong.ctx.shared (None: not enabled)
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
         self.request = self
         self.response = self
         self.service = self
+        self.ctx = SimpleNamespace(shared=SimpleNamespace(get=self._shared_get))
+
+    def _shared_get(self, key: str) -> Any:
+        self.calls.append(("ctx.shared.get", (key,)))
+        return self._published if key == FACTS_KEY else None
 
     def get_header(self, name: str) -> str | None:
         self.calls.append(("get_header", (name,)))
@@ -53,11 +62,49 @@ def run(plugin: Plugin, kong: FakeKong) -> FakeKong:
     return kong
 
 
-def test_allow_path_makes_two_pdk_calls_and_logs_nothing(caplog: pytest.LogCaptureFixture) -> None:
-    kong = run(Plugin({}), FakeKong(chat("What is the capital of France?")))
-    assert [c[0] for c in kong.calls] == ["get_header", "get_raw_body"]
-    assert kong.calls[1][1] == (1048576,)
+def facts_with(body: bytes | str | None, content_type: str | None = "application/json") -> dict[str, Any]:
+    """ai-suite-context's table as the runtime decodes it (a Lua string body arrives as text)."""
+    request: dict[str, Any] = {"method": "POST", "uri": "/v1/chat", "size": 300,
+                               "headers": {"content-type": content_type} if content_type else []}
+    if body is not None:
+        request["body"] = body
+    return {"request": request, "client_ip": "10.0.0.1", "started_at": 1_700_000_000_000}
+
+
+def test_allow_path_makes_one_pdk_call_with_the_companion_and_logs_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    body = chat("What is the capital of France?")
+    kong = run(Plugin({}), FakeKong(b"unused", published=facts_with(body.decode())))
+    assert [c[0] for c in kong.calls] == ["ctx.shared.get"]
     assert not caplog.records
+
+
+def test_without_the_companion_the_body_and_content_type_are_asked_of_kong(caplog: pytest.LogCaptureFixture) -> None:
+    kong = run(Plugin({}), FakeKong(chat("What is the capital of France?")))
+    assert [c[0] for c in kong.calls] == ["ctx.shared.get", "get_header", "get_raw_body"]
+    assert kong.calls[2][1] == (1048576,)
+    assert not caplog.records
+
+
+def test_the_published_body_is_inspected_like_kongs_own_answer() -> None:
+    # the same attack, from the companion's facts or from get_raw_body: the same block
+    published = run(Plugin({}), FakeKong(None, published=facts_with(chat(ATTACK).decode())))
+    asked = run(Plugin({}), FakeKong(chat(ATTACK)))
+    assert published.calls[-1][0] == asked.calls[-1][0] == "exit"
+    assert published.calls[-1][1][0] == asked.calls[-1][1][0] == 400
+    # and its Content-Type: a text/plain body is refused as Kong's header would have it refused
+    plain = run(Plugin({}), FakeKong(None, published=facts_with(chat(ATTACK).decode(), "text/plain")))
+    assert plain.calls[-1][0] == "exit" and plain.calls[-1][1][0] == 415
+    assert [c[0] for c in plain.calls] == ["ctx.shared.get", "exit"]
+
+
+def test_a_body_the_companion_left_out_or_above_the_limit_is_asked_of_kong() -> None:
+    # chunked (or above the companion's own limit): no body in the facts; Content-Type from them
+    left_out = run(Plugin({}), FakeKong(chat("hello"), published=facts_with(None)))
+    assert [c[0] for c in left_out.calls] == ["ctx.shared.get", "get_raw_body"]
+    # above this plugin's max_body_bytes: Kong decides, as without the facts (here: nil -> 413)
+    big = run(Plugin({"max_body_bytes": 16}), FakeKong(None, published=facts_with(chat("hello").decode())))
+    assert [c[0] for c in big.calls] == ["ctx.shared.get", "get_raw_body", "exit"]
+    assert big.calls[-1][1][0] == 413
 
 
 def test_block_is_a_vague_400_and_the_log_has_no_prompt_text(caplog: pytest.LogCaptureFixture) -> None:
@@ -99,8 +146,8 @@ def test_flag_sets_a_header_for_the_upstream(caplog: pytest.LogCaptureFixture) -
 def test_log_only_and_shadow_mode_let_the_request_through(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, "kong_plugins.prompt_inspector")
     for conf in ({"action": "log"}, {"shadow": True}, {"shadow": True, "action": "flag"}):
-        kong = run(Plugin(conf), FakeKong(chat(ATTACK)))
-        assert [c[0] for c in kong.calls] == ["get_header", "get_raw_body"], conf
+        kong = run(Plugin(conf), FakeKong(None, published=facts_with(chat(ATTACK).decode())))
+        assert [c[0] for c in kong.calls] == ["ctx.shared.get"], conf
         record = json.loads(caplog.records[-1].getMessage())
         assert record["decision"] in ("log", "block", "flag") and record["score"] >= 0.7
     assert json.loads(caplog.records[-1].getMessage())["shadow"] is True

@@ -85,19 +85,33 @@ def test_every_format_benign_passes_and_attack_is_blocked(gw: KongStandIn, fmt: 
                                     "message": "The request was rejected by the gateway's content policy."}}
 
 
-def test_allow_path_costs_two_pdk_calls(gw: KongStandIn) -> None:
-    """get_header + get_raw_body (+ HandleEvent = 3 round trips): the inspector reads no request facts."""
+def test_allow_path_costs_one_pdk_call(gw: KongStandIn) -> None:
+    """The companion's facts carry the Content-Type and the body: ctx.shared.get (+ HandleEvent =
+    2 round trips)."""
     r = post(gw, "block", chat(BENIGN))
     assert r.status == 200 and not r.errors
-    assert sum(r.pdk_calls[NAME].values()) == 2
+    assert r.pdk_calls[NAME] == {"access": 1}
+    # bytes that are not UTF-8 reach the inspector as they were sent (a Lua string is bytes)
+    bad = post(gw, "block", b"\xff\xfe not utf-8")
+    assert bad.status == 400 and bad.json()["error"]["type"] == "invalid_encoding"
+    assert bad.pdk_calls[NAME] == {"access": 2}  # + exit
 
 
-def test_allow_path_costs_the_same_without_the_companion(tmp_path: Path) -> None:
+def test_a_body_beyond_the_companions_limit_is_read_by_the_inspector(gw: KongStandIn) -> None:
+    filler = "Here is a long document about gardening. " * 2000  # ~80 KB, above the companion's 64 KB
+    r = post(gw, "block", chat(filler + ATTACK))
+    assert r.status == 400
+    assert r.pdk_calls[NAME] == {"access": 3}  # facts, get_raw_body, exit
+
+
+def test_allow_path_without_the_companion_asks_kong(tmp_path: Path) -> None:
     with KongStandIn.from_deck(_deck(with_companion=False),
                                servers=[PluginServerSpec.suite(NAME, prefix=tmp_path)]) as gateway:
         r = post(gateway, "block", chat(BENIGN))
         assert r.status == 200 and not r.errors
-        assert sum(r.pdk_calls[NAME].values()) == 2
+        assert r.pdk_calls[NAME] == {"access": 3}  # the (absent) facts, get_header, get_raw_body
+        attack = post(gateway, "block", chat(ATTACK))
+        assert attack.status == 400
 
 
 def test_flag_adds_a_header_for_the_upstream(gw: KongStandIn) -> None:

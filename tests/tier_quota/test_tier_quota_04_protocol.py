@@ -112,8 +112,13 @@ def test_access_phase_round_trips_on_the_allow_path(gateway: Any) -> None:
     gw.wait_log_phase()
     calls = r.pdk_calls["ai-tier-quota"]
     assert calls["access"] == 2  # ctx.shared.get + set_headers; + HandleEvent = 3 round trips
-    # Token limits read the body: one more call.
+    # Token limits read the body, which came with the companion's facts: no more calls...
     r = gw.request("POST", "/textgen", headers={"apikey": "free-key"}, body=CHAT)
+    gw.wait_log_phase()
+    assert r.pdk_calls["ai-tier-quota"]["access"] == 2
+    assert r.status == 200
+    # ...unless it did not (chunked: its length unknown until read): then get_raw_body
+    r = gw.request("POST", "/textgen", headers={"apikey": "free-key", "Transfer-Encoding": "chunked"}, body=CHAT)
     gw.wait_log_phase()
     assert r.pdk_calls["ai-tier-quota"]["access"] == 3
     assert r.pdk_calls["ai-tier-quota"]["log"] == 1  # serialize (saved data)

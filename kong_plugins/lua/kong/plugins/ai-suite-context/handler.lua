@@ -14,7 +14,15 @@
 -- request method, uri (ngx.var.request_uri) and size (ngx.var.request_length), the TLS client
 -- verification status, route and service (id, name), consumer (id, username, custom_id, tags),
 -- the credential id (authenticated_entity), the client IP Kong resolved and the start time.
--- Nothing secret: no headers (no authorization), no credential material, no body.
+-- Nothing secret: no headers but Content-Type (no authorization), no credential material.
+--
+-- And the request body (request.body, not a serialize field), up to request_body_max_bytes: the
+-- suite's plugins all read it -- ai-prompt-inspector always, ai-extraction-guard on POST/PUT/PATCH,
+-- ai-tier-quota to estimate tokens -- and each kong.request.get_raw_body is a round trip from its
+-- plugin server; reading it here is none. The body is read only when its length is known and
+-- within the limit (Content-Length; a request with neither Content-Length nor Transfer-Encoding
+-- has none, ""). Otherwise (chunked, larger, or nginx kept it in a file larger than the limit) it
+-- is left out and each plugin asks Kong for it with its own limit, as without this companion.
 --
 -- Priority 1020: below every bundled authentication plugin that sets the consumer (jwt 1450,
 -- oauth2 1400, key-auth 1250, ldap-auth 1200, basic-auth 1100, hmac-auth 1030) and above the
@@ -31,7 +39,7 @@ local FACTS_KEY = "ai_suite_facts"
 
 local SuiteContext = {
   PRIORITY = 1020,
-  VERSION = "0.1.0",
+  VERSION = "0.2.0",
 }
 
 
@@ -82,6 +90,26 @@ local function credential_of(value)
 end
 
 
+local function request_body(limit)
+  if type(limit) ~= "number" or limit <= 0 then
+    return nil
+  end
+  local length = kong.request.get_header("content-length")
+  if length == nil then
+    if kong.request.get_header("transfer-encoding") == nil then
+      return ""  -- no body at all (RFC 9112 6.3: neither header, no content)
+    end
+    return nil   -- chunked: its length is known only once read; each plugin reads it with its limit
+  end
+  length = tonumber(length, 10)
+  if not length or length < 0 or length > limit then
+    return nil
+  end
+  -- nil when nginx buffered it to a file larger than the limit (kong/pdk/request.lua, 3.9)
+  return kong.request.get_raw_body(limit)
+end
+
+
 function SuiteContext:access(conf)
   local tls
   if kong.request.get_scheme() == "https" then
@@ -95,6 +123,8 @@ function SuiteContext:access(conf)
       uri = kong.request.get_path_with_query(),
       size = tonumber(ngx.var.request_length),
       tls = tls,
+      headers = { ["content-type"] = kong.request.get_header("content-type") },
+      body = request_body(conf.request_body_max_bytes),
     },
     route = entity(kong.router.get_route()),
     service = entity(kong.router.get_service()),
