@@ -168,8 +168,10 @@ def protocol(quick: bool) -> None:
     from kong_plugins.standin import KongStandIn, PluginServerSpec
 
     print("== through the Kong stand-in (our runtime; RPC time per request, stand-in work excluded)")
-    deck = {"_format_version": "3.0", "services": [{"name": "llm", "url": "http://llm:8000", "routes": [
-        {"name": "chat", "paths": ["/chat"], "plugins": [{"name": "ai-prompt-inspector", "config": {}}]}]}]}
+    # as deployed (kong.yml): the Lua companion publishes the facts, the Content-Type and the body
+    deck = {"_format_version": "3.0", "plugins": [{"name": "ai-suite-context"}],
+            "services": [{"name": "llm", "url": "http://llm:8000", "routes": [
+                {"name": "chat", "paths": ["/chat"], "plugins": [{"name": "ai-prompt-inspector", "config": {}}]}]}]}
     with tempfile.TemporaryDirectory() as prefix, KongStandIn.from_deck(
         deck, servers=[PluginServerSpec.suite("ai-prompt-inspector", prefix=prefix)]
     ) as gw:
