@@ -308,7 +308,10 @@ class FeatureBaseline:
         self.ring = ring
         self.configured = FeatureModel.from_stats(stats) if stats and len(stats.mean) == dim else None
         self.model: FeatureModel | None = self.configured
-        self._rows = np.zeros((RESERVOIR, dim))
+        #: The learned rows, ``RESERVOIR`` of them, a request's written from ``next_slot`` on and
+        #: wrapping around at the end: ``kernels.score_rows`` copies a request's clean rows in (no
+        #: numpy call on the log phase for them), ``count_learned`` counts them.
+        self.window = np.zeros((RESERVOIR, dim))
         self._n = 0
         self._since_refresh = 0
         self._refreshes = 0
@@ -317,18 +320,13 @@ class FeatureBaseline:
     def learned_rows(self) -> int:
         return self._n
 
-    def learn(self, rows: np.ndarray) -> None:
-        # into the window's next slots, wrapping around at its end
-        count = len(rows)
-        if count == 1:  # most requests: one row, one slot
-            self._rows[self._n % RESERVOIR] = rows[0]
-        else:
-            done = 0
-            while done < count:
-                at = (self._n + done) % RESERVOIR
-                take = min(count - done, RESERVOIR - at)
-                self._rows[at:at + take] = rows[done:done + take]
-                done += take
+    @property
+    def next_slot(self) -> int:
+        """Where the next learned row goes in ``window``."""
+        return self._n % RESERVOIR
+
+    def count_learned(self, count: int) -> None:
+        """Count ``count`` rows just written into ``window`` from ``next_slot`` on; refresh the model when due."""
         self._n += count
         self._since_refresh += count
         ready = self._n >= self.min_samples
@@ -340,7 +338,7 @@ class FeatureBaseline:
             self._refreshes += 1
             old = self.model if self.model is not self.configured else None
             reuse = old is not None and self._n > 4 * RESERVOIR and self._refreshes % 8
-            learned = FeatureModel.from_rows(self._rows[: min(self._n, RESERVOIR)],
+            learned = FeatureModel.from_rows(self.window[: min(self._n, RESERVOIR)],
                                              axis_max=axis_max(self.dim), ring=self.ring,
                                              spacing=(old.nn_spacing, old.axis_rate) if reuse and old else None)
             if self.configured is not None:

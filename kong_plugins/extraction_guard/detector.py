@@ -196,6 +196,8 @@ _NO_SCALE = np.zeros(0, dtype=np.float32)
 _NO_GRID = np.zeros(0, dtype=np.float64)
 _NO_MATRIX = np.zeros((0, 0), dtype=np.float64)
 _NO_CELLS = np.zeros(0, dtype=np.int64)
+#: The rows' type ``kernels.score_rows`` takes (C-contiguous besides).
+_F64 = np.dtype(np.float64)
 #: ``FeatureModel.kernel_operands`` of a route without a model (not read: the kernel is told so).
 _NO_MODEL = (_NO_GRID, 1.0, _NO_GRID, _NO_GRID, _NO_GRID, 1.0, _NO_CELLS, _NO_GRID, 1.0, _NO_MATRIX, _NO_GRID)
 
@@ -259,6 +261,12 @@ class Detector:
         self._cold_shapes: dict[object, object] = {}
         #: How long a verdict of each level lasts (allow: none).
         self._ttl = (0.0, cfg.flag_ttl_s, cfg.throttle_ttl_s, cfg.block_ttl_s, cfg.revoke_ttl_s)
+        #: ``kernels.score_rows``'s evidence of a request of up to ``max_rows_per_request`` rows,
+        #: reused rather than allocated per request: a numpy call fewer on the log phase. One per
+        #: detector is enough: a detector call never yields (no I/O inside ``observe``), so the
+        #: requests of the process's greenlets never share it at once, and ``_rows`` reads what
+        #: the kernel wrote before it returns.
+        self._found = np.empty((kernels.EVIDENCE_PER_ROW * cfg.max_rows_per_request, 3))
         kernels.warm()  # compiled now, at the instance's start, not on its first request
 
     def observe(self, state: ClientState | None, obs: Observation, *, is_group: bool = False,
@@ -429,13 +437,22 @@ class Detector:
             kept = np.zeros((2, d), dtype=np.float32)
             st.kept, st.kept_bits = None, 0
         shape = self._shape(d, model)
-        found = np.empty((kernels.EVIDENCE_PER_ROW * size, 3))
-        clean = np.empty(size, dtype=np.int64)
+        found = self._found
+        if kernels.EVIDENCE_PER_ROW * size > found.shape[0]:  # more rows than a body may carry (a caller's own)
+            found = np.empty((kernels.EVIDENCE_PER_ROW * size, 3))
+        if rows.dtype is not _F64 or not rows.flags.c_contiguous:  # the body scanner's rows already are
+            rows = np.ascontiguousarray(rows, dtype=np.float64)
+        # A row written with the route's own precision (see FeatureModel.finer_than_grid), on the
+        # model and not a repeat is a fine example of benign input: structure (a step, a jitter)
+        # is about the sequence, not the row. The kernel copies up to ``teach`` of them into the
+        # route baseline's window.
+        room = BASELINE_ROWS_PER_CLIENT - st.taught
+        teach = room if learn and room > 0 and st.extraction < cfg.thresholds.flag else 0
         # The client's running state goes in and comes back changed in place: its ratios, its
         # coverage and axis words, its kept steps (the bits say which are valid).
         st.rows_n, n_found, n_clean, kept_out = kernels.score_rows(
-            st.rows, st.rows_n, np.ascontiguousarray(rows, dtype=np.float64), *shape.route_args, kept, st.kept_bits,
-            AXIS_MIN_DIM, *shape.model_args, st.ratios, st.words, found, clean)
+            st.rows, st.rows_n, rows, *shape.route_args, kept, st.kept_bits,
+            AXIS_MIN_DIM, *shape.model_args, st.ratios, st.words, found, fb.window, fb.next_slot, teach)
         if kept_out:
             st.kept = kept
             st.kept_bits |= kept_out
@@ -470,14 +487,9 @@ class Detector:
             # rare-but-real inputs (the tail of a skewed feature, sorted by label) must not add up
             # to a block in one go. One row per query -- what the attacks send -- is unaffected.
             acc.extraction = W_ROW_MAX
-        room = BASELINE_ROWS_PER_CLIENT - st.taught
-        if learn and n_clean and room > 0 and st.extraction < cfg.thresholds.flag:
-            # A row written with the route's own precision (see FeatureModel.finer_than_grid), on the
-            # model and not a repeat is a fine example of benign input: structure (a step, a jitter)
-            # is about the sequence, not the row.
-            count = min(n_clean, room)
-            # every row, most often: the rows themselves (the window copies them)
-            fb.learn(rows if count == size else rows[clean[:count]])
+        if teach and n_clean:
+            count = min(n_clean, teach)
+            fb.count_learned(count)
             st.taught += count
 
     def _margin_evidence(self, st: ClientState, margin: float, route: RouteBaseline, acc: _Acc,

@@ -367,7 +367,7 @@ def score_rows(ring: np.ndarray, rows_n: int, rows: np.ndarray, inv_scale: np.nd
                lo: np.ndarray, hi: np.ndarray, inv_unit: np.ndarray, ood_limit: float, grid_idx: np.ndarray,
                inv_grid: np.ndarray, refine: float, cell_planes: np.ndarray, cell_offset: np.ndarray, far: float,
                near_distance: float, cell_counts: np.ndarray, rare_ok: bool, ewma: np.ndarray, words: np.ndarray,
-               evidence: np.ndarray, clean: np.ndarray) -> tuple[int, int, int, int]:
+               evidence: np.ndarray, window: np.ndarray, window_at: int, teach: int) -> tuple[int, int, int, int]:
     """A request's rows, measured (``measure_rows``) and turned into evidence and the client's
     running state, row by row in order: what ``Detector._rows`` does for each row but the reply
     margins, which stay in Python.
@@ -379,8 +379,10 @@ def score_rows(ring: np.ndarray, rows_n: int, rows: np.ndarray, inv_scale: np.nd
     (the route model judges them so; the ring keeps them as float32). ``model_on``: the route
     has a model, whose operands follow (``evaluate_rows``'s; its coverage cells count when
     ``cell_counts``, the benign occupancy, is not empty). ``evidence`` receives ``(row, kind,
-    value)`` per piece; ``clean`` the rows the route baseline may learn. Returns the ring's
-    input count, the evidence count, the clean-row count and the kept-step bits.
+    value)`` per piece. The first ``teach`` clean rows -- those the route baseline may learn --
+    are copied into its ``window`` (``FeatureBaseline.window``) from slot ``window_at`` on, wrapping
+    around at its end. Returns the ring's input count, the evidence count, the clean-row count
+    and the kept-step bits.
 
     The arithmetic is the Python's it replaces, operation for operation (no fastmath): the
     ratios and therefore the scores come out the same to the last bit.
@@ -482,7 +484,10 @@ def score_rows(ring: np.ndarray, rows_n: int, rows: np.ndarray, inv_scale: np.nd
                     evidence[found, 0], evidence[found, 1], evidence[found, 2] = i, NEW_RARE_REGION, covered
                     found += 1
         if not off_model and not duplicate and not (model_on and verdicts[2, i]):
-            clean[n_clean] = i
+            if n_clean < teach:
+                slot = (window_at + n_clean) % window.shape[0]
+                for j in range(dim):
+                    window[slot, j] = rows[i, j]
             n_clean += 1
     ewma[0], ewma[1], ewma[2] = dup_ratio, near_ratio, off_ratio
     words[4], words[5] = anchor_now, coords_now
@@ -569,7 +574,7 @@ def warm() -> None:
                    model, np.zeros(dim), 1.0, np.zeros(dim), np.ones(dim), np.ones(dim), 1.0,
                    np.arange(dim, dtype=np.int64), np.ones(dim), 100.0, np.ones((dim, 8)), np.zeros(8), 1.0, 0.1,
                    np.ones(256, dtype=np.int64), False, np.zeros(3), np.zeros(6, dtype=np.uint64),
-                   np.zeros((EVIDENCE_PER_ROW * size, 3)), np.zeros(size, dtype=np.int64))
+                   np.zeros((EVIDENCE_PER_ROW * size, 3)), np.zeros((4, dim)), 3, size)
     model_rows = np.ones((size, dim))
     evaluate_rows(model_rows, np.zeros(dim), np.eye(dim), 1.0, np.zeros(dim), np.ones(dim), np.ones(dim), 1.0,
                   np.arange(dim, dtype=np.int64), np.ones(dim), 100.0, np.ones((dim, 8)), np.zeros(8), np.zeros(size),
