@@ -321,9 +321,14 @@ class Detector:
             acc.abuse = DRIFT
         st.extraction = max(0.0, st.extraction + acc.extraction)
         st.abuse = max(0.0, st.abuse + acc.abuse)
-        for e in acc.evidence:
-            if e.weight > 0:
-                st.contrib[e.signal] = st.contrib.get(e.signal, 0.0) + e.weight
+        if acc.evidence:
+            # A new dict, never a change of the one the state holds: earlier assessments share it
+            # as their totals (see _decide), and most requests, without evidence, copy nothing.
+            contrib = dict(st.contrib)
+            for e in acc.evidence:
+                if e.weight > 0:
+                    contrib[e.signal] = contrib.get(e.signal, 0.0) + e.weight
+            st.contrib = contrib
         if len(st.contrib) > 16:
             st.contrib = dict(sorted(st.contrib.items(), key=lambda kv: -kv[1])[:16])
         return st, self._decide(st, obs.t, acc, is_group)
@@ -440,7 +445,7 @@ class Detector:
         found = self._found
         if kernels.EVIDENCE_PER_ROW * size > found.shape[0]:  # more rows than a body may carry (a caller's own)
             found = np.empty((kernels.EVIDENCE_PER_ROW * size, 3))
-        if rows.dtype is not _F64 or not rows.flags.c_contiguous:  # the body scanner's rows already are
+        if rows.dtype != _F64 or not rows.flags.c_contiguous:  # the body scanner's rows already are
             rows = np.ascontiguousarray(rows, dtype=np.float64)
         # A row written with the route's own precision (see FeatureModel.finer_than_grid), on the
         # model and not a repeat is a fine example of benign input: structure (a step, a jitter)
@@ -572,6 +577,7 @@ class Detector:
             if level >= BLOCK and level > current:
                 st.blocks += 1
             st.level, st.level_until = level, until
-        # level, previous_level, extraction, abuse, evidence, totals, publish, until, profile
-        return Assessment(level, current, ex, st.abuse, tuple(acc.evidence), dict(st.contrib), publish, until,
+        # level, previous_level, extraction, abuse, evidence, totals, publish, until, profile (the
+        # totals are the state's own dict: the detector replaces it, never changes it -- observe)
+        return Assessment(level, current, ex, st.abuse, tuple(acc.evidence), st.contrib, publish, until,
                           _profile(st) if level > ALLOW else {})
