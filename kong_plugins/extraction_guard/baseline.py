@@ -312,6 +312,8 @@ class FeatureBaseline:
         #: wrapping around at the end: ``kernels.score_rows`` copies a request's clean rows in (no
         #: numpy call on the log phase for them), ``count_learned`` counts them.
         self.window = np.zeros((RESERVOIR, dim))
+        #: Where the next learned row goes in ``window`` (an attribute, read once a request).
+        self.next_slot = 0
         self._n = 0
         self._since_refresh = 0
         self._refreshes = 0
@@ -320,14 +322,10 @@ class FeatureBaseline:
     def learned_rows(self) -> int:
         return self._n
 
-    @property
-    def next_slot(self) -> int:
-        """Where the next learned row goes in ``window``."""
-        return self._n % RESERVOIR
-
     def count_learned(self, count: int) -> None:
         """Count ``count`` rows just written into ``window`` from ``next_slot`` on; refresh the model when due."""
         self._n += count
+        self.next_slot = self._n % RESERVOIR
         self._since_refresh += count
         ready = self._n >= self.min_samples
         every = 256 if self._n < RESERVOIR + 256 else STEADY_REFRESH

@@ -257,7 +257,7 @@ class Detector:
         self.cfg = cfg
         self.baselines = baselines or Baselines(cfg.baseline_min_samples, cfg.feature_stats,
                                                 ring=cfg.recent_inputs)
-        #: ``_Shape`` of each input width while a route has no model yet (see ``_shape``).
+        #: ``_Shape`` of each input width while a route has no model yet (see ``_new_shape``).
         self._cold_shapes: dict[object, object] = {}
         #: How long a verdict of each level lasts (allow: none).
         self._ttl = (0.0, cfg.flag_ttl_s, cfg.throttle_ttl_s, cfg.block_ttl_s, cfg.revoke_ttl_s)
@@ -369,13 +369,14 @@ class Detector:
         if teach:
             rate.add(st.rate_short)
 
-    def _shape(self, dim: int, model: FeatureModel | None) -> _Shape:
-        """The route's ``_Shape``, derived once per baseline refresh (kept on the model itself)."""
-        memo = model.memo if model is not None else self._cold_shapes
-        key = self if model is not None else dim
-        shape = memo.get(key)
-        if not isinstance(shape, _Shape):
-            shape = memo[key] = _Shape(dim, model, self.cfg)
+    def _new_shape(self, dim: int, model: FeatureModel | None) -> _Shape:
+        """The route's ``_Shape`` where ``_rows`` found none: derived once per baseline refresh and
+        kept on the model itself (per input width while the route has no model)."""
+        shape = _Shape(dim, model, self.cfg)
+        if model is not None:
+            model.memo[self] = shape
+        else:
+            self._cold_shapes[dim] = shape
         return shape
 
     def _rows(self, st: ClientState, obs: Observation, route: RouteBaseline, acc: _Acc, learn: bool) -> None:
@@ -413,7 +414,9 @@ class Detector:
         rows = obs.rows
         assert rows is not None
         size, d = rows.shape
-        fb = route.feature_baseline(d)
+        # (each call a request is a microsecond or two once the CPU has slept between requests:
+        # the common lookups here are written out, their methods only make what is missing)
+        fb = route.features.get(d) or route.feature_baseline(d)
         model = fb.model
         margins = obs.margins
         ring = st.rows
@@ -441,7 +444,9 @@ class Detector:
             # has nothing to step from, and a one-off client holds no step vectors
             kept = np.zeros((2, d), dtype=np.float32)
             st.kept, st.kept_bits = None, 0
-        shape = self._shape(d, model)
+        shape = model.memo.get(self) if model is not None else self._cold_shapes.get(d)
+        if not isinstance(shape, _Shape):
+            shape = self._new_shape(d, model)
         found = self._found
         if kernels.EVIDENCE_PER_ROW * size > found.shape[0]:  # more rows than a body may carry (a caller's own)
             found = np.empty((kernels.EVIDENCE_PER_ROW * size, 3))
