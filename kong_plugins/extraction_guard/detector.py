@@ -205,8 +205,8 @@ _NO_MODEL = (_NO_GRID, 1.0, _NO_GRID, _NO_GRID, _NO_GRID, 1.0, _NO_CELLS, _NO_GR
 class _Shape:
     """What the structure signals need to know about a route's inputs, computed once per request."""
 
-    __slots__ = ("axis_max", "axis_signal", "cell_counts", "far", "grid", "inv_scale", "model", "model_args",
-                 "near_distance", "operands", "rare_ok", "route_args", "span", "warm", "whiten")
+    __slots__ = ("axis_max", "axis_signal", "cell_counts", "far", "grid", "inv_scale", "kernel_args", "model",
+                 "near_distance", "operands", "rare_ok", "span", "warm", "whiten")
 
     def __init__(self, dim: int, model: FeatureModel | None, cfg: GuardConfig) -> None:
         self.model = model
@@ -241,13 +241,17 @@ class _Shape:
             self.rare_ok = bool(model.unseen_cell_rate < RARE_REGION_MAX_UNSEEN)
             self.operands = model.kernel_operands()
         self.warm = warm = self.inv_scale is not None
-        # ``kernels.score_rows``'s arguments from this shape, grouped once (they surround the
-        # client's own in the call): after the rows, up to the kept steps; after ``min_dim``, up
-        # to the client's ratios.
-        self.route_args = (self.inv_scale if warm else _NO_SCALE, warm, self.axis_signal, self.axis_max,
-                           self.span if warm else _NO_GRID, self.grid, self.whiten if warm else _NO_MATRIX)
-        self.model_args = (model is not None, *self.operands, self.far, self.near_distance, self.cell_counts,
-                           self.rare_ok)
+        # ``kernels.score_rows``'s arguments from this shape, packed once (they follow the rows in
+        # the call): the scales, the whitening matrix, the coverage planes, the rest.
+        (mean, dist_scale, lo, hi, inv_unit, ood_limit, grid_idx, inv_grid, refine, cell_planes,
+         cell_offset) = self.operands
+        span = _NO_GRID if self.span is None else self.span
+        route, settings = kernels.route_operands(
+            warm, self.axis_signal, self.axis_max, AXIS_MIN_DIM, span, self.grid, model is not None, mean, dist_scale,
+            lo, hi, inv_unit, ood_limit, grid_idx, inv_grid, refine, cell_offset, self.far, self.near_distance,
+            self.cell_counts, self.rare_ok)
+        self.kernel_args = (self.inv_scale if warm else _NO_SCALE, self.whiten if warm else _NO_MATRIX, cell_planes,
+                            route, settings)
 
 
 class Detector:
@@ -461,8 +465,8 @@ class Detector:
         # The client's running state goes in and comes back changed in place: its ratios, its
         # coverage and axis words, its kept steps (the bits say which are valid).
         st.rows_n, n_found, n_clean, kept_out = kernels.score_rows(
-            st.rows, st.rows_n, rows, *shape.route_args, kept, st.kept_bits,
-            AXIS_MIN_DIM, *shape.model_args, st.ratios, st.words, found, fb.window, fb.next_slot, teach)
+            st.rows, st.rows_n, rows, *shape.kernel_args, kept, st.kept_bits, st.ratios, st.words, found, fb.window,
+            fb.next_slot, teach)
         if kept_out:
             st.kept = kept
             st.kept_bits |= kept_out
