@@ -546,7 +546,11 @@ class Detector:
         template = (not repeated and req.prompt_simhash != 0
                     and within_bits(req.prompt_simhash, st.simhashes, cfg.template_hamming))
         st.template_ewma += 0.05 * ((1.0 if template else 0.0) - st.template_ewma)
-        st.dup_ewma += 0.05 * ((1.0 if repeated else 0.0) - st.dup_ewma)
+        # (the duplicate ratio lives in the array the rows kernel updates: read and written once,
+        # not through the property's two calls a read and one a write)
+        ratios = st.ratios
+        dup = ratios.item(0)
+        ratios[0] = dup + 0.05 * ((1.0 if repeated else 0.0) - dup)
         if template and st.out_tokens > 0.5 * cfg.output_tokens_per_hour:
             acc.add("template_distillation", st.template_ewma, W_TEMPLATE_VOLUME)
         if not repeated:

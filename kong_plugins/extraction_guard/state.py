@@ -97,10 +97,6 @@ class ClientState:
     def dup_ewma(self) -> float:
         return float(self.ratios[0])
 
-    @dup_ewma.setter
-    def dup_ewma(self, value: float) -> None:
-        self.ratios[0] = value
-
     @property
     def near_ewma(self) -> float:
         return float(self.ratios[1])
