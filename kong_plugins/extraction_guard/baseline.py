@@ -236,7 +236,7 @@ def planes(dim: int) -> np.ndarray:
     """Fixed random hyperplanes (seeded: identical on every node and across restarts)."""
     found = _PLANES_CACHE.get(dim)
     if found is None:
-        found = _PLANES_CACHE[dim] = np.random.default_rng(0x5EED + dim).standard_normal((dim, 8))
+        found = _PLANES_CACHE[dim] = np.random.default_rng(0x5EED + dim).standard_normal((dim, kernels.COVERAGE_PLANES))
     return found
 
 
