@@ -203,7 +203,7 @@ _NO_MODEL = (_NO_GRID, 1.0, _NO_GRID, _NO_GRID, _NO_GRID, 1.0, _NO_CELLS, _NO_GR
 
 
 class _Shape:
-    """What the structure signals need to know about a route's inputs, computed once per request."""
+    """What the structure signals need to know about a route's inputs, derived once per baseline refresh."""
 
     __slots__ = ("axis_max", "axis_signal", "cell_counts", "far", "grid", "inv_scale", "kernel_args", "model",
                  "near_distance", "operands", "rare_ok", "span", "warm", "whiten")
