@@ -236,7 +236,7 @@ def planes(dim: int) -> np.ndarray:
     """Fixed random hyperplanes (seeded: identical on every node and across restarts)."""
     found = _PLANES_CACHE.get(dim)
     if found is None:
-        found = _PLANES_CACHE[dim] = np.random.default_rng(0x5EED + dim).standard_normal((dim, 8))
+        found = _PLANES_CACHE[dim] = np.random.default_rng(0x5EED + dim).standard_normal((dim, kernels.COVERAGE_PLANES))
     return found
 
 
@@ -308,7 +308,12 @@ class FeatureBaseline:
         self.ring = ring
         self.configured = FeatureModel.from_stats(stats) if stats and len(stats.mean) == dim else None
         self.model: FeatureModel | None = self.configured
-        self._rows = np.zeros((RESERVOIR, dim))
+        #: The learned rows, ``RESERVOIR`` of them, a request's written from ``next_slot`` on and
+        #: wrapping around at the end: ``kernels.score_rows`` copies a request's clean rows in (no
+        #: numpy call on the log phase for them), ``count_learned`` counts them.
+        self.window = np.zeros((RESERVOIR, dim))
+        #: Where the next learned row goes in ``window`` (an attribute, read once a request).
+        self.next_slot = 0
         self._n = 0
         self._since_refresh = 0
         self._refreshes = 0
@@ -317,19 +322,10 @@ class FeatureBaseline:
     def learned_rows(self) -> int:
         return self._n
 
-    def learn(self, rows: np.ndarray) -> None:
-        # into the window's next slots, wrapping around at its end
-        count = len(rows)
-        if count == 1:  # most requests: one row, one slot
-            self._rows[self._n % RESERVOIR] = rows[0]
-        else:
-            done = 0
-            while done < count:
-                at = (self._n + done) % RESERVOIR
-                take = min(count - done, RESERVOIR - at)
-                self._rows[at:at + take] = rows[done:done + take]
-                done += take
+    def count_learned(self, count: int) -> None:
+        """Count ``count`` rows just written into ``window`` from ``next_slot`` on; refresh the model when due."""
         self._n += count
+        self.next_slot = self._n % RESERVOIR
         self._since_refresh += count
         ready = self._n >= self.min_samples
         every = 256 if self._n < RESERVOIR + 256 else STEADY_REFRESH
@@ -340,7 +336,7 @@ class FeatureBaseline:
             self._refreshes += 1
             old = self.model if self.model is not self.configured else None
             reuse = old is not None and self._n > 4 * RESERVOIR and self._refreshes % 8
-            learned = FeatureModel.from_rows(self._rows[: min(self._n, RESERVOIR)],
+            learned = FeatureModel.from_rows(self.window[: min(self._n, RESERVOIR)],
                                              axis_max=axis_max(self.dim), ring=self.ring,
                                              spacing=(old.nn_spacing, old.axis_rate) if reuse and old else None)
             if self.configured is not None:
@@ -352,15 +348,18 @@ class FeatureBaseline:
             self._since_refresh = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class _Ewm:
     mean: float = 0.0
     var: float = 0.0
     n: int = 0
 
     def add(self, x: float) -> None:
-        self.n += 1
-        a = max(_EWMA, 1.0 / self.n)
+        # (two or three a request: max()'s call was a fifth of the cost)
+        n = self.n = self.n + 1
+        a = 1.0 / n
+        if a < _EWMA:
+            a = _EWMA
         d = x - self.mean
         self.mean += a * d
         self.var = (1 - a) * (self.var + a * d * d)

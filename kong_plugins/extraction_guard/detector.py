@@ -196,15 +196,17 @@ _NO_SCALE = np.zeros(0, dtype=np.float32)
 _NO_GRID = np.zeros(0, dtype=np.float64)
 _NO_MATRIX = np.zeros((0, 0), dtype=np.float64)
 _NO_CELLS = np.zeros(0, dtype=np.int64)
+#: The rows' type ``kernels.score_rows`` takes (C-contiguous besides).
+_F64 = np.dtype(np.float64)
 #: ``FeatureModel.kernel_operands`` of a route without a model (not read: the kernel is told so).
 _NO_MODEL = (_NO_GRID, 1.0, _NO_GRID, _NO_GRID, _NO_GRID, 1.0, _NO_CELLS, _NO_GRID, 1.0, _NO_MATRIX, _NO_GRID)
 
 
 class _Shape:
-    """What the structure signals need to know about a route's inputs, computed once per request."""
+    """What the structure signals need to know about a route's inputs, derived once per baseline refresh."""
 
-    __slots__ = ("axis_max", "axis_signal", "cell_counts", "far", "grid", "inv_scale", "model", "model_args",
-                 "near_distance", "operands", "rare_ok", "route_args", "span", "warm", "whiten")
+    __slots__ = ("axis_max", "axis_signal", "cell_counts", "far", "grid", "inv_scale", "kernel_args", "model",
+                 "near_distance", "operands", "rare_ok", "span", "warm", "whiten")
 
     def __init__(self, dim: int, model: FeatureModel | None, cfg: GuardConfig) -> None:
         self.model = model
@@ -239,13 +241,17 @@ class _Shape:
             self.rare_ok = bool(model.unseen_cell_rate < RARE_REGION_MAX_UNSEEN)
             self.operands = model.kernel_operands()
         self.warm = warm = self.inv_scale is not None
-        # ``kernels.score_rows``'s arguments from this shape, grouped once (they surround the
-        # client's own in the call): after the rows, up to the kept steps; after ``min_dim``, up
-        # to the client's ratios.
-        self.route_args = (self.inv_scale if warm else _NO_SCALE, warm, self.axis_signal, self.axis_max,
-                           self.span if warm else _NO_GRID, self.grid, self.whiten if warm else _NO_MATRIX)
-        self.model_args = (model is not None, *self.operands, self.far, self.near_distance, self.cell_counts,
-                           self.rare_ok)
+        # ``kernels.score_rows``'s arguments from this shape, packed once (they follow the rows in
+        # the call): the scales, the whitening matrix, the coverage planes, the rest.
+        (mean, dist_scale, lo, hi, inv_unit, ood_limit, grid_idx, inv_grid, refine, cell_planes,
+         cell_offset) = self.operands
+        span = _NO_GRID if self.span is None else self.span
+        route, settings = kernels.route_operands(
+            warm, self.axis_signal, self.axis_max, AXIS_MIN_DIM, span, self.grid, model is not None, mean, dist_scale,
+            lo, hi, inv_unit, ood_limit, grid_idx, inv_grid, refine, cell_offset, self.far, self.near_distance,
+            self.cell_counts, self.rare_ok)
+        self.kernel_args = (self.inv_scale if warm else _NO_SCALE, self.whiten if warm else _NO_MATRIX, cell_planes,
+                            route, settings)
 
 
 class Detector:
@@ -255,10 +261,16 @@ class Detector:
         self.cfg = cfg
         self.baselines = baselines or Baselines(cfg.baseline_min_samples, cfg.feature_stats,
                                                 ring=cfg.recent_inputs)
-        #: ``_Shape`` of each input width while a route has no model yet (see ``_shape``).
+        #: ``_Shape`` of each input width while a route has no model yet (see ``_new_shape``).
         self._cold_shapes: dict[object, object] = {}
         #: How long a verdict of each level lasts (allow: none).
         self._ttl = (0.0, cfg.flag_ttl_s, cfg.throttle_ttl_s, cfg.block_ttl_s, cfg.revoke_ttl_s)
+        #: ``kernels.score_rows``'s evidence of a request of up to ``max_rows_per_request`` rows,
+        #: reused rather than allocated per request: a numpy call fewer on the log phase. One per
+        #: detector is enough: a detector call never yields (no I/O inside ``observe``), so the
+        #: requests of the process's greenlets never share it at once, and ``_rows`` reads what
+        #: the kernel wrote before it returns.
+        self._found = np.empty((kernels.EVIDENCE_PER_ROW * cfg.max_rows_per_request, 3))
         kernels.warm()  # compiled now, at the instance's start, not on its first request
 
     def observe(self, state: ClientState | None, obs: Observation, *, is_group: bool = False,
@@ -313,9 +325,14 @@ class Detector:
             acc.abuse = DRIFT
         st.extraction = max(0.0, st.extraction + acc.extraction)
         st.abuse = max(0.0, st.abuse + acc.abuse)
-        for e in acc.evidence:
-            if e.weight > 0:
-                st.contrib[e.signal] = st.contrib.get(e.signal, 0.0) + e.weight
+        if acc.evidence:
+            # A new dict, never a change of the one the state holds: earlier assessments share it
+            # as their totals (see _decide), and most requests, without evidence, copy nothing.
+            contrib = dict(st.contrib)
+            for e in acc.evidence:
+                if e.weight > 0:
+                    contrib[e.signal] = contrib.get(e.signal, 0.0) + e.weight
+            st.contrib = contrib
         if len(st.contrib) > 16:
             st.contrib = dict(sorted(st.contrib.items(), key=lambda kv: -kv[1])[:16])
         return st, self._decide(st, obs.t, acc, is_group)
@@ -356,13 +373,14 @@ class Detector:
         if teach:
             rate.add(st.rate_short)
 
-    def _shape(self, dim: int, model: FeatureModel | None) -> _Shape:
-        """The route's ``_Shape``, derived once per baseline refresh (kept on the model itself)."""
-        memo = model.memo if model is not None else self._cold_shapes
-        key = self if model is not None else dim
-        shape = memo.get(key)
-        if not isinstance(shape, _Shape):
-            shape = memo[key] = _Shape(dim, model, self.cfg)
+    def _new_shape(self, dim: int, model: FeatureModel | None) -> _Shape:
+        """The route's ``_Shape`` where ``_rows`` found none: derived once per baseline refresh and
+        kept on the model itself (per input width while the route has no model)."""
+        shape = _Shape(dim, model, self.cfg)
+        if model is not None:
+            model.memo[self] = shape
+        else:
+            self._cold_shapes[dim] = shape
         return shape
 
     def _rows(self, st: ClientState, obs: Observation, route: RouteBaseline, acc: _Acc, learn: bool) -> None:
@@ -400,7 +418,9 @@ class Detector:
         rows = obs.rows
         assert rows is not None
         size, d = rows.shape
-        fb = route.feature_baseline(d)
+        # (each call a request is a microsecond or two once the CPU has slept between requests:
+        # the common lookups here are written out, their methods only make what is missing)
+        fb = route.features.get(d) or route.feature_baseline(d)
         model = fb.model
         margins = obs.margins
         ring = st.rows
@@ -428,14 +448,25 @@ class Detector:
             # has nothing to step from, and a one-off client holds no step vectors
             kept = np.zeros((2, d), dtype=np.float32)
             st.kept, st.kept_bits = None, 0
-        shape = self._shape(d, model)
-        found = np.empty((kernels.EVIDENCE_PER_ROW * size, 3))
-        clean = np.empty(size, dtype=np.int64)
+        shape = model.memo.get(self) if model is not None else self._cold_shapes.get(d)
+        if not isinstance(shape, _Shape):
+            shape = self._new_shape(d, model)
+        found = self._found
+        if kernels.EVIDENCE_PER_ROW * size > found.shape[0]:  # more rows than a body may carry (a caller's own)
+            found = np.empty((kernels.EVIDENCE_PER_ROW * size, 3))
+        if rows.dtype != _F64 or not rows.flags.c_contiguous:  # the body scanner's rows already are
+            rows = np.ascontiguousarray(rows, dtype=np.float64)
+        # A row written with the route's own precision (see FeatureModel.finer_than_grid), on the
+        # model and not a repeat is a fine example of benign input: structure (a step, a jitter)
+        # is about the sequence, not the row. The kernel copies up to ``teach`` of them into the
+        # route baseline's window.
+        room = BASELINE_ROWS_PER_CLIENT - st.taught
+        teach = room if learn and room > 0 and st.extraction < cfg.thresholds.flag else 0
         # The client's running state goes in and comes back changed in place: its ratios, its
         # coverage and axis words, its kept steps (the bits say which are valid).
         st.rows_n, n_found, n_clean, kept_out = kernels.score_rows(
-            st.rows, st.rows_n, np.ascontiguousarray(rows, dtype=np.float64), *shape.route_args, kept, st.kept_bits,
-            AXIS_MIN_DIM, *shape.model_args, st.ratios, st.words, found, clean)
+            st.rows, st.rows_n, rows, *shape.kernel_args, kept, st.kept_bits, st.ratios, st.words, found, fb.window,
+            fb.next_slot, teach)
         if kept_out:
             st.kept = kept
             st.kept_bits |= kept_out
@@ -470,14 +501,9 @@ class Detector:
             # rare-but-real inputs (the tail of a skewed feature, sorted by label) must not add up
             # to a block in one go. One row per query -- what the attacks send -- is unaffected.
             acc.extraction = W_ROW_MAX
-        room = BASELINE_ROWS_PER_CLIENT - st.taught
-        if learn and n_clean and room > 0 and st.extraction < cfg.thresholds.flag:
-            # A row written with the route's own precision (see FeatureModel.finer_than_grid), on the
-            # model and not a repeat is a fine example of benign input: structure (a step, a jitter)
-            # is about the sequence, not the row.
-            count = min(n_clean, room)
-            # every row, most often: the rows themselves (the window copies them)
-            fb.learn(rows if count == size else rows[clean[:count]])
+        if teach and n_clean:
+            count = min(n_clean, teach)
+            fb.count_learned(count)
             st.taught += count
 
     def _margin_evidence(self, st: ClientState, margin: float, route: RouteBaseline, acc: _Acc,
@@ -520,7 +546,11 @@ class Detector:
         template = (not repeated and req.prompt_simhash != 0
                     and within_bits(req.prompt_simhash, st.simhashes, cfg.template_hamming))
         st.template_ewma += 0.05 * ((1.0 if template else 0.0) - st.template_ewma)
-        st.dup_ewma += 0.05 * ((1.0 if repeated else 0.0) - st.dup_ewma)
+        # (the duplicate ratio lives in the array the rows kernel updates: read and written once,
+        # not through the property's two calls a read and one a write)
+        ratios = st.ratios
+        dup = ratios.item(0)
+        ratios[0] = dup + 0.05 * ((1.0 if repeated else 0.0) - dup)
         if template and st.out_tokens > 0.5 * cfg.output_tokens_per_hour:
             acc.add("template_distillation", st.template_ewma, W_TEMPLATE_VOLUME)
         if not repeated:
@@ -560,6 +590,7 @@ class Detector:
             if level >= BLOCK and level > current:
                 st.blocks += 1
             st.level, st.level_until = level, until
-        # level, previous_level, extraction, abuse, evidence, totals, publish, until, profile
-        return Assessment(level, current, ex, st.abuse, tuple(acc.evidence), dict(st.contrib), publish, until,
+        # level, previous_level, extraction, abuse, evidence, totals, publish, until, profile (the
+        # totals are the state's own dict: the detector replaces it, never changes it -- observe)
+        return Assessment(level, current, ex, st.abuse, tuple(acc.evidence), st.contrib, publish, until,
                           _profile(st) if level > ALLOW else {})

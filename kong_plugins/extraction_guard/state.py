@@ -67,6 +67,8 @@ class ClientState:
     blocks: int = 0
     #: Rows of this client the route baseline has learned (capped: no client dominates a baseline).
     taught: int = 0
+    #: Extraction evidence per signal, decayed as the score is. Replaced, never changed in place:
+    #: the detector's assessments share it as their totals.
     contrib: dict[str, float] = field(default_factory=dict)
     # The parts ``kernels.score_rows`` reads and changes in place, kept in the arrays it takes so
     # that a numeric request converts nothing on its way in or out (the properties below give
@@ -94,10 +96,6 @@ class ClientState:
     @property
     def dup_ewma(self) -> float:
         return float(self.ratios[0])
-
-    @dup_ewma.setter
-    def dup_ewma(self, value: float) -> None:
-        self.ratios[0] = value
 
     @property
     def near_ewma(self) -> float:

@@ -194,6 +194,7 @@ class MemoryStorage(Storage):
         # The per-key work of _State.get and _text is written out here: a method call per key
         # (and the comprehension's frame) was a third of the cost. Same reads, same order.
         now_us = round((self._clock() if now is None else now) * 1_000_000)  # _now_us
+        renewed = None if renew_ttl is None else now_us + round(renew_ttl * 1_000_000)  # once, not per key
         with self._lock:
             state = self._state
             state.now_us = now_us
@@ -214,8 +215,8 @@ class MemoryStorage(Storage):
                 if as_text:
                     values.append(value if type(value) is str else _text(key, value))
                     continue
-                if renew_ttl is not None and type(value) is not str:
-                    data[key] = (value, now_us + round(renew_ttl * 1_000_000))
+                if renewed is not None and type(value) is not str:
+                    data[key] = (value, renewed)
                 values.append(value)
             return values
 
