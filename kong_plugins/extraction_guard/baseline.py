@@ -162,11 +162,9 @@ class FeatureModel:
         d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (z @ z.T), 0.0) / self.dim
         np.fill_diagonal(d2, np.inf)
         self.nn_spacing = float(np.quantile(np.sqrt(d2.min(axis=1)), 0.01))
-        changed = np.abs(sample[:, None, :] - sample[None, :, :]) > 1e-6 * (np.abs(sample[None, :, :]) + 1.0)
-        nz = changed.sum(axis=2)
-        np.fill_diagonal(nz, 0)
         pairs = len(sample) * (len(sample) - 1)
-        p_pair = float(((nz >= 1) & (nz <= axis_max)).sum()) / pairs
+        near = kernels.axis_neighbour_pairs(np.ascontiguousarray(sample, dtype=np.float64), axis_max)
+        p_pair = float(near) / pairs
         self.axis_rate = 1.0 - (1.0 - p_pair) ** ring
 
     def _learn_cells(self, rows: np.ndarray) -> None:

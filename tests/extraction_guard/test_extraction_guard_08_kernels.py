@@ -177,3 +177,28 @@ def test_the_sign_step_test_counts_what_sorting_would_find(seed: int, n: int, sp
     dtype, one_pct = (np.float32, np.float32(1.01)) if single else (np.float64, 1.01)
     values = values.astype(dtype)
     assert kernels._mostly_equal(values.copy(), one_pct) == _mostly_equal_sorted(values, one_pct)
+
+
+def _axis_pairs_numpy(sample: np.ndarray, axis_max: int) -> int:
+    """The numpy expression the route model's refit used before the kernel (the definition)."""
+    changed = np.abs(sample[:, None, :] - sample[None, :, :]) > 1e-6 * (np.abs(sample[None, :, :]) + 1.0)
+    moved = changed.sum(axis=2)
+    np.fill_diagonal(moved, 0)
+    return int(((moved >= 1) & (moved <= axis_max)).sum())
+
+
+def test_axis_neighbour_pairs_counts_what_the_numpy_expression_counts() -> None:
+    rng = np.random.default_rng(11)
+    for _ in range(40):
+        dim, n = int(rng.integers(2, 70)), int(rng.integers(8, 120))
+        rows = np.round(rng.normal(size=(n, dim)) * 10.0 ** int(rng.integers(-3, 4)), int(rng.integers(0, 4)))
+        # near neighbours: copies of other rows with a few coordinates moved, some below the tolerance
+        for r in range(0, n, 3):
+            rows[r] = rows[rng.integers(0, n)]
+            cols = rng.integers(0, dim, size=int(rng.integers(0, 4)))
+            steps = rng.choice([1e-9, 1e-7, 1e-5, 0.1, 1.0], size=len(cols))
+            rows[r, cols] += steps * rng.choice([-1, 1], size=len(cols))
+        rows[0, 0] = np.nan  # never "moved", as in numpy
+        sample = np.ascontiguousarray(rows)
+        axis_max = int(rng.integers(1, 5))
+        assert kernels.axis_neighbour_pairs(sample, axis_max) == _axis_pairs_numpy(sample, axis_max)
