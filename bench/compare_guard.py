@@ -1,6 +1,6 @@
 """ai-extraction-guard compute per request, two revisions side by side (issue 5 "Speed").
 
-    python3 bench/compare_guard.py 85bc0ba HEAD            # two alternations (~4 minutes)
+    python3 bench/compare_guard.py 85bc0ba HEAD            # two alternations (~8 minutes)
     python3 bench/compare_guard.py 85bc0ba HEAD --rounds 3
 
 This machine is shared and noisy: absolute times drift by tens of percent between runs, so a
@@ -10,8 +10,9 @@ change is judged against its base measured in the same run, alternately. Each re
 - in process: the revision's own ``bench/bench_extraction_guard.py`` section 1 on the memory backend
   (one-row, 8-row and chat requests; p50 access, log, access + log);
 - in the plugin server: the revision's runtime and plugin (``PYTHONPATH`` = the export) behind this
-  checkout's Kong stand-in, 600 warm-up and 2,000 measured one-row predict requests from 200
-  consumers, the runtime's ``--compute-times`` (each phase's handler time minus its PDK waits).
+  checkout's Kong stand-in (and its ai-suite-context), for each kind of request (one-row predict,
+  8-row predict, chat) 600 warm-up and 2,000 measured requests from 200 consumers, the runtime's
+  ``--compute-times`` (each phase's handler time minus its PDK waits).
   Needs revisions with ``--compute-times`` (5b9a499 and later).
 """
 
@@ -69,8 +70,11 @@ def in_process(tree: Path) -> dict[str, tuple[int, int, int]]:
     return found
 
 
-def in_server(tree: Path, work: Path) -> tuple[float, float]:
-    """p50 compute (access, log) of one-row predict requests in the revision's plugin server."""
+KINDS = ("predict-1", "predict-8", "chat")
+
+
+def in_server(tree: Path, work: Path, kind: str) -> tuple[float, float]:
+    """p50 compute (access, log) of ``kind`` requests in the revision's plugin server."""
     times = work / "compute.tsv"
     spec = PluginServerSpec.suite(bench.GUARD, prefix=work)
     # The revision's runtime and plugin; PYTHONSAFEPATH: ``python -m`` would put the working
@@ -86,8 +90,8 @@ def in_server(tree: Path, work: Path) -> tuple[float, float]:
         for i in range(WARM + MEASURED):
             t += 0.05
             client = i % 200 if i < WARM else rng.randrange(200)
-            body = bench.predict_body(bench.DIGITS[rng.randrange(len(bench.DIGITS))])
-            bench.send(gw, bench.GUARD, client, t, bench.PREDICT, body)
+            uri, body, _ = bench.workload(kind, i, rng)
+            bench.send(gw, bench.GUARD, client, t, uri, body)
     finally:
         gw.close()  # the runtime writes the compute times when it stops
     phases: dict[str, list[float]] = {}
@@ -107,22 +111,27 @@ def main() -> None:
         work = Path(tmp)
         trees = {rev: export(rev, work) for rev in (args.base, args.change)}
         process: dict[str, list[dict[str, tuple[int, int, int]]]] = {rev: [] for rev in trees}
-        server: dict[str, list[tuple[float, float]]] = {rev: [] for rev in trees}
+        server: dict[str, list[dict[str, tuple[float, float]]]] = {rev: [] for rev in trees}
         for round_ in range(args.rounds):
             for rev, tree in trees.items():
                 process[rev].append(in_process(tree))
-                run_dir = work / f"run-{round_}-{tree.name}"
-                run_dir.mkdir()
-                server[rev].append(in_server(tree, run_dir))
-                a, lg = server[rev][-1]
-                print(f"round {round_ + 1} {rev:>10}: in server access {a:.0f} + log {lg:.0f} = {a + lg:.0f} us; "
-                      f"in process {process[rev][-1]}", flush=True)
+                server[rev].append({})
+            for kind in KINDS:  # the revisions alternate kind by kind: each pair shares the machine's mood
+                for rev, tree in trees.items():
+                    run_dir = work / f"run-{round_}-{kind}-{tree.name}"
+                    run_dir.mkdir()
+                    server[rev][-1][kind] = in_server(tree, run_dir, kind)
+            for rev in trees:
+                cells = ", ".join(f"{kind} {a:.0f}+{lg:.0f}" for kind, (a, lg) in server[rev][-1].items())
+                print(f"round {round_ + 1} {rev:>10}: in server {cells} us; in process {process[rev][-1]}", flush=True)
         print("\np50 access + log (microseconds), one value per alternation:")
-        print("  in the plugin server, one-row predict:")
-        for rev in trees:
-            print(f"    {rev:>10}  " + " / ".join(f"{a:.0f}+{lg:.0f}={a + lg:.0f}" for a, lg in server[rev]))
+        print("  in the plugin server:")
+        for kind in KINDS:
+            for rev in trees:
+                print(f"    {kind:9} {rev:>10}  " + " / ".join(
+                    f"{run[kind][0]:.0f}+{run[kind][1]:.0f}={run[kind][0] + run[kind][1]:.0f}" for run in server[rev]))
         print("  in process:")
-        for kind in ("predict-1", "predict-8", "chat"):
+        for kind in KINDS:
             for rev in trees:
                 values = " / ".join(str(run[kind][2]) for run in process[rev] if kind in run)
                 print(f"    {kind:9} {rev:>10}  {values}")
