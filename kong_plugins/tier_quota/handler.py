@@ -14,7 +14,7 @@ access, allow path (default config)    HandleEvent + ``kong.ctx.shared.get`` + `
                                        and max_tokens; up to its ``request_body_max_bytes``), else
                                        + ``kong.request.get_raw_body``
   + upstream_headers                   + ``kong.service.request.set_headers``
-  + identity.jwt.enabled               + ``kong.request.get_header`` (the facts carry no headers)
+  + identity.jwt.enabled               + ``kong.request.get_header`` (the facts carry no Authorization)
   + identity.mtls on a verified TLS    + ``kong.client.tls.get_full_client_certificate_chain``
   without the companion                the ``ctx.shared.get`` (nil) + one call per fact the config
                                        needs (6 to 10, ``FactsNeeded.fallback_calls``), warned once
