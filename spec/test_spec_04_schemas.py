@@ -35,10 +35,15 @@ def test_kong_loaded_every_suite_plugin(admin: httpx.Client) -> None:
 
 
 def test_the_lua_companion_runs_globally_with_its_shipped_schema(admin: httpx.Client, gateway: Gateway) -> None:
-    """Kong accepted schema.lua (MetaSchema) and the reference config enables it once, globally."""
+    """Kong accepted schema.lua (MetaSchema) and the reference config enables it once, globally;
+    its one setting is validated by Kong (between 0 and 64 MiB), naming the field."""
     r = admin.get(f"/schemas/plugins/{companion.NAME}")
     assert r.status_code == 200, r.text
-    assert _config_fields(r.json()) == []
+    assert _config_fields(r.json()) == ["request_body_max_bytes"]
+    bad = admin.post("/schemas/plugins/validate",
+                     json={"name": companion.NAME, "config": {"request_body_max_bytes": -1}})
+    assert bad.status_code == 400, bad.text
+    assert "request_body_max_bytes" in (bad.json().get("fields") or {}).get("config", {}), bad.text
     [running] = [p for p in gateway.plugins if p["name"] == companion.NAME]
     assert running["enabled"] and not (running.get("route") or running.get("service") or running.get("consumer"))
 
