@@ -220,3 +220,16 @@ def test_the_companion_completes_the_hand_off_under_the_keys_the_guard_uses() ->
     for key in (BODY_KEY, mark_key("ai-extraction-guard"), TAP_KEY):
         assert f'"{key}"' in lua, key
     assert (GUARD_HANDOFF, GUARD_TAP) == (BODY_KEY, TAP_KEY)
+
+
+def test_a_route_scoped_instance_overrides_the_global_one(gateway: Any) -> None:  # noqa: F811
+    """Kong's precedence: the route's own ai-suite-context (here publishing no body, for a route
+    whose uploads should stream) wins over the global one."""
+    source = deck({"name": companion.NAME})
+    source["services"] = [{**service, "routes": [{**route, "plugins": [
+        *route.get("plugins", []), {"name": companion.NAME, "config": {"request_body_max_bytes": 0}}]}
+        for route in service["routes"]]} for service in source["services"]]
+    gw, fake = gateway({"access": FACTS}, source)
+    assert gw.request("POST", "/api", headers={"apikey": "secret-key"}, body=b"{}").status == 200
+    ((_, facts),) = fake.steps()
+    assert "body" not in facts["request"] and facts["route"]["name"] == "r"
