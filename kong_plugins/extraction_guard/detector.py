@@ -203,55 +203,46 @@ _NO_MODEL = (_NO_GRID, 1.0, _NO_GRID, _NO_GRID, _NO_GRID, 1.0, _NO_CELLS, _NO_GR
 
 
 class _Shape:
-    """What the structure signals need to know about a route's inputs, derived once per baseline refresh."""
+    """What the structure signals need to know about a route's inputs, derived once per baseline
+    refresh: ``kernels.score_rows``'s route operands (they follow the rows in the call) -- the
+    scales, the whitening matrix, the coverage planes and the rest, packed."""
 
-    __slots__ = ("axis_max", "axis_signal", "cell_counts", "far", "grid", "inv_scale", "kernel_args", "model",
-                 "near_distance", "operands", "rare_ok", "span", "warm", "whiten")
+    __slots__ = ("kernel_args",)
 
     def __init__(self, dim: int, model: FeatureModel | None, cfg: GuardConfig) -> None:
-        self.model = model
-        self.axis_max = axis_max(dim)
         if model is None:
             # Cold start: on wide inputs two natural rows differing in one coordinate are rare
             # enough; on narrow ones (iris) wait for the route's measured rate.
-            self.axis_signal = dim >= AXIS_MIN_DIM
-            self.inv_scale: np.ndarray | None = None
-            self.span: np.ndarray | None = None
-            self.whiten: np.ndarray | None = None
-            self.grid = _NO_GRID
-            self.near_distance = float(cfg.near_duplicate_distance)
-            self.far = 1.0
-            self.cell_counts = _NO_CELLS
-            self.rare_ok = False
-            self.operands = _NO_MODEL
+            axis_signal = dim >= AXIS_MIN_DIM
+            inv_scale, whiten, span, grid = _NO_SCALE, _NO_MATRIX, _NO_GRID, _NO_GRID
+            near_distance = float(cfg.near_duplicate_distance)
+            far = 1.0
+            cell_counts = _NO_CELLS
+            rare_ok = False
+            operands = _NO_MODEL
         else:
-            self.axis_signal = model.axis_rate <= AXIS_RATE_MAX
+            axis_signal = model.axis_rate <= AXIS_RATE_MAX
             # contiguous, as the kernel was compiled for them (NaN grid: a feature without one)
-            self.inv_scale = np.ascontiguousarray(model.inv_std32, dtype=np.float32)
-            self.whiten = np.ascontiguousarray(model.whiten, dtype=np.float64)
-            self.span = np.ascontiguousarray(model.span(), dtype=np.float64)
-            self.grid = _NO_GRID if model.grid is None else np.ascontiguousarray(model.grid, dtype=np.float64)
+            inv_scale = np.ascontiguousarray(model.inv_std32, dtype=np.float32)
+            whiten = np.ascontiguousarray(model.whiten, dtype=np.float64)
+            span = np.ascontiguousarray(model.span(), dtype=np.float64)
+            grid = _NO_GRID if model.grid is None else np.ascontiguousarray(model.grid, dtype=np.float64)
             # Half the spacing of the closest distinct benign inputs (1st percentile), never below
             # the configured distance: closer than real inputs ever are to each other is jitter.
-            self.near_distance = float(max(cfg.near_duplicate_distance, 0.5 * model.nn_spacing))
-            self.far = float(model.far)
+            near_distance = float(max(cfg.near_duplicate_distance, 0.5 * model.nn_spacing))
+            far = float(model.far)
             # Input-space coverage counts only where benign traffic rarely strays (Good-Turing
             # estimate of the unseen-cell mass below RARE_REGION_MAX_UNSEEN; see Detector._rows).
-            self.cell_counts = _NO_CELLS if model.cells is None else np.ascontiguousarray(model.cells, dtype=np.int64)
-            self.rare_ok = bool(model.unseen_cell_rate < RARE_REGION_MAX_UNSEEN)
-            self.operands = model.kernel_operands()
-        self.warm = warm = self.inv_scale is not None
-        # ``kernels.score_rows``'s arguments from this shape, packed once (they follow the rows in
-        # the call): the scales, the whitening matrix, the coverage planes, the rest.
+            cell_counts = _NO_CELLS if model.cells is None else np.ascontiguousarray(model.cells, dtype=np.int64)
+            rare_ok = bool(model.unseen_cell_rate < RARE_REGION_MAX_UNSEEN)
+            operands = model.kernel_operands()
         (mean, dist_scale, lo, hi, inv_unit, ood_limit, grid_idx, inv_grid, refine, cell_planes,
-         cell_offset) = self.operands
-        span = _NO_GRID if self.span is None else self.span
+         cell_offset) = operands
         route, settings = kernels.route_operands(
-            warm, self.axis_signal, self.axis_max, AXIS_MIN_DIM, span, self.grid, model is not None, mean, dist_scale,
-            lo, hi, inv_unit, ood_limit, grid_idx, inv_grid, refine, cell_offset, self.far, self.near_distance,
-            self.cell_counts, self.rare_ok)
-        self.kernel_args = (self.inv_scale if warm else _NO_SCALE, self.whiten if warm else _NO_MATRIX, cell_planes,
-                            route, settings)
+            model is not None, axis_signal, axis_max(dim), AXIS_MIN_DIM, span, grid, model is not None, mean,
+            dist_scale, lo, hi, inv_unit, ood_limit, grid_idx, inv_grid, refine, cell_offset, far, near_distance,
+            cell_counts, rare_ok)
+        self.kernel_args = (inv_scale, whiten, cell_planes, route, settings)
 
 
 class Detector:
