@@ -161,6 +161,25 @@ def _mostly_equal(values: np.ndarray, one_pct: float) -> bool:
     step, ~1 us a row with both tests)."""
     n = values.size
     m = -(-4 * n // 5)
+    # A cheap necessary condition first, as benign steps almost never pass. A band holding m
+    # values holds one of the first n - m + 1 (only n - m lie outside it), and every member w of
+    # the band of a member v (values are magnitudes, >= 0) has v <= one_pct w and w <= one_pct v
+    # up to float32 rounding: within a factor wide = 1.01 one_pct of each other whatever the
+    # rounding. When no candidate has m values that close, no band exists: n^2 / 5 comparisons
+    # instead of n^2 (~0.3 -> 0.1 us on a step of 50 moves, tested twice a row).
+    wide = 1.01 * one_pct
+    possible = False
+    for i in range(n - m + 1):
+        v = values[i]
+        close = 0
+        for j in range(n):
+            w = values[j]
+            close += (w * wide >= v) & (w <= v * wide)
+        if close >= m:
+            possible = True
+            break
+    if not possible:
+        return False
     for i in range(n):
         low = values[i]
         high = one_pct * low
@@ -582,19 +601,17 @@ def evaluate_rows(rows: np.ndarray, mean: np.ndarray, whiten: np.ndarray, dist_s
             if beyond > worst:
                 worst = beyond
         out_of_domain[r] = worst > ood_limit
-        on_grid = True
-        on_slack = True
+        # Every feature tested, without branches: benign rows are on the grid, so stopping at the
+        # first miss saved nothing there, and the branches kept the loop from vectorising.
+        off = False
+        off_slack = False
         for k in range(grid_idx.size):
             scaled = x[grid_idx[k]] * inv_grid[k]
-            if on_grid and abs(scaled - np.rint(scaled)) > 1e-6 * max(1.0, abs(scaled)):
-                on_grid = False
+            off |= abs(scaled - np.rint(scaled)) > 1e-6 * max(1.0, abs(scaled))
             refined = scaled * refine
-            if on_slack and abs(refined - np.rint(refined)) > 1e-6 * max(1.0, abs(refined)):
-                on_slack = False
-            if not on_grid and not on_slack:
-                break
-        finer[r] = not on_grid
-        off_grid[r] = not on_slack
+            off_slack |= abs(refined - np.rint(refined)) > 1e-6 * max(1.0, abs(refined))
+        finer[r] = off
+        off_grid[r] = off_slack
         code = 0
         if n_planes == COVERAGE_PLANES:
             # The eight sums side by side, each over the row in order as below (the same

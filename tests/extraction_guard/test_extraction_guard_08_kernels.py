@@ -165,15 +165,18 @@ def _mostly_equal_sorted(values: np.ndarray, one_pct: float) -> bool:
 
 @settings(max_examples=300, deadline=None)
 @given(seed=hs.integers(0, 2**32 - 1), n=hs.integers(1, 64), spread=hs.sampled_from([0.0, 0.004, 0.01, 0.02, 1.0]),
-       outliers=hs.integers(0, 20), single=hs.booleans())
+       outliers=hs.integers(0, 20), single=hs.booleans(), special=hs.sampled_from([None, 0.0, np.inf]))
 def test_the_sign_step_test_counts_what_sorting_would_find(seed: int, n: int, spread: float, outliers: int,
-                                                            single: bool) -> None:
-    # moves mostly equal within about `spread`, some of them anywhere: runs at the 80% and 1% edges
+                                                            single: bool, special: float | None) -> None:
+    # moves mostly equal within about `spread`, some of them anywhere: runs at the 80% and 1% edges;
+    # the outliers come first, where the kernel's quick rejection picks its candidates
     rng = np.random.default_rng(seed)
     values = rng.uniform(1.0, 1.0 + spread, size=n) * rng.choice([0.5, 2.0])
     k = min(outliers, n)
     values[:k] = rng.uniform(0.1, 10.0, size=k)
     values = np.round(values, int(rng.integers(2, 8)))  # ties and values exactly at the band's edge
+    if special is not None:  # a run of zero moves, or of infinite ones (a zero span), anywhere
+        values[rng.random(n) < rng.choice([0.1, 0.5, 0.9])] = special
     dtype, one_pct = (np.float32, np.float32(1.01)) if single else (np.float64, 1.01)
     values = values.astype(dtype)
     assert kernels._mostly_equal(values.copy(), one_pct) == _mostly_equal_sorted(values, one_pct)
