@@ -40,12 +40,31 @@ COVERAGE_PLANES = 8
 
 @_compiled_reassociated
 def _product(x: np.ndarray, matrix: np.ndarray, out: np.ndarray) -> None:
-    """``out = matrix @ x``. Each sum may be reordered (vectorised), as a BLAS product's is."""
-    for i in range(matrix.shape[0]):
+    """``out = matrix @ x``. Each sum may be reordered (vectorised), as a BLAS product's is.
+
+    Four rows of the matrix at a time: each vectorised sum ends in a horizontal reduction, and four
+    independent ones overlap where one at a time waited for each (~0.5 -> 0.35 us for 64 x 64, a
+    row's two products). Each sum is still its own chain, vectorised as it was alone: the same
+    bits as the one-row loop on 3,000 random shapes up to 64 x 64 (AVX-512), and the same stored
+    states and decisions on the guard's fixed trace."""
+    rows, dim = matrix.shape
+    i = 0
+    while i + 4 <= rows:
+        t0 = t1 = t2 = t3 = 0.0
+        for j in range(dim):
+            xj = x[j]
+            t0 += xj * matrix[i, j]
+            t1 += xj * matrix[i + 1, j]
+            t2 += xj * matrix[i + 2, j]
+            t3 += xj * matrix[i + 3, j]
+        out[i], out[i + 1], out[i + 2], out[i + 3] = t0, t1, t2, t3
+        i += 4
+    while i < rows:
         total = 0.0
-        for j in range(matrix.shape[1]):
+        for j in range(dim):
             total += x[j] * matrix[i, j]
         out[i] = total
+        i += 1
 
 
 @_compiled

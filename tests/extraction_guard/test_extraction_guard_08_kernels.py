@@ -133,6 +133,16 @@ def test_route_model_verdicts_match_their_numpy_definitions() -> None:
     np.testing.assert_array_equal(model.cell(rows), np.packbits(bits, axis=1)[:, 0])
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (3, 5), (4, 4), (6, 6), (7, 64), (64, 64), (65, 13)])
+def test_the_whitening_product_is_the_matrix_product(shape: tuple[int, int]) -> None:
+    # four rows of the matrix at a time, then the rest one by one: every row of out is written
+    rng = np.random.default_rng(shape[0] * 100 + shape[1])
+    matrix, x = rng.normal(size=shape), rng.normal(size=shape[1])
+    out = np.full(shape[0], np.nan)
+    kernels._product(x, matrix, out)
+    np.testing.assert_allclose(out, matrix @ x, rtol=1e-12, atol=1e-12)
+
+
 @settings(max_examples=60, deadline=None)
 @given(start=hs.integers(0, 40), batches=hs.lists(hs.integers(1, 40), min_size=1, max_size=4))
 def test_a_ring_takes_a_batch_of_rows_as_it_would_take_them_one_by_one(start: int, batches: list[int]) -> None:
