@@ -6,17 +6,20 @@ a few microseconds; ``datasketch.MinHash`` builds a 128-permutation signature pe
 an order of magnitude slower and far larger than the per-client ring we keep. SimHash (Charikar
 2002) of word bigrams makes prompts that share a template land a few bits apart, while unrelated
 prompts differ in ~32 of 64 bits.
+
+The exact hash is MurmurHash3's 64-bit mixing (one lane of its x64 body over 8-byte words, then
+its finaliser) of the normalised text: it only has to tell a client's own recent prompts apart
+-- a client cannot write into another's state, so nothing needs a cryptographic hash -- and it is
+computed in the pass that normalises the text, without the bytes being written anywhere.
 """
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import re
 import zlib
 from array import array
 from collections.abc import Iterable
-from typing import Any
 
 import numpy as np
 from numba import types
@@ -34,29 +37,23 @@ MAX_PROMPT_CHARS = 4096
 
 
 def prompt_hash(text: str) -> int:
-    """Exact fingerprint (whitespace- and case-insensitive) as a signed 64-bit int."""
+    """Exact fingerprint (whitespace- and case-insensitive) as a signed 64-bit int: ``hash64`` of
+    the text lower-cased, its whitespace collapsed to single spaces (``str.split``'s), as UTF-8."""
     norm = " ".join(text[:MAX_PROMPT_CHARS].lower().split()).encode()
-    return _blake64(norm)
-
-
-def _blake64(data: Any) -> int:
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little", signed=True)
+    return int(hash64(norm))
 
 
 def prompt_sketches(text: str) -> tuple[int, int]:
     """``(prompt_hash(text), simhash64(text))``, for ASCII text (most prompts) out of one compiled
-    pass over its bytes: the kernel that hashes the bigrams also writes the lower-cased,
-    whitespace-collapsed text the exact hash is taken of, instead of ``lower``, ``split`` and
-    ``join`` building it (~3.5 -> ~1 us for a 60-word prompt on top of the SimHash). Other text
-    takes the two functions, which define the values (the kernel's are tested equal)."""
+    pass over its bytes: the kernel that hashes the bigrams also hashes the lower-cased,
+    whitespace-collapsed text as it reads it, instead of ``lower``, ``split`` and ``join`` building
+    it (~3.5 us for a 60-word prompt) or a buffer receiving it. Other text takes the two
+    functions, which define the values (the kernel's are tested equal)."""
     head = text[:MAX_PROMPT_CHARS]
     if not head.isascii():
         return prompt_hash(head), _simhash_python(head)
-    data = head.encode()
-    norm = np.empty(len(data), dtype=np.uint8)
-    value, size = _sketch_ascii(data, _ASCII_WORD, _ASCII_SPACE, norm)
-    value = int(value)
-    return _blake64(norm[:size]), (value - (1 << 64) if value >= 1 << 63 else value)
+    exact, simhash = _sketch_ascii(head.encode(), _ASCII_WORD, _ASCII_SPACE)
+    return exact, simhash
 
 
 def simhash64(text: str) -> int:
@@ -226,9 +223,58 @@ def within_bits(value: int, sketches: Iterable[int], limit: int) -> bool:
     return False
 
 
+#: MurmurHash3 x64's constants: its body's two multipliers and the finaliser's (fmix64).
+_C1, _C2 = np.uint64(0x87C37B91114253D5), np.uint64(0x4CF5AD432745937F)
+_F1, _F2 = np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53)
+
+
 @compiled()
-def _normalize_ascii(text: bytes, space: np.ndarray, out: np.ndarray) -> int:
-    """``" ".join(text.lower().split())`` of ASCII text's bytes, written to ``out``; its length."""
+def _mix_word(h: np.uint64, word: np.uint64) -> np.uint64:
+    """One 8-byte word (little-endian) into the running hash: MurmurHash3 x64's body, one lane."""
+    k = word * _C1
+    k = (k << np.uint64(31)) | (k >> np.uint64(33))
+    h ^= k * _C2
+    h = (h << np.uint64(27)) | (h >> np.uint64(37))
+    return h * np.uint64(5) + np.uint64(0x52DCE729)
+
+
+@compiled()
+def _finish(h: np.uint64, length: int) -> np.int64:
+    """The length folded in, then MurmurHash3's finaliser; as a signed 64-bit value (the bits)."""
+    h ^= np.uint64(length)
+    h ^= h >> np.uint64(33)
+    h *= _F1
+    h ^= h >> np.uint64(33)
+    h *= _F2
+    h ^= h >> np.uint64(33)
+    signed: np.int64 = np.int64(h)
+    return signed
+
+
+@compiled(types.int64(_TEXT))
+def hash64(data: bytes) -> np.int64:
+    """The exact prompt hash of ``data``: its 8-byte words (the last one zero-padded) mixed in
+    order, then its length and the finaliser."""
+    h = np.uint64(0)
+    word = np.uint64(0)
+    n = len(data)
+    for i in range(n):
+        word |= np.uint64(data[i]) << np.uint64(8 * (i & 7))
+        if i & 7 == 7:
+            h = _mix_word(h, word)
+            word = np.uint64(0)
+    if n & 7:
+        h = _mix_word(h, word)
+    value: np.int64 = _finish(h, n)
+    return value
+
+
+@compiled()
+def _hash_normalized_ascii(text: bytes, space: np.ndarray) -> np.int64:
+    """``hash64`` of ``" ".join(text.lower().split())`` for ASCII text's bytes, each normalised
+    byte mixed in as it is produced (nothing is written)."""
+    h = np.uint64(0)
+    word = np.uint64(0)
     size = 0
     pending = False  # a separator is due before the next word's first byte
     for i in range(len(text)):
@@ -237,16 +283,27 @@ def _normalize_ascii(text: bytes, space: np.ndarray, out: np.ndarray) -> int:
             pending = size > 0
             continue
         if pending:
-            out[size] = 32
+            word |= np.uint64(32) << np.uint64(8 * (size & 7))
+            if size & 7 == 7:
+                h = _mix_word(h, word)
+                word = np.uint64(0)
             size += 1
             pending = False
-        out[size] = b + 32 if 65 <= b <= 90 else b
+        low = b + 32 if 65 <= b <= 90 else b
+        word |= np.uint64(low) << np.uint64(8 * (size & 7))
+        if size & 7 == 7:
+            h = _mix_word(h, word)
+            word = np.uint64(0)
         size += 1
-    return size
+    if size & 7:
+        h = _mix_word(h, word)
+    value: np.int64 = _finish(h, size)
+    return value
 
 
-@compiled(types.Tuple((types.uint64, types.int64))(  # type: ignore[no-untyped-call]
-    _TEXT, types.uint8[::1], types.uint8[::1], types.uint8[::1]))
-def _sketch_ascii(text: bytes, word: np.ndarray, space: np.ndarray, out: np.ndarray) -> tuple[np.uint64, int]:
-    """``_simhash_ascii`` and ``_normalize_ascii`` in one call (one dispatch from Python)."""
-    return _simhash_ascii(text, word), _normalize_ascii(text, space, out)
+@compiled(types.UniTuple(types.int64, 2)(  # type: ignore[no-untyped-call]
+    _TEXT, types.uint8[::1], types.uint8[::1]))
+def _sketch_ascii(text: bytes, word: np.ndarray, space: np.ndarray) -> tuple[np.int64, np.int64]:
+    """``(prompt_hash, simhash64)`` of ASCII text's bytes in one call (one dispatch from Python),
+    both as signed 64-bit values."""
+    return _hash_normalized_ascii(text, space), np.int64(_simhash_ascii(text, word))

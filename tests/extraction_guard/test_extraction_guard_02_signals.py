@@ -27,6 +27,7 @@ from kong_plugins.extraction_guard.sketches import (
     MAX_PROMPT_CHARS,
     _simhash_python,
     hamming,
+    hash64,
     prompt_hash,
     prompt_sketches,
     simhash64,
@@ -315,6 +316,43 @@ def test_one_pass_sketches_of_ascii_text_are_the_exact_hash_and_the_simhash(text
     # The compiled pass writes the whitespace-collapsed, lower-cased text the exact hash is taken
     # of: it must split where str.split() does (the ASCII separators 28-31 included).
     assert prompt_sketches(text) == (prompt_hash(text), simhash64(text))
+
+
+_M64 = (1 << 64) - 1
+
+
+def _hash64_reference(data: bytes) -> int:
+    """The exact prompt hash as written down: MurmurHash3 x64's body (one lane) over the 8-byte
+    little-endian words, the last zero-padded, then the length and its finaliser; signed."""
+    def rotl(x: int, r: int) -> int:
+        return ((x << r) | (x >> (64 - r))) & _M64
+
+    h = 0
+    for at in range(0, len(data), 8):
+        k = rotl(int.from_bytes(data[at:at + 8], "little") * 0x87C37B91114253D5 & _M64, 31)
+        h = rotl(h ^ (k * 0x4CF5AD432745937F & _M64), 27)
+        h = (h * 5 + 0x52DCE729) & _M64
+    h ^= len(data)
+    for multiplier in (0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53):
+        h = (h ^ (h >> 33)) * multiplier & _M64
+    h ^= h >> 33
+    return h - (1 << 64) if h >> 63 else h
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=40))
+def test_the_exact_prompt_hash_is_its_definition(data: bytes) -> None:
+    assert hash64(data) == _hash64_reference(data)
+
+
+def test_the_exact_prompt_hash_tells_near_identical_prompts_apart() -> None:
+    # a client's repeated prompt is its exact hash seen again: prompts one character apart, of
+    # every length around the 8-byte words, must not collide
+    base = [f"summarise ticket {i} for customer {i % 97}" for i in range(2000)]
+    variants = {text[:cut] + "x" + text[cut:] for text in base[:50] for cut in range(len(text))}
+    texts = sorted(set(base) | variants)
+    assert len({prompt_hash(t) for t in texts}) == len(texts)
+    assert prompt_hash("Summarise  TICKET 7") == prompt_hash("summarise ticket 7")
 
 
 def test_one_pass_sketches_read_the_first_characters_only() -> None:
