@@ -95,7 +95,15 @@ class FeatureModel:
         self._inv_unit = 1.0 / self.unit
         self._dist_scale = 1.0 / (self.dim * self.m_ref)
         self._mean = np.ascontiguousarray(self.mean, dtype=np.float64)
-        self._whiten = np.ascontiguousarray(self.whiten, dtype=np.float64)
+        # The kernels whiten with the upper-triangular factor U of the precision whiten^T whiten
+        # (its Cholesky factor, transposed): |U v| = |whiten v| and (U a).(U b) = (whiten a).(whiten b)
+        # for all vectors -- a row's distance and the angle between two steps, all that whitened
+        # vectors are used for -- at half the multiplications and half the matrix read per product
+        # (two products a row). The precision is positive definite: _fit floors its eigenvalues,
+        # feature_stats' standard deviations are positive.
+        precision = self.whiten.T @ self.whiten
+        #: ``whiten``'s upper-triangular equivalent (``kernels._upper_product``'s operand).
+        self.upper_whiten = np.ascontiguousarray(np.linalg.cholesky(precision).T, dtype=np.float64)
         cut = planes(self.dim) / self.std[:, None]
         self._cell_planes, self._cell_offset = np.ascontiguousarray(cut), np.ascontiguousarray(self.mean @ cut)
         # the features with a grid (none without one) and their inverse precision
@@ -215,7 +223,7 @@ class FeatureModel:
         flags = np.empty((3, n), dtype=np.bool_)
         ood, off, finer = flags
         cells = np.empty(n, dtype=np.int64)
-        kernels.evaluate_rows(rows, self._mean, self._whiten, self._dist_scale, self._lo, self._hi,
+        kernels.evaluate_rows(rows, self._mean, self.upper_whiten, self._dist_scale, self._lo, self._hi,
                               self._inv_unit, self.ood_limit, self._grid_idx, self._inv_grid, 1.0 / GRID_SLACK,
                               self._cell_planes, self._cell_offset, dist, ood, off, finer, cells)
         return dist, flags, cells

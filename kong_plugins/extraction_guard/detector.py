@@ -224,7 +224,7 @@ class _Shape:
             axis_signal = model.axis_rate <= AXIS_RATE_MAX
             # contiguous, as the kernel was compiled for them (NaN grid: a feature without one)
             inv_scale = np.ascontiguousarray(model.inv_std32, dtype=np.float32)
-            whiten = np.ascontiguousarray(model.whiten, dtype=np.float64)
+            whiten = model.upper_whiten
             span = np.ascontiguousarray(model.span(), dtype=np.float64)
             grid = _NO_GRID if model.grid is None else np.ascontiguousarray(model.grid, dtype=np.float64)
             # Half the spacing of the closest distinct benign inputs (1st percentile), never below

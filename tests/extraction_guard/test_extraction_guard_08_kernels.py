@@ -133,14 +133,28 @@ def test_route_model_verdicts_match_their_numpy_definitions() -> None:
     np.testing.assert_array_equal(model.cell(rows), np.packbits(bits, axis=1)[:, 0])
 
 
-@pytest.mark.parametrize("shape", [(1, 1), (3, 5), (4, 4), (6, 6), (7, 64), (64, 64), (65, 13)])
-def test_the_whitening_product_is_the_matrix_product(shape: tuple[int, int]) -> None:
-    # four rows of the matrix at a time, then the rest one by one: every row of out is written
-    rng = np.random.default_rng(shape[0] * 100 + shape[1])
-    matrix, x = rng.normal(size=shape), rng.normal(size=shape[1])
-    out = np.full(shape[0], np.nan)
-    kernels._product(x, matrix, out)
-    np.testing.assert_allclose(out, matrix @ x, rtol=1e-12, atol=1e-12)
+@pytest.mark.parametrize("dim", [1, 3, 4, 6, 7, 64])
+def test_the_whitening_product_is_the_triangular_matrix_product(dim: int) -> None:
+    # four rows of the matrix at a time from the diagonal, then the rest one by one
+    rng = np.random.default_rng(dim)
+    upper, x = np.triu(rng.normal(size=(dim, dim))), rng.normal(size=dim)
+    out = np.full(dim, np.nan)
+    kernels._upper_product(x, upper, out)
+    np.testing.assert_allclose(out, upper @ x, rtol=1e-12, atol=1e-12)
+
+
+def test_the_triangular_whitening_keeps_every_distance_and_angle() -> None:
+    # the kernels use the model's upper-triangular factor in place of its whitening matrix: the
+    # same lengths and inner products for any vectors, so the same distances and line searches
+    rng = np.random.default_rng(5)
+    latent = rng.normal(size=(500, 3))
+    rows = latent @ rng.normal(size=(3, 12)) + 0.1 * rng.normal(size=(500, 12))  # correlated features
+    model = FeatureModel.from_rows(rows)
+    upper = model.upper_whiten
+    assert not np.tril(upper, -1).any()
+    a, b = rng.normal(size=(2, 12))
+    np.testing.assert_allclose(np.linalg.norm(upper @ a), np.linalg.norm(model.whiten @ a), rtol=1e-10)
+    np.testing.assert_allclose((upper @ a) @ (upper @ b), (model.whiten @ a) @ (model.whiten @ b), rtol=1e-9)
 
 
 @settings(max_examples=60, deadline=None)
