@@ -95,15 +95,14 @@ class FeatureModel:
         self._inv_unit = 1.0 / self.unit
         self._dist_scale = 1.0 / (self.dim * self.m_ref)
         self._mean = np.ascontiguousarray(self.mean, dtype=np.float64)
-        # The kernels whiten with the upper-triangular factor U of the precision whiten^T whiten
-        # (its Cholesky factor, transposed): |U v| = |whiten v| and (U a).(U b) = (whiten a).(whiten b)
-        # for all vectors -- a row's distance and the angle between two steps, all that whitened
+        # The kernels whiten with an upper-triangular U such that U^T U = whiten^T whiten (the R of
+        # whiten's QR decomposition): |U v| = |whiten v| and (U a).(U b) = (whiten a).(whiten b) for
+        # all vectors -- a row's distance and the angle between two steps, all that whitened
         # vectors are used for -- at half the multiplications and half the matrix read per product
-        # (two products a row). The precision is positive definite: _fit floors its eigenvalues,
-        # feature_stats' standard deviations are positive.
-        precision = self.whiten.T @ self.whiten
+        # (two products a row). QR rather than a Cholesky factor of the precision: it never forms
+        # whiten^T whiten, whose conditioning is the square of whiten's, and it cannot fail.
         #: ``whiten``'s upper-triangular equivalent (``kernels._upper_product``'s operand).
-        self.upper_whiten = np.ascontiguousarray(np.linalg.cholesky(precision).T, dtype=np.float64)
+        self.upper_whiten = np.ascontiguousarray(np.linalg.qr(self.whiten, mode="r"), dtype=np.float64)
         cut = planes(self.dim) / self.std[:, None]
         self._cell_planes, self._cell_offset = np.ascontiguousarray(cut), np.ascontiguousarray(self.mean @ cut)
         # the features with a grid (none without one) and their inverse precision

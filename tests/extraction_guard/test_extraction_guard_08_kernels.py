@@ -157,6 +157,19 @@ def test_the_triangular_whitening_keeps_every_distance_and_angle() -> None:
     np.testing.assert_allclose((upper @ a) @ (upper @ b), (model.whiten @ a) @ (model.whiten @ b), rtol=1e-9)
 
 
+def test_the_triangular_whitening_holds_on_badly_scaled_features() -> None:
+    # raw amounts next to constant flags: whiten's conditioning ~1e10, its precision's ~1e20 -- a
+    # factor of the precision would be at the edge of float64; the QR of whiten is not
+    rng = np.random.default_rng(8)
+    rows = rng.normal(size=(400, 8)) @ rng.normal(size=(8, 8))
+    rows[:, 0] *= 1e9
+    rows[:, 1:6] = 1.0
+    model = FeatureModel.from_rows(rows)
+    for v in rows[:20] - model.mean:
+        np.testing.assert_allclose(np.linalg.norm(model.upper_whiten @ v), np.linalg.norm(model.whiten @ v),
+                                   rtol=1e-8)
+
+
 @settings(max_examples=60, deadline=None)
 @given(start=hs.integers(0, 40), batches=hs.lists(hs.integers(1, 40), min_size=1, max_size=4))
 def test_a_ring_takes_a_batch_of_rows_as_it_would_take_them_one_by_one(start: int, batches: list[int]) -> None:
