@@ -239,6 +239,16 @@ def _mix_word(h: np.uint64, word: np.uint64) -> np.uint64:
 
 
 @compiled()
+def _push_byte(h: np.uint64, word: np.uint64, at: int, byte: int) -> tuple[np.uint64, np.uint64]:
+    """Byte ``at`` of the hashed text into its 8-byte word (little-endian); a full word is mixed
+    into the running hash and the next one starts empty. ``(h, word)`` after it."""
+    word |= np.uint64(byte) << np.uint64(8 * (at & 7))
+    if at & 7 == 7:
+        return _mix_word(h, word), np.uint64(0)
+    return h, word
+
+
+@compiled()
 def _finish(h: np.uint64, length: int) -> np.int64:
     """The length folded in, then MurmurHash3's finaliser; as a signed 64-bit value (the bits)."""
     h ^= np.uint64(length)
@@ -259,10 +269,7 @@ def hash64(data: bytes) -> np.int64:
     word = np.uint64(0)
     n = len(data)
     for i in range(n):
-        word |= np.uint64(data[i]) << np.uint64(8 * (i & 7))
-        if i & 7 == 7:
-            h = _mix_word(h, word)
-            word = np.uint64(0)
+        h, word = _push_byte(h, word, i, data[i])
     if n & 7:
         h = _mix_word(h, word)
     value: np.int64 = _finish(h, n)
@@ -283,17 +290,10 @@ def _hash_normalized_ascii(text: bytes, space: np.ndarray) -> np.int64:
             pending = size > 0
             continue
         if pending:
-            word |= np.uint64(32) << np.uint64(8 * (size & 7))
-            if size & 7 == 7:
-                h = _mix_word(h, word)
-                word = np.uint64(0)
+            h, word = _push_byte(h, word, size, 32)
             size += 1
             pending = False
-        low = b + 32 if 65 <= b <= 90 else b
-        word |= np.uint64(low) << np.uint64(8 * (size & 7))
-        if size & 7 == 7:
-            h = _mix_word(h, word)
-            word = np.uint64(0)
+        h, word = _push_byte(h, word, size, b + 32 if 65 <= b <= 90 else b)
         size += 1
     if size & 7:
         h = _mix_word(h, word)
