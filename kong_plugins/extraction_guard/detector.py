@@ -239,9 +239,8 @@ class _Shape:
         (mean, dist_scale, lo, hi, inv_unit, ood_limit, grid_idx, inv_grid, refine, cell_planes,
          cell_offset) = operands
         route, settings = kernels.route_operands(
-            model is not None, axis_signal, axis_max(dim), AXIS_MIN_DIM, span, grid, model is not None, mean,
-            dist_scale, lo, hi, inv_unit, ood_limit, grid_idx, inv_grid, refine, cell_offset, far, near_distance,
-            cell_counts, rare_ok)
+            model is not None, axis_signal, axis_max(dim), AXIS_MIN_DIM, span, grid, mean, dist_scale, lo, hi,
+            inv_unit, ood_limit, grid_idx, inv_grid, refine, cell_offset, far, near_distance, cell_counts, rare_ok)
         self.kernel_args = (inv_scale, whiten, cell_planes, route, settings)
 
 

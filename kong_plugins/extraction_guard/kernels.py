@@ -413,12 +413,12 @@ ROUTE_SPAN, ROUTE_GRID, ROUTE_MEAN, ROUTE_LO, ROUTE_HI, ROUTE_INV_UNIT, ROUTE_IN
     ROUTE_SCALARS = range(9)
 #: ``score_rows``'s ``settings`` operand: flags and counts, then the vectors' lengths (``SET_LENGTHS``
 #: on, in ``ROUTE_*`` order), then the grid's feature indices and the route's cell counts.
-SET_WARM, SET_AXIS_SIGNAL, SET_AXIS_TOP, SET_MIN_DIM, SET_MODEL_ON, SET_RARE_OK, SET_CELL_COUNTS, SET_LENGTHS = range(8)
+SET_MODEL_ON, SET_AXIS_SIGNAL, SET_AXIS_TOP, SET_MIN_DIM, SET_RARE_OK, SET_CELL_COUNTS, SET_LENGTHS = range(7)
 _SET_TAIL = SET_LENGTHS + ROUTE_SCALARS
 
 
-def route_operands(warm: bool, axis_signal: bool, axis_top: int, min_dim: int, span: np.ndarray, grid: np.ndarray,
-                   model_on: bool, mean: np.ndarray, dist_scale: float, lo: np.ndarray, hi: np.ndarray,
+def route_operands(model_on: bool, axis_signal: bool, axis_top: int, min_dim: int, span: np.ndarray,
+                   grid: np.ndarray, mean: np.ndarray, dist_scale: float, lo: np.ndarray, hi: np.ndarray,
                    inv_unit: np.ndarray, ood_limit: float, grid_idx: np.ndarray, inv_grid: np.ndarray, refine: float,
                    cell_offset: np.ndarray, far: float, near_distance: float, cell_counts: np.ndarray,
                    rare_ok: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -432,7 +432,7 @@ def route_operands(warm: bool, axis_signal: bool, axis_top: int, min_dim: int, s
     for row, vector in enumerate(vectors):
         route[row, :vector.size] = vector
     route[ROUTE_SCALARS, :len(scalars)] = scalars
-    head = [int(warm), int(axis_signal), axis_top, min_dim, int(model_on), int(rare_ok), cell_counts.size]
+    head = [int(model_on), int(axis_signal), axis_top, min_dim, int(rare_ok), cell_counts.size]
     settings = np.concatenate((np.array(head + [v.size for v in vectors], dtype=np.int64),
                                grid_idx.astype(np.int64), cell_counts.astype(np.int64)))
     return route, settings
@@ -463,11 +463,12 @@ def score_rows(ring: np.ndarray, rows_n: int, rows: np.ndarray, inv_scale: np.nd
     The arithmetic is the Python's it replaces, operation for operation (no fastmath): the
     ratios and therefore the scores come out the same to the last bit.
     """
-    warm = settings[SET_WARM] != 0
+    # The route's model gives both its verdicts and the scales the structure tests measure with
+    # (``measure_rows``'s ``warm``): one flag.
+    model_on = warm = settings[SET_MODEL_ON] != 0
     axis_signal = settings[SET_AXIS_SIGNAL] != 0
     axis_top = settings[SET_AXIS_TOP]
     min_dim = settings[SET_MIN_DIM]
-    model_on = settings[SET_MODEL_ON] != 0
     rare_ok = settings[SET_RARE_OK] != 0
     lengths = settings[SET_LENGTHS:_SET_TAIL]
     span = route[ROUTE_SPAN, :lengths[ROUTE_SPAN]]
@@ -708,7 +709,7 @@ def warm() -> None:
     rows = np.arange(size * dim, dtype=np.float32).reshape(size, dim)
     # measure_rows is compiled into score_rows: no request calls it on its own
     for model in (True, False):
-        route, settings = route_operands(model, True, 1, 8, np.ones(dim), np.ones(dim), model, np.zeros(dim), 1.0,
+        route, settings = route_operands(model, True, 1, 8, np.ones(dim), np.ones(dim), np.zeros(dim), 1.0,
                                          np.zeros(dim), np.ones(dim), np.ones(dim), 1.0, np.arange(dim, dtype=np.int64),
                                          np.ones(dim), 100.0, np.zeros(8), 1.0, 0.1, np.ones(256, dtype=np.int64),
                                          False)
