@@ -188,9 +188,10 @@ class Plugin:
         self.sink: WebhookSink | None = shared_sink(self.cfg.webhook) if self.cfg.webhook else None
         identity_config = parse_identity_config(validated["identity"])
         self.identity = IdentityResolver(identity_config, time.time)
-        #: Fetched one by one only without the companion: the client (consumer, credential, IP), the
-        #: route, Kong's start time, the method and size deciding whether to read the body.
-        self.facts_needed = FactsNeeded(service=False, tls=identity_config.mtls)
+        #: What access reads (fetched one by one only without the companion): the client (consumer,
+        #: credential, IP), the route, Kong's start time, the method and size deciding whether to
+        #: read the body -- no service, no headers.
+        self.facts_needed = FactsNeeded(service=False, tls=identity_config.mtls, headers=False)
         region = parse_region_config(validated["region"], "region")
         self.guard = ExtractionGuard(self.cfg, self.storage, Detector(self.cfg),
                                      denylist=Denylist(self.storage, region=region.name))

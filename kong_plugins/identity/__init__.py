@@ -22,8 +22,17 @@ Errors: :class:`MalformedFacts` when the facts are not the documented (serialize
 ``Identity.jwt_error``; :class:`kong_plugins.errors.ConfigError` from :func:`parse_identity_config`.
 """
 
-from ._facts import Consumer, Entity, MalformedFacts, RequestFacts, load_serialized, parse_facts
-from ._gather import FactsNeeded, FactsPDK, gather_facts, reset_companion_warning
+from ._facts import (
+    EVERY_FACT,
+    Consumer,
+    Entity,
+    FactsNeeded,
+    MalformedFacts,
+    RequestFacts,
+    load_serialized,
+    parse_facts,
+)
+from ._gather import FactsPDK, gather_facts, reset_companion_warning
 from ._jwt import ALL_ALGORITHMS, JwtError, JwtSettings, JwtVerifier, VerificationKey, bearer_token, claim
 from ._resolve import (
     IDENTITY_RECORD,
@@ -41,6 +50,7 @@ from ._resolve import (
 
 __all__ = [
     "ALL_ALGORITHMS",
+    "EVERY_FACT",
     "IDENTITY_RECORD",
     "TENANT_SOURCES",
     "TIER_SOURCES",

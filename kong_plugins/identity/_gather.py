@@ -27,12 +27,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from kong_plugins.companion import FACTS_KEY, NAME
 
-from ._facts import RequestFacts, parse_facts
+from ._facts import FactsNeeded, RequestFacts, parse_facts
 
 log = logging.getLogger("kong_plugins.identity")
 
@@ -82,28 +81,6 @@ class FactsPDK(Protocol):
     def nginx(self) -> _Nginx: ...
 
 
-@dataclass(frozen=True, slots=True)
-class FactsNeeded:
-    """Which facts a plugin's config reads -- only these are fetched when the companion is absent."""
-
-    consumer: bool = True
-    credential: bool = True
-    route: bool = True
-    service: bool = True
-    client_ip: bool = True
-    started_at: bool = True
-    #: method and uri
-    request_line: bool = True
-    size: bool = True
-    tls: bool = False
-
-    @property
-    def fallback_calls(self) -> int:
-        """PDK round trips of the fallback (method and uri are two calls)."""
-        return (self.consumer + self.credential + self.route + self.service + self.client_ip
-                + self.started_at + 2 * self.request_line + self.size + self.tls)
-
-
 _warned = threading.Event()
 
 
@@ -122,7 +99,7 @@ def gather_facts(kong: FactsPDK, needed: FactsNeeded) -> RequestFacts:
     """The request as Kong resolved it, before the log phase (see the module docstring)."""
     published = kong.ctx.shared.get(FACTS_KEY)
     if published is not None:
-        return parse_facts(published)
+        return parse_facts(published, needed)
     _warn_once(needed)
     data: dict[str, Any] = {}
     request: dict[str, Any] = {}
@@ -149,7 +126,7 @@ def gather_facts(kong: FactsPDK, needed: FactsNeeded) -> RequestFacts:
     if needed.tls:
         request["tls"] = {"client_verify": kong.nginx.get_var("ssl_client_verify")}
     data["request"] = request
-    return parse_facts(data)
+    return parse_facts(data, needed)
 
 
 def reset_companion_warning() -> None:

@@ -109,9 +109,9 @@ class TierQuota:
         #: Facts fetched one by one when the companion is absent: the fingerprint needs the request
         #: line (settlement), tenancy redirects need the uri, token estimates the request size.
         self.facts_needed = FactsNeeded(request_line=cfg.needs_settlement or cfg.tenancy.enabled,
-                                        size=cfg.has_token_limits, tls=cfg.identity.mtls)
+                                        size=cfg.has_token_limits, tls=cfg.identity.mtls, headers=False)
         #: What the response phase needs: the fingerprint only.
-        self.fingerprint_needed = FactsNeeded(service=False, request_line=True, size=False)
+        self.fingerprint_needed = FactsNeeded(service=False, request_line=True, size=False, headers=False)
         self.pending = PendingSettlements(clock, max_age=float(self.config.lease_seconds))
         self._fallback = Limiter(MemoryStorage(clock=clock)) if self.config.fallback is not None else None
         #: Read by the runtime too: it marks ``failed_open`` when a handler raises in open mode.

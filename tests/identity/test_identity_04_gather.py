@@ -82,3 +82,28 @@ def test_companion_fallback_and_log_phase_serialize_describe_the_same_request(
             assert getattr(facts, name) == getattr(logged, name), name
     assert suite_facts(data).keys() <= {"request", "client_ip", "started_at", "route", "service", "consumer",
                                         "authenticated_entity"}
+
+
+@given(needed=st.builds(FactsNeeded, consumer=st.booleans(), credential=st.booleans(), route=st.booleans(),
+                        service=st.booleans(), client_ip=st.booleans(), started_at=st.booleans(),
+                        request_line=st.booleans(), size=st.booleans(), tls=st.booleans(), headers=st.booleans()),
+       tls=st.sampled_from([None, "SUCCESS"]))
+def test_a_plugin_sees_the_same_facts_with_or_without_the_companion(needed: FactsNeeded, tls: str | None) -> None:
+    # What a plugin does not declare it reads is left at its default on both paths: its code
+    # cannot come to depend on a fact that only the companion's table carries.
+    data = serialize(consumer={"id": "c1", "username": "u", "tags": ["tenant:acme"]}, credential="cred-9")
+    data["request"]["headers"] = {"content-type": "application/json"}
+    if tls is not None:
+        data["request"]["tls"] = {"client_verify": tls}
+    via_companion, _ = gathered(data, needed, companion=True)
+    via_calls, _ = gathered(data, needed, companion=False)
+    logged = parse_facts(data)
+    for name in ("method", "uri", "size", "client_ip", "started_at", "consumer", "credential_id", "route",
+                 "service", "tls_client_verify"):
+        assert getattr(via_companion, name) == getattr(via_calls, name), name
+    assert via_companion.consumer == (logged.consumer if needed.consumer else None)
+    assert via_companion.service == (logged.service if needed.service else None)
+    assert via_companion.uri == (logged.uri if needed.request_line else "")
+    # headers: never fetched one by one; from the companion's table only when declared
+    assert via_companion.header("content-type") == ("application/json" if needed.headers else None)
+    assert via_calls.headers == {}

@@ -125,3 +125,23 @@ def test_the_companions_body_is_the_bytes_that_were_sent() -> None:
     # not published (chunked, too large, serialize's data) or not a string: the plugin asks Kong
     assert parse_facts({"request": {"method": "POST"}}).body is None
     assert parse_facts({"request": {"body": 12}}).body is None
+
+
+def test_a_consumer_read_again_carries_its_current_fields() -> None:
+    # Consumers recur on every request and are built once per distinct set of fields: a consumer
+    # whose tags or names an admin changed is read with the new ones on its next request.
+    def consumer(**fields: Any) -> Consumer | None:
+        return parse_facts({"consumer": {"id": "c-1", **fields}}).consumer
+
+    assert consumer(tags=["tenant:acme"]) == Consumer("c-1", tags=("tenant:acme",))
+    assert consumer(tags=["tenant:acme"]) is consumer(tags=["tenant:acme"])
+    assert consumer(tags=["tenant:globex"]) == Consumer("c-1", tags=("tenant:globex",))
+    assert consumer(tags=["tenant:acme", "tier:gold"]) == Consumer("c-1", tags=("tenant:acme", "tier:gold"))
+    assert consumer(tags=[]) == consumer() == Consumer("c-1")
+    assert consumer(username="alice", custom_id="acme:7") == Consumer("c-1", "alice", "acme:7")
+    assert consumer(username="bob", custom_id="acme:7") == Consumer("c-1", "bob", "acme:7")
+    # values no cache key can hold are read as before: unhashable tags, a table for the tags
+    assert consumer(tags=[{"name": "x"}, "tenant:acme"]) == Consumer("c-1", tags=("tenant:acme",))
+    assert consumer(tags={"0": "tenant:acme"}) == Consumer("c-1")
+    assert consumer(tags="tenant:acme") == Consumer("c-1")
+    assert consumer(username="") == Consumer("c-1")  # empty names read as absent, cached or not

@@ -116,6 +116,9 @@ def suite_facts(serialized: dict[str, Any]) -> dict[str, Any]:
         "client_ip": serialized.get("client_ip"),
         "started_at": serialized.get("started_at"),
     }
+    content_type = (request.get("headers") or {}).get("content-type")
+    if content_type is not None:  # the one header it publishes
+        facts["request"]["headers"] = {"content-type": content_type}
     for name in ("route", "service"):
         if serialized.get(name):
             facts[name] = {k: serialized[name][k] for k in ("id", "name") if k in serialized[name]}
