@@ -188,6 +188,8 @@ class Plugin:
         self.sink: WebhookSink | None = shared_sink(self.cfg.webhook) if self.cfg.webhook else None
         identity_config = parse_identity_config(validated["identity"])
         self.identity = IdentityResolver(identity_config, time.time)
+        #: Whether the tenant may need the token header or the client certificate (a PDK call).
+        self._tenant_reads_kong = self.identity.needs_authorization_header is not None or identity_config.mtls
         #: What access reads (fetched one by one only without the companion): the client (consumer,
         #: credential, IP), the route, Kong's start time, the method and size deciding whether to
         #: read the body -- no service, no headers.
@@ -200,6 +202,8 @@ class Plugin:
 
     def _tenant(self, kong: Kong, facts: RequestFacts) -> str:
         """The caller's tenant; costs a PDK call only with JWT or mTLS identity configured."""
+        if not self._tenant_reads_kong:
+            return self.identity.resolve_tenant(facts)
         token = None
         header = self.identity.needs_authorization_header
         if header is not None:
