@@ -453,10 +453,12 @@ class Detector:
         room = BASELINE_ROWS_PER_CLIENT - st.taught
         teach = room if learn and room > 0 and st.extraction < cfg.thresholds.flag else 0
         # The client's running state goes in and comes back changed in place: its ratios, its
-        # coverage and axis words, its kept steps (the bits say which are valid).
+        # coverage and axis words, its kept steps (the bits say which are valid). (The route's
+        # operands unpacked first: ``*`` in the middle of the call built the argument list item by item.)
+        inv_scale, whiten, cell_planes, packed_route, settings = shape.kernel_args
         st.rows_n, n_found, n_clean, kept_out = kernels.score_rows(
-            st.rows, st.rows_n, rows, *shape.kernel_args, kept, st.kept_bits, st.ratios, st.words, found, fb.window,
-            fb.next_slot, teach)
+            st.rows, st.rows_n, rows, inv_scale, whiten, cell_planes, packed_route, settings, kept, st.kept_bits,
+            st.ratios, st.words, found, fb.window, fb.next_slot, teach)
         if kept_out:
             st.kept = kept
             st.kept_bits |= kept_out
