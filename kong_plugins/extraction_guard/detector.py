@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -255,6 +256,10 @@ class Detector:
         self._cold_shapes: dict[object, object] = {}
         #: How long a verdict of each level lasts (allow: none).
         self._ttl = (0.0, cfg.flag_ttl_s, cfg.throttle_ttl_s, cfg.block_ttl_s, cfg.revoke_ttl_s)
+        th = cfg.thresholds
+        #: The thresholds of the levels above allow each score can reach, ascending (see ``_decide``).
+        self._extraction_levels = (th.flag, th.throttle, th.block)
+        self._abuse_levels = (th.abuse_flag, th.abuse_throttle)
         #: ``kernels.score_rows``'s evidence of a request of up to ``max_rows_per_request`` rows,
         #: reused rather than allocated per request: a numpy call fewer on the log phase. One per
         #: detector is enough: a detector call never yields (no I/O inside ``observe``), so the
@@ -552,37 +557,25 @@ class Detector:
     # -- decision --------------------------------------------------------------------------------
 
     def _decide(self, st: ClientState, now: float, acc: _Acc, is_group: bool) -> Assessment:
-        cfg = self.cfg
-        th = cfg.thresholds
         ex = st.extraction
-        # A group (shared IP, tenant) mixes many clients: more inputs to compare means more
-        # coincidences, so its bar is higher. It exists for attacks split across keys.
-        bar = ex / GROUP_THRESHOLD_FACTOR if is_group else ex
-        level = ALLOW
-        if bar >= th.block:
-            level = BLOCK
-        elif bar >= th.throttle:
-            level = THROTTLE
-        elif bar >= th.flag:
-            level = FLAG
-        if st.abuse >= th.abuse_throttle:
-            level = max(level, THROTTLE)
-        elif st.abuse >= th.abuse_flag:
-            level = max(level, FLAG)
-        if level == BLOCK and cfg.revoke_enabled and not is_group and (
-                ex >= th.revoke or st.blocks >= REPEAT_OFFENDER_BLOCKS):
+        # The level is how many of a score's ascending thresholds it reached (the config refuses
+        # any other order): flag, throttle, block for extraction; flag, throttle for abuse. A group
+        # (shared IP, tenant) mixes many clients: more inputs to compare means more coincidences,
+        # so its bar is higher. It exists for attacks split across keys.
+        level = max(bisect_right(self._extraction_levels, ex / GROUP_THRESHOLD_FACTOR if is_group else ex),
+                    bisect_right(self._abuse_levels, st.abuse))
+        if level == BLOCK and self.cfg.revoke_enabled and not is_group and (
+                ex >= self.cfg.thresholds.revoke or st.blocks >= REPEAT_OFFENDER_BLOCKS):
             level = REVOKE
         current = st.level if st.level_until > now else ALLOW
-        ttl = self._ttl[level]
-        publish = False
-        until = st.level_until
-        if level > current or (level == current and level > ALLOW and st.level_until - now < ttl / 2):
-            publish = True
-            until = now + ttl
+        # A verdict is published when the level rises, and renewed when the level holds past half its TTL.
+        publish = level > current or (
+            level == current and level > ALLOW and st.level_until - now < self._ttl[level] / 2)
+        if publish:
             if level >= BLOCK and level > current:
                 st.blocks += 1
-            st.level, st.level_until = level, until
+            st.level, st.level_until = level, now + self._ttl[level]
         # level, previous_level, extraction, abuse, evidence, totals, publish, until, profile (the
         # totals are the state's own dict: the detector replaces it, never changes it -- observe)
-        return Assessment(level, current, ex, st.abuse, tuple(acc.evidence), st.contrib, publish, until,
+        return Assessment(level, current, ex, st.abuse, tuple(acc.evidence), st.contrib, publish, st.level_until,
                           _profile(st) if level > ALLOW else {})
