@@ -301,12 +301,12 @@ class Detector:
 
         route = self.baselines.get(obs.route)
         acc = _Acc()
-        if is_group and member is not None:
+        if not is_group:
+            self._volume(st, obs, route, acc, learn)
+        elif member is not None:
             h = member_hash(member)
             if h not in st.members:
                 st.members = (*st.members, h)[-GROUP_MEMBERS:]
-        if not is_group:
-            self._volume(st, obs, route, acc, learn)
         if obs.rows is not None and obs.rows.shape[0]:
             self._rows(st, obs, route, acc, learn)
         if obs.llm is not None:
@@ -314,12 +314,9 @@ class Detector:
         if obs.margins and obs.rows is None:
             self._margins(st, obs.margins, route, acc, learn)
 
-        if acc.extraction == 0.0:
-            acc.extraction = DRIFT
-        if acc.abuse == 0.0:
-            acc.abuse = DRIFT
-        st.extraction = max(0.0, st.extraction + acc.extraction)
-        st.abuse = max(0.0, st.abuse + acc.abuse)
+        # A score that found no evidence in this request drifts down (a sum of exactly 0.0 is none).
+        st.extraction = max(0.0, st.extraction + (acc.extraction or DRIFT))
+        st.abuse = max(0.0, st.abuse + (acc.abuse or DRIFT))
         if acc.evidence:
             # A new dict, never a change of the one the state holds: earlier assessments share it
             # as their totals (see _decide), and most requests, without evidence, copy nothing.
