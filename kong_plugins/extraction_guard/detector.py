@@ -277,14 +277,13 @@ class Detector:
         not observe such a group at all (``ExtractionGuard.learn`` keeps a small record of its one
         member and, when a second shows up, starts the group from the first one's state).
         """
-        cfg = self.cfg
         t = obs.t
         st = state or ClientState.new(t)
         dt = t - st.t_last
         # Time passed (a request at the same instant or out of order forgets nothing): the scores
         # fade with score_half_life_s, the counters decay exponentially with their time constants.
         if dt > 0.0:
-            forget = 0.5 ** (dt / cfg.score_half_life_s)
+            forget = 0.5 ** (dt / self.cfg.score_half_life_s)
             st.extraction *= forget
             st.abuse *= forget
             if forget < 1.0 and st.contrib:
@@ -301,18 +300,21 @@ class Detector:
 
         route = self.baselines.get(obs.route)
         acc = _Acc()
+        # The route's norms and feature baseline learn only from clients below the flag threshold
+        # (and a group's requests not again): an attacker cannot drag them towards its own queries.
+        teach = learn and st.extraction < self.cfg.thresholds.flag
         if not is_group:
-            self._volume(st, obs, route, acc, learn)
+            self._volume(st, obs, route, acc, teach)
         elif member is not None:
             h = member_hash(member)
             if h not in st.members:
                 st.members = (*st.members, h)[-GROUP_MEMBERS:]
         if obs.rows is not None and obs.rows.shape[0]:
-            self._rows(st, obs, route, acc, learn)
+            self._rows(st, obs, route, acc, teach)
         if obs.llm is not None:
             self._llm(st, obs.llm, acc)
         if obs.margins and obs.rows is None:
-            self._margins(st, obs.margins, route, acc, learn)
+            self._margins(st, obs.margins, route, acc, teach)
 
         # A score that found no evidence in this request drifts down (a sum of exactly 0.0 is none).
         st.extraction = max(0.0, st.extraction + (acc.extraction or DRIFT))
@@ -331,14 +333,11 @@ class Detector:
 
     # -- signals ---------------------------------------------------------------------------------
 
-    def _volume(self, st: ClientState, obs: Observation, route: RouteBaseline, acc: _Acc, learn: bool) -> None:
+    def _volume(self, st: ClientState, obs: Observation, route: RouteBaseline, acc: _Acc, teach: bool) -> None:
         cfg = self.cfg
         rate = route.rate
         ready = rate.n >= route.min_samples  # the route's norms are learned (its spreads: sqrt(var) below)
-        teach = learn and st.extraction < cfg.thresholds.flag
-        limit = cfg.burst_min_requests
-        if ready:
-            limit = max(limit, rate.mean + 4.0 * math.sqrt(rate.var))
+        limit = max(cfg.burst_min_requests, rate.mean + 4.0 * math.sqrt(rate.var)) if ready else cfg.burst_min_requests
         if st.rate_short > limit:
             acc.add("rate_vs_route", st.rate_short, W_RATE, "abuse")
         elif obs.t - st.t_first > LONG_TAU_S and st.rate_short > cfg.burst_min_requests / 2 and (
@@ -375,7 +374,7 @@ class Detector:
             self._cold_shapes[dim] = shape
         return shape
 
-    def _rows(self, st: ClientState, obs: Observation, route: RouteBaseline, acc: _Acc, learn: bool) -> None:
+    def _rows(self, st: ClientState, obs: Observation, route: RouteBaseline, acc: _Acc, teach_route: bool) -> None:
         """A numeric request's rows: each against the route's model and the client's recent inputs.
 
         ``kernels.score_rows`` does the per-row work in one compiled call and returns the evidence
@@ -406,7 +405,6 @@ class Detector:
         learned (it was judged, and learned or not, the first time; a re-sent off-model row must
         not slip into the baseline as a "duplicate").
         """
-        cfg = self.cfg
         rows = obs.rows
         assert rows is not None
         size, d = rows.shape
@@ -416,7 +414,7 @@ class Detector:
         model = fb.model
         margins = obs.margins
         ring = st.rows
-        capacity = cfg.recent_inputs
+        capacity = self.cfg.recent_inputs
         if ring is not None and (ring.shape[1] != d or ring.shape[0] > capacity
                                  or (ring.shape[0] < capacity and st.rows_n > ring.shape[0])):
             # Another route (or model) of the same client: structure is only compared within one.
@@ -452,8 +450,7 @@ class Detector:
         # model and not a repeat is a fine example of benign input: structure (a step, a jitter)
         # is about the sequence, not the row. The kernel copies up to ``teach`` of them into the
         # route baseline's window.
-        room = BASELINE_ROWS_PER_CLIENT - st.taught
-        teach = room if learn and room > 0 and st.extraction < cfg.thresholds.flag else 0
+        teach = max(0, BASELINE_ROWS_PER_CLIENT - st.taught) if teach_route else 0
         # The client's running state goes in and comes back changed in place: its ratios, its
         # coverage and axis words, its kept steps (the bits say which are valid). (The route's
         # operands unpacked first: ``*`` in the middle of the call built the argument list item by item.)
@@ -483,7 +480,7 @@ class Detector:
                         signal, weight = _ROW_EVIDENCE[int(kind)]
                         acc.add(signal, value, weight)
                 if margins is not None and i < len(margins):
-                    self._margin_evidence(st, float(margins[i]), route, acc, learn)
+                    self._margin_evidence(st, float(margins[i]), route, acc, teach_route)
                 if len(acc.evidence) > before:
                     row_weight = sum(e.weight for e in acc.evidence[before:] if e.score == "extraction")
                     if row_weight > W_ROW_MAX:
@@ -501,7 +498,7 @@ class Detector:
             st.taught += count
 
     def _margin_evidence(self, st: ClientState, margin: float, route: RouteBaseline, acc: _Acc,
-                         learn: bool) -> None:
+                         teach: bool) -> None:
         low = margin < self.cfg.low_margin
         st.low_margin_ewma += 0.05 * ((1.0 if low else 0.0) - st.low_margin_ewma)
         # A route whose model is often unsure gives low margins to everyone: only probing well
@@ -509,13 +506,13 @@ class Detector:
         if low and route.low_margin.n >= self.cfg.baseline_min_samples and route.low_margin.mean < 0.3 and (
                 st.low_margin_ewma > 2.0 * route.low_margin.mean + 0.1):
             acc.add("boundary_probe", margin, W_BOUNDARY)
-        if learn and st.extraction < self.cfg.thresholds.flag:
+        if teach:
             route.low_margin.add(1.0 if low else 0.0)
 
     def _margins(self, st: ClientState, margins: Sequence[float], route: RouteBaseline, acc: _Acc,
-                 learn: bool) -> None:
+                 teach: bool) -> None:
         for m in margins:
-            self._margin_evidence(st, float(m), route, acc, learn)
+            self._margin_evidence(st, float(m), route, acc, teach)
 
     def _llm(self, st: ClientState, req: LLMRequest, acc: _Acc) -> None:
         cfg = self.cfg
