@@ -171,9 +171,7 @@ class MemoryStorage(Storage):
         # (and the comprehension's frame) was a third of the cost. Same reads, same order.
         now_us = round((self._clock() if now is None else now) * 1_000_000)  # _now_us
         with self._lock:
-            state = self._state
-            state.now_us = now_us
-            data = state.data
+            data = self._state.data  # (expiries checked against now_us here: no _State method needs its now_us)
             values: list[str | None] = []
             for key in keys:
                 entry = data.get(key)
@@ -201,9 +199,7 @@ class MemoryStorage(Storage):
         now_us = round((self._clock() if now is None else now) * 1_000_000)  # _now_us
         renewed = None if renew_ttl is None else now_us + round(renew_ttl * 1_000_000)  # once, not per key
         with self._lock:
-            state = self._state
-            state.now_us = now_us
-            data = state.data
+            data = self._state.data  # (expiries checked against now_us here: no _State method needs its now_us)
             values: list[Any] = []
             for key in keys:
                 entry = data.get(key)
