@@ -442,7 +442,7 @@ class Detector:
         if not isinstance(shape, _Shape):
             shape = self._new_shape(d, model)
         found = self._found
-        if kernels.EVIDENCE_PER_ROW * size > found.shape[0]:  # more rows than a body may carry (a caller's own)
+        if size > self.cfg.max_rows_per_request:  # more rows than a body may carry (a caller's own): more room
             found = np.empty((kernels.EVIDENCE_PER_ROW * size, 3))
         if rows.dtype != _F64 or not rows.flags.c_contiguous:  # the body scanner's rows already are
             rows = np.ascontiguousarray(rows, dtype=np.float64)

@@ -517,12 +517,12 @@ def build_observation(cfg: GuardConfig, t: float, route: str, body: bytes | None
     ``response_size`` may be a function: it is called only when the size is needed (an LLM request
     whose output tokens no response tap counted), so the log phase reads it from Kong only then.
     """
-    doc = None
     rows = body_predict_rows(body, cfg.max_rows_per_request) if body is not None else None
+    llm = None
     if rows is None:  # not the common predict body: the general parser decides what it is
         doc = parse_json(body) if body is not None else None
         rows = predict_rows(doc, cfg.max_rows_per_request) if doc is not None else None
-    llm = llm_request(doc) if rows is None and doc is not None else None
+        llm = llm_request(doc) if rows is None and doc is not None else None
     margins = tap.get("m") if tap else None
     tokens = tap.get("o") if tap else None
     if tokens is None and llm is not None:
@@ -531,7 +531,11 @@ def build_observation(cfg: GuardConfig, t: float, route: str, body: bytes | None
             tokens = size / BYTES_PER_OUTPUT_TOKEN
     return _build_observation(t, route, request_size or (len(body) if body else 0), rows,
                               margins if isinstance(margins, list) else None, llm,
-                              float(tokens) if isinstance(tokens, int | float) else None)
+                              float(tokens) if isinstance(tokens, _NUMBER) else None)
+
+
+#: The types of a number in the tap's summary (a tuple: ``int | float`` would build a union each call).
+_NUMBER = (int, float)
 
 
 #: ``Observation(*fields)`` without its frozenness's cost (kong_plugins.frozen), once a request.
