@@ -309,11 +309,12 @@ class Detector:
             h = member_hash(member)
             if h not in st.members:
                 st.members = (*st.members, h)[-GROUP_MEMBERS:]
-        if obs.rows is not None and obs.rows.shape[0]:
-            self._rows(st, obs, route, acc, teach)
+        rows = obs.rows
+        if rows is not None and rows.shape[0]:
+            self._rows(st, rows, obs.margins, route, acc, teach)
         if obs.llm is not None:
             self._llm(st, obs.llm, acc)
-        if obs.margins and obs.rows is None:
+        if obs.margins and rows is None:
             self._margins(st, obs.margins, route, acc, teach)
 
         # A score that found no evidence in this request drifts down (a sum of exactly 0.0 is none).
@@ -329,7 +330,7 @@ class Detector:
             st.contrib = contrib
         if len(st.contrib) > 16:
             st.contrib = dict(sorted(st.contrib.items(), key=lambda kv: -kv[1])[:16])
-        return st, self._decide(st, obs.t, acc, is_group)
+        return st, self._decide(st, t, acc, is_group)
 
     # -- signals ---------------------------------------------------------------------------------
 
@@ -374,8 +375,10 @@ class Detector:
             self._cold_shapes[dim] = shape
         return shape
 
-    def _rows(self, st: ClientState, obs: Observation, route: RouteBaseline, acc: _Acc, teach_route: bool) -> None:
-        """A numeric request's rows: each against the route's model and the client's recent inputs.
+    def _rows(self, st: ClientState, rows: np.ndarray, margins: Sequence[float] | None, route: RouteBaseline,
+              acc: _Acc, teach_route: bool) -> None:
+        """A numeric request's rows (and the reply margins, when a response tap read them): each
+        against the route's model and the client's recent inputs.
 
         ``kernels.score_rows`` does the per-row work in one compiled call and returns the evidence
         found (``_ROW_EVIDENCE``), in row order; here it is added, with the reply margins' own
@@ -405,14 +408,11 @@ class Detector:
         learned (it was judged, and learned or not, the first time; a re-sent off-model row must
         not slip into the baseline as a "duplicate").
         """
-        rows = obs.rows
-        assert rows is not None
         size, d = rows.shape
         # (each call a request is a microsecond or two once the CPU has slept between requests:
         # the common lookups here are written out, their methods only make what is missing)
         fb = route.features.get(d) or route.feature_baseline(d)
         model = fb.model
-        margins = obs.margins
         ring = st.rows
         capacity = self.cfg.recent_inputs
         if ring is not None and (ring.shape[1] != d or ring.shape[0] > capacity
