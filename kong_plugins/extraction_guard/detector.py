@@ -415,20 +415,19 @@ class Detector:
         model = fb.model
         ring = st.rows
         capacity = self.cfg.recent_inputs
-        if ring is not None and (ring.shape[1] != d or ring.shape[0] > capacity
-                                 or (ring.shape[0] < capacity and st.rows_n > ring.shape[0])):
+        slots, width = ring.shape if ring is not None else (0, d)  # (read once: each .shape builds a tuple)
+        if ring is not None and (width != d or slots > capacity or (slots < capacity and st.rows_n > slots)):
             # Another route (or model) of the same client: structure is only compared within one.
             # (Or recent_inputs was reconfigured: the ring starts again at its new size.) A new
             # ring: the client's kept steps go with the old one.
             ring = st.rows = st.kept = None
-            st.rows_n = st.kept_bits = 0
+            st.rows_n = st.kept_bits = slots = 0
         needed = min(st.rows_n + size, capacity)
-        if ring is None or ring.shape[0] < needed:
+        if ring is None or slots < needed:
             # The ring grows with the client's inputs, doubling up to recent_inputs: most clients
             # send a few requests, and a 64-feature ring at full size (4 KB) for one row was most
             # of the memory a kept state took. It has not wrapped yet: its rows keep their slots.
-            grown = np.zeros((min(capacity, max(needed, 2 * ring.shape[0] if ring is not None else 0)), d),
-                             dtype=np.float32)
+            grown = np.zeros((min(capacity, max(needed, 2 * slots)), d), dtype=np.float32)
             if ring is not None:
                 grown[:st.rows_n] = ring[:st.rows_n]
             st.rows = grown
