@@ -35,6 +35,8 @@ def axis_max(dim: int) -> int:
     """Coordinates a finite-difference step may change: one, or a few on wide inputs (d // 16)."""
     return max(1, dim // 16)
 _EWMA = 0.01
+#: The count from which ``_Ewm`` weighs a new value by ``_EWMA`` (1 / n before; 1 / 100 is 0.01 itself).
+_EWMA_AFTER = 100
 
 
 #: Coverage cells: the sign pattern of a standardised input against 8 fixed random hyperplanes.
@@ -360,11 +362,10 @@ class _Ewm:
     n: int = 0
 
     def add(self, x: float) -> None:
-        # (two or three a request: max()'s call was a fifth of the cost)
+        # A new value weighs 1 / n (the plain mean while few were seen), _EWMA from _EWMA_AFTER on.
+        # (Two or three a request: one expression, where max()'s call was a fifth of the cost.)
         n = self.n = self.n + 1
-        a = 1.0 / n
-        if a < _EWMA:
-            a = _EWMA
+        a = 1.0 / n if n < _EWMA_AFTER else _EWMA
         d = x - self.mean
         self.mean += a * d
         self.var = (1 - a) * (self.var + a * d * d)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -255,6 +256,10 @@ class Detector:
         self._cold_shapes: dict[object, object] = {}
         #: How long a verdict of each level lasts (allow: none).
         self._ttl = (0.0, cfg.flag_ttl_s, cfg.throttle_ttl_s, cfg.block_ttl_s, cfg.revoke_ttl_s)
+        th = cfg.thresholds
+        #: The thresholds of the levels above allow each score can reach, ascending (see ``_decide``).
+        self._extraction_levels = (th.flag, th.throttle, th.block)
+        self._abuse_levels = (th.abuse_flag, th.abuse_throttle)
         #: ``kernels.score_rows``'s evidence of a request of up to ``max_rows_per_request`` rows,
         #: reused rather than allocated per request: a numpy call fewer on the log phase. One per
         #: detector is enough: a detector call never yields (no I/O inside ``observe``), so the
@@ -272,14 +277,13 @@ class Detector:
         not observe such a group at all (``ExtractionGuard.learn`` keeps a small record of its one
         member and, when a second shows up, starts the group from the first one's state).
         """
-        cfg = self.cfg
         t = obs.t
         st = state or ClientState.new(t)
         dt = t - st.t_last
         # Time passed (a request at the same instant or out of order forgets nothing): the scores
         # fade with score_half_life_s, the counters decay exponentially with their time constants.
         if dt > 0.0:
-            forget = 0.5 ** (dt / cfg.score_half_life_s)
+            forget = 0.5 ** (dt / self.cfg.score_half_life_s)
             st.extraction *= forget
             st.abuse *= forget
             if forget < 1.0 and st.contrib:
@@ -296,25 +300,26 @@ class Detector:
 
         route = self.baselines.get(obs.route)
         acc = _Acc()
-        if is_group and member is not None:
+        # The route's norms and feature baseline learn only from clients below the flag threshold
+        # (and a group's requests not again): an attacker cannot drag them towards its own queries.
+        teach = learn and st.extraction < self.cfg.thresholds.flag
+        if not is_group:
+            self._volume(st, obs, route, acc, teach)
+        elif member is not None:
             h = member_hash(member)
             if h not in st.members:
                 st.members = (*st.members, h)[-GROUP_MEMBERS:]
-        if not is_group:
-            self._volume(st, obs, route, acc, learn)
-        if obs.rows is not None and obs.rows.shape[0]:
-            self._rows(st, obs, route, acc, learn)
+        rows = obs.rows
+        if rows is not None and rows.shape[0]:
+            self._rows(st, rows, obs.margins, route, acc, teach)
         if obs.llm is not None:
             self._llm(st, obs.llm, acc)
-        if obs.margins and obs.rows is None:
-            self._margins(st, obs.margins, route, acc, learn)
+        if obs.margins and rows is None:
+            self._margins(st, obs.margins, route, acc, teach)
 
-        if acc.extraction == 0.0:
-            acc.extraction = DRIFT
-        if acc.abuse == 0.0:
-            acc.abuse = DRIFT
-        st.extraction = max(0.0, st.extraction + acc.extraction)
-        st.abuse = max(0.0, st.abuse + acc.abuse)
+        # A score that found no evidence in this request drifts down (a sum of exactly 0.0 is none).
+        st.extraction = max(0.0, st.extraction + (acc.extraction or DRIFT))
+        st.abuse = max(0.0, st.abuse + (acc.abuse or DRIFT))
         if acc.evidence:
             # A new dict, never a change of the one the state holds: earlier assessments share it
             # as their totals (see _decide), and most requests, without evidence, copy nothing.
@@ -325,18 +330,15 @@ class Detector:
             st.contrib = contrib
         if len(st.contrib) > 16:
             st.contrib = dict(sorted(st.contrib.items(), key=lambda kv: -kv[1])[:16])
-        return st, self._decide(st, obs.t, acc, is_group)
+        return st, self._decide(st, t, acc, is_group)
 
     # -- signals ---------------------------------------------------------------------------------
 
-    def _volume(self, st: ClientState, obs: Observation, route: RouteBaseline, acc: _Acc, learn: bool) -> None:
+    def _volume(self, st: ClientState, obs: Observation, route: RouteBaseline, acc: _Acc, teach: bool) -> None:
         cfg = self.cfg
         rate = route.rate
         ready = rate.n >= route.min_samples  # the route's norms are learned (its spreads: sqrt(var) below)
-        teach = learn and st.extraction < cfg.thresholds.flag
-        limit = cfg.burst_min_requests
-        if ready:
-            limit = max(limit, rate.mean + 4.0 * math.sqrt(rate.var))
+        limit = max(cfg.burst_min_requests, rate.mean + 4.0 * math.sqrt(rate.var)) if ready else cfg.burst_min_requests
         if st.rate_short > limit:
             acc.add("rate_vs_route", st.rate_short, W_RATE, "abuse")
         elif obs.t - st.t_first > LONG_TAU_S and st.rate_short > cfg.burst_min_requests / 2 and (
@@ -373,8 +375,10 @@ class Detector:
             self._cold_shapes[dim] = shape
         return shape
 
-    def _rows(self, st: ClientState, obs: Observation, route: RouteBaseline, acc: _Acc, learn: bool) -> None:
-        """A numeric request's rows: each against the route's model and the client's recent inputs.
+    def _rows(self, st: ClientState, rows: np.ndarray, margins: Sequence[float] | None, route: RouteBaseline,
+              acc: _Acc, teach_route: bool) -> None:
+        """A numeric request's rows (and the reply margins, when a response tap read them): each
+        against the route's model and the client's recent inputs.
 
         ``kernels.score_rows`` does the per-row work in one compiled call and returns the evidence
         found (``_ROW_EVIDENCE``), in row order; here it is added, with the reply margins' own
@@ -404,31 +408,26 @@ class Detector:
         learned (it was judged, and learned or not, the first time; a re-sent off-model row must
         not slip into the baseline as a "duplicate").
         """
-        cfg = self.cfg
-        rows = obs.rows
-        assert rows is not None
         size, d = rows.shape
         # (each call a request is a microsecond or two once the CPU has slept between requests:
         # the common lookups here are written out, their methods only make what is missing)
         fb = route.features.get(d) or route.feature_baseline(d)
         model = fb.model
-        margins = obs.margins
         ring = st.rows
-        capacity = cfg.recent_inputs
-        if ring is not None and (ring.shape[1] != d or ring.shape[0] > capacity
-                                 or (ring.shape[0] < capacity and st.rows_n > ring.shape[0])):
+        capacity = self.cfg.recent_inputs
+        slots, width = ring.shape if ring is not None else (0, d)  # (read once: each .shape builds a tuple)
+        if ring is not None and (width != d or slots > capacity or (slots < capacity and st.rows_n > slots)):
             # Another route (or model) of the same client: structure is only compared within one.
             # (Or recent_inputs was reconfigured: the ring starts again at its new size.) A new
             # ring: the client's kept steps go with the old one.
             ring = st.rows = st.kept = None
-            st.rows_n = st.kept_bits = 0
+            st.rows_n = st.kept_bits = slots = 0
         needed = min(st.rows_n + size, capacity)
-        if ring is None or ring.shape[0] < needed:
+        if ring is None or slots < needed:
             # The ring grows with the client's inputs, doubling up to recent_inputs: most clients
             # send a few requests, and a 64-feature ring at full size (4 KB) for one row was most
             # of the memory a kept state took. It has not wrapped yet: its rows keep their slots.
-            grown = np.zeros((min(capacity, max(needed, 2 * ring.shape[0] if ring is not None else 0)), d),
-                             dtype=np.float32)
+            grown = np.zeros((min(capacity, max(needed, 2 * slots)), d), dtype=np.float32)
             if ring is not None:
                 grown[:st.rows_n] = ring[:st.rows_n]
             st.rows = grown
@@ -442,7 +441,7 @@ class Detector:
         if not isinstance(shape, _Shape):
             shape = self._new_shape(d, model)
         found = self._found
-        if kernels.EVIDENCE_PER_ROW * size > found.shape[0]:  # more rows than a body may carry (a caller's own)
+        if size > self.cfg.max_rows_per_request:  # more rows than a body may carry (a caller's own): more room
             found = np.empty((kernels.EVIDENCE_PER_ROW * size, 3))
         if rows.dtype != _F64 or not rows.flags.c_contiguous:  # the body scanner's rows already are
             rows = np.ascontiguousarray(rows, dtype=np.float64)
@@ -450,13 +449,14 @@ class Detector:
         # model and not a repeat is a fine example of benign input: structure (a step, a jitter)
         # is about the sequence, not the row. The kernel copies up to ``teach`` of them into the
         # route baseline's window.
-        room = BASELINE_ROWS_PER_CLIENT - st.taught
-        teach = room if learn and room > 0 and st.extraction < cfg.thresholds.flag else 0
+        teach = max(0, BASELINE_ROWS_PER_CLIENT - st.taught) if teach_route else 0
         # The client's running state goes in and comes back changed in place: its ratios, its
-        # coverage and axis words, its kept steps (the bits say which are valid).
+        # coverage and axis words, its kept steps (the bits say which are valid). (The route's
+        # operands unpacked first: ``*`` in the middle of the call built the argument list item by item.)
+        inv_scale, whiten, cell_planes, packed_route, settings = shape.kernel_args
         st.rows_n, n_found, n_clean, kept_out = kernels.score_rows(
-            st.rows, st.rows_n, rows, *shape.kernel_args, kept, st.kept_bits, st.ratios, st.words, found, fb.window,
-            fb.next_slot, teach)
+            st.rows, st.rows_n, rows, inv_scale, whiten, cell_planes, packed_route, settings, kept, st.kept_bits,
+            st.ratios, st.words, found, fb.window, fb.next_slot, teach)
         if kept_out:
             st.kept = kept
             st.kept_bits |= kept_out
@@ -479,7 +479,7 @@ class Detector:
                         signal, weight = _ROW_EVIDENCE[int(kind)]
                         acc.add(signal, value, weight)
                 if margins is not None and i < len(margins):
-                    self._margin_evidence(st, float(margins[i]), route, acc, learn)
+                    self._margin_evidence(st, float(margins[i]), route, acc, teach_route)
                 if len(acc.evidence) > before:
                     row_weight = sum(e.weight for e in acc.evidence[before:] if e.score == "extraction")
                     if row_weight > W_ROW_MAX:
@@ -497,7 +497,7 @@ class Detector:
             st.taught += count
 
     def _margin_evidence(self, st: ClientState, margin: float, route: RouteBaseline, acc: _Acc,
-                         learn: bool) -> None:
+                         teach: bool) -> None:
         low = margin < self.cfg.low_margin
         st.low_margin_ewma += 0.05 * ((1.0 if low else 0.0) - st.low_margin_ewma)
         # A route whose model is often unsure gives low margins to everyone: only probing well
@@ -505,13 +505,13 @@ class Detector:
         if low and route.low_margin.n >= self.cfg.baseline_min_samples and route.low_margin.mean < 0.3 and (
                 st.low_margin_ewma > 2.0 * route.low_margin.mean + 0.1):
             acc.add("boundary_probe", margin, W_BOUNDARY)
-        if learn and st.extraction < self.cfg.thresholds.flag:
+        if teach:
             route.low_margin.add(1.0 if low else 0.0)
 
     def _margins(self, st: ClientState, margins: Sequence[float], route: RouteBaseline, acc: _Acc,
-                 learn: bool) -> None:
+                 teach: bool) -> None:
         for m in margins:
-            self._margin_evidence(st, float(m), route, acc, learn)
+            self._margin_evidence(st, float(m), route, acc, teach)
 
     def _llm(self, st: ClientState, req: LLMRequest, acc: _Acc) -> None:
         cfg = self.cfg
@@ -550,37 +550,25 @@ class Detector:
     # -- decision --------------------------------------------------------------------------------
 
     def _decide(self, st: ClientState, now: float, acc: _Acc, is_group: bool) -> Assessment:
-        cfg = self.cfg
-        th = cfg.thresholds
         ex = st.extraction
-        # A group (shared IP, tenant) mixes many clients: more inputs to compare means more
-        # coincidences, so its bar is higher. It exists for attacks split across keys.
-        bar = ex / GROUP_THRESHOLD_FACTOR if is_group else ex
-        level = ALLOW
-        if bar >= th.block:
-            level = BLOCK
-        elif bar >= th.throttle:
-            level = THROTTLE
-        elif bar >= th.flag:
-            level = FLAG
-        if st.abuse >= th.abuse_throttle:
-            level = max(level, THROTTLE)
-        elif st.abuse >= th.abuse_flag:
-            level = max(level, FLAG)
-        if level == BLOCK and cfg.revoke_enabled and not is_group and (
-                ex >= th.revoke or st.blocks >= REPEAT_OFFENDER_BLOCKS):
+        # The level is how many of a score's ascending thresholds it reached (the config refuses
+        # any other order): flag, throttle, block for extraction; flag, throttle for abuse. A group
+        # (shared IP, tenant) mixes many clients: more inputs to compare means more coincidences,
+        # so its bar is higher. It exists for attacks split across keys.
+        level = max(bisect_right(self._extraction_levels, ex / GROUP_THRESHOLD_FACTOR if is_group else ex),
+                    bisect_right(self._abuse_levels, st.abuse))
+        if level == BLOCK and self.cfg.revoke_enabled and not is_group and (
+                ex >= self.cfg.thresholds.revoke or st.blocks >= REPEAT_OFFENDER_BLOCKS):
             level = REVOKE
         current = st.level if st.level_until > now else ALLOW
-        ttl = self._ttl[level]
-        publish = False
-        until = st.level_until
-        if level > current or (level == current and level > ALLOW and st.level_until - now < ttl / 2):
-            publish = True
-            until = now + ttl
+        # A verdict is published when the level rises, and renewed when the level holds past half its TTL.
+        publish = level > current or (
+            level == current and level > ALLOW and st.level_until - now < self._ttl[level] / 2)
+        if publish:
             if level >= BLOCK and level > current:
                 st.blocks += 1
-            st.level, st.level_until = level, until
+            st.level, st.level_until = level, now + self._ttl[level]
         # level, previous_level, extraction, abuse, evidence, totals, publish, until, profile (the
         # totals are the state's own dict: the detector replaces it, never changes it -- observe)
-        return Assessment(level, current, ex, st.abuse, tuple(acc.evidence), st.contrib, publish, until,
+        return Assessment(level, current, ex, st.abuse, tuple(acc.evidence), st.contrib, publish, st.level_until,
                           _profile(st) if level > ALLOW else {})

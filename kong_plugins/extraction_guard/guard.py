@@ -231,13 +231,13 @@ class ExtractionGuard:
         decisions: list[Decision] = []
         blob = raw[0]
         state = blob if type(blob) is ClientState else self._cached_state(keys[0], blob)
-        self._learn("client", ident.client, keys[0], state, state is not None and state is raw[0], ident, obs,
-                    decisions)
+        self._learn(ident.client, keys[0], state, state is not None and state is blob, ident, obs, decisions,
+                    is_group=False)
         if ident.group:
             observed, group = self._group_state(ident, keys[1], raw[1], obs.t)
             if observed:
-                self._learn("group", ident.group, keys[1], group, group is not None and group is raw[1], ident, obs,
-                            decisions)
+                self._learn(ident.group, keys[1], group, group is not None and group is raw[1], ident, obs,
+                            decisions, is_group=True)
         return decisions
 
     def _cached_state(self, key: str, blob: Any) -> ClientState | None:
@@ -248,10 +248,10 @@ class ExtractionGuard:
         state = self.states.take(key, blob) if blob else None
         return state if state is not None else _decode_state(blob)
 
-    def _learn(self, kind: str, subject: str, key: str, state: ClientState | None, stored: bool, ident: Identity,
-               obs: Observation, decisions: list[Decision]) -> None:
-        """Observe one state (``stored``: the very object the memory backend holds, renewed)."""
-        is_group = kind == "group"
+    def _learn(self, subject: str, key: str, state: ClientState | None, stored: bool, ident: Identity,
+               obs: Observation, decisions: list[Decision], *, is_group: bool) -> None:
+        """Observe the client's state, or its group's (``stored``: the very object the memory
+        backend holds, renewed)."""
         # A group's requests are its clients' requests: the route baseline learns them once.
         st, assessment = self.detector.observe(state, obs, is_group=is_group, learn=not is_group,
                                                member=ident.client if is_group else None)
@@ -265,8 +265,8 @@ class ExtractionGuard:
             self.states.put(key, text, st)
         if assessment.publish:
             self._publish(subject, ident, assessment, obs.t)
-        if assessment.escalated and assessment.level > ALLOW:
-            decision = Decision(kind, subject, assessment, obs.t, ident.tenant)
+        if assessment.level > ALLOW and assessment.escalated:  # (most requests: allow, no escalation to read)
+            decision = Decision("group" if is_group else "client", subject, assessment, obs.t, ident.tenant)
             decisions.append(decision)
             if self.on_decision is not None:
                 self.on_decision(decision)
@@ -283,22 +283,20 @@ class ExtractionGuard:
         starts from the first one's state (``_seed_group``): the same recent inputs, prompts and
         biased ids the group would have kept, so the second client's queries meet the first one's.
         """
-        member = ident.client
-        ttl = self.cfg.state_ttl_s
         if type(blob) is str and blob[0] == _SOLO_MARK:
             solo = _parse_solo(blob)  # (member, written), read on every request of the group
-            if solo is not None and solo[0] != member:
+            if solo is not None and solo[0] != ident.client:
                 return True, self._seed_group(ident.tenant, solo[0], now)
-            if solo is not None and now - solo[1] < ttl / 2:
+            if solo is not None and now - solo[1] < self.cfg.state_ttl_s / 2:
                 return False, None
         elif blob:
             state = self._cached_state(key, blob)
-            if state is None or state.members != (member_hash(member),):
+            if state is None or state.members != (member_hash(ident.client),):
                 return True, state
             # else: a one-client group's full state, as a release before the record kept it
         # Text on every backend: a string is no work for the cyclic garbage collector, which the
         # memory backend's objects are (one per client is what it keeps; see ClientState).
-        self.storage.set(key, SoloGroup(member, now).to_text(), ttl=ttl, now=now)
+        self.storage.set(key, SoloGroup(ident.client, now).to_text(), ttl=self.cfg.state_ttl_s, now=now)
         return False, None
 
     def _seed_group(self, tenant: str, first: str, now: float) -> ClientState:
@@ -519,12 +517,12 @@ def build_observation(cfg: GuardConfig, t: float, route: str, body: bytes | None
     ``response_size`` may be a function: it is called only when the size is needed (an LLM request
     whose output tokens no response tap counted), so the log phase reads it from Kong only then.
     """
-    doc = None
     rows = body_predict_rows(body, cfg.max_rows_per_request) if body is not None else None
+    llm = None
     if rows is None:  # not the common predict body: the general parser decides what it is
         doc = parse_json(body) if body is not None else None
         rows = predict_rows(doc, cfg.max_rows_per_request) if doc is not None else None
-    llm = llm_request(doc) if rows is None and doc is not None else None
+        llm = llm_request(doc) if rows is None and doc is not None else None
     margins = tap.get("m") if tap else None
     tokens = tap.get("o") if tap else None
     if tokens is None and llm is not None:
@@ -533,7 +531,11 @@ def build_observation(cfg: GuardConfig, t: float, route: str, body: bytes | None
             tokens = size / BYTES_PER_OUTPUT_TOKEN
     return _build_observation(t, route, request_size or (len(body) if body else 0), rows,
                               margins if isinstance(margins, list) else None, llm,
-                              float(tokens) if isinstance(tokens, int | float) else None)
+                              float(tokens) if isinstance(tokens, _NUMBER) else None)
+
+
+#: The types of a number in the tap's summary (a tuple: ``int | float`` would build a union each call).
+_NUMBER = (int, float)
 
 
 #: ``Observation(*fields)`` without its frozenness's cost (kong_plugins.frozen), once a request.
