@@ -242,3 +242,100 @@ def test_axis_neighbour_pairs_counts_what_the_numpy_expression_counts() -> None:
         sample = np.ascontiguousarray(rows)
         axis_max = int(rng.integers(1, 5))
         assert kernels.axis_neighbour_pairs(sample, axis_max) == _axis_pairs_numpy(sample, axis_max)
+
+
+def _reference_step_tests(structure: np.ndarray, axis: np.ndarray, n_near: np.ndarray, step_near: np.ndarray,
+                          changed: np.ndarray, rows: np.ndarray, span: np.ndarray, grid: np.ndarray,
+                          step0: np.ndarray, vecs: np.ndarray, line_step: np.ndarray, line0: np.ndarray,
+                          min_dim: int) -> tuple[list[bool], list[float], list[float], list[float]]:
+    """_step_tests's docstring, written with numpy, coordinate sets as masks: (signed, sign mean,
+    repeated-step median or NaN, line |cos| or -1) per row."""
+    size, dim = step_near.shape
+    signed, sign_value = [False] * size, [0.0] * size
+    repeat, line_cos = [float("nan")] * size, [-1.0] * size
+    prev = step0 if step0.size == dim else None
+    for r in range(size):
+        if not (structure[r] and n_near[r] >= 4):
+            continue
+        a, mask = step_near[r], changed[r]
+        if axis[r] < 0 and n_near[r] >= max(4, dim // 4) and span.size == dim:
+            moves = np.abs(a[mask])
+            relative = moves.astype(np.float64) / span[mask]
+            if _mostly_equal_sorted(relative, 1.01) or (
+                    n_near[r] >= min_dim and _mostly_equal_sorted(moves, np.float32(1.01))):
+                signed[r], sign_value[r] = True, float(moves.astype(np.float64).mean())
+        if not signed[r] and prev is not None:
+            union = mask | (prev != 0)
+            ma, mb = np.abs(a[union]), np.abs(prev[union])
+            same = int((np.abs(ma - mb) <= np.float32(0.01) * np.maximum(ma, mb)).sum())
+            back_and_forth = bool((a[union] == prev[union]).all() or (a[union] == -prev[union]).all())
+            if same >= 0.8 * union.sum() and not back_and_forth:
+                finer = n_near[r] >= min_dim
+                if not finer and grid.size == dim:
+                    scaled = a.astype(np.float64) / grid
+                    slack = (np.float32(2.4e-7) * (np.abs(rows[r]) + np.float32(1.0))).astype(np.float64) / grid
+                    finer = bool((np.abs(scaled - np.rint(scaled)) > slack).any())
+                if finer:
+                    repeat[r] = float(np.median(np.abs(a[union])))
+        prev = a
+    last = line0.astype(np.float64) if line0.size == dim else None
+    for r in range(size):
+        if structure[r]:
+            if line_step[r] and last is not None:
+                norms = np.linalg.norm(vecs[r]) * np.linalg.norm(last)
+                if norms > 0:
+                    line_cos[r] = float(abs(vecs[r] @ last) / norms)
+            last = vecs[r].astype(np.float32).astype(np.float64)
+    return signed, sign_value, repeat, line_cos
+
+
+@settings(max_examples=300, deadline=None)
+@given(seed=hs.integers(0, 2**32 - 1), size=hs.integers(1, 6), dim=hs.sampled_from([4, 5, 8, 12, 16]),
+       kept=hs.booleans(), gridded=hs.booleans())
+def test_the_step_tests_find_the_sign_steps_repeated_steps_and_lines_their_definition_finds(
+        seed: int, size: int, dim: int, kept: bool, gridded: bool) -> None:
+    # Steps drawn so that each test goes both ways: a step repeated exactly, within 1% or not,
+    # negated (back and forth), all moves equal (a sign step), on a 0.1 grid or finer than it.
+    rng = np.random.default_rng(seed)
+    base = np.round(rng.uniform(-1, 1, size=dim), 1).astype(np.float32)
+    base[rng.random(dim) < 0.3] = 0.0
+    steps = np.empty((size, dim), dtype=np.float32)
+    for r in range(size):
+        kind = rng.integers(6)
+        if kind == 0:
+            steps[r] = base
+        elif kind == 1:
+            steps[r] = base * np.float32(rng.choice([1.004, 0.996, 1.02]))
+        elif kind == 2:
+            steps[r] = -base
+        elif kind == 3:
+            steps[r] = np.float32(rng.choice([0.1, 0.25])) * rng.choice([-1, 1], size=dim).astype(np.float32)
+        elif kind == 4:
+            steps[r] = base + np.float32(1e-3) * rng.integers(0, 2, size=dim).astype(np.float32)
+        else:
+            steps[r] = rng.normal(size=dim).astype(np.float32)
+        steps[r, rng.random(dim) < 0.1] = 0.0
+        steps[r, rng.random(dim) < 0.1] = np.float32(1e-8)  # moved by less than float32 rounding: not a move
+    rows = np.round(rng.uniform(-3, 3, size=(size, dim)), 1).astype(np.float32)
+    changed = np.abs(steps) > np.float32(1e-6) * (np.abs(rows) + np.float32(1.0))
+    n_near = changed.sum(axis=1).astype(np.int64)
+    structure = rng.random(size) < 0.9
+    axis = np.where(rng.random(size) < 0.8, -1, 0).astype(np.int64)
+    span = rng.choice([1.0, 2.0], size=dim) if rng.random() < 0.8 else np.zeros(0)
+    grid = np.full(dim, 0.1) if gridded else np.zeros(0)
+    step0 = base.copy() if kept else np.zeros(0, dtype=np.float32)
+    line0 = rng.normal(size=dim).astype(np.float32) if kept else np.zeros(0, dtype=np.float32)
+    vecs = rng.normal(size=(size, dim))
+    vecs[rng.random(size) < 0.3] = line0 if kept else 0.0  # collinear with the last line
+    line_step = rng.random(size) < 0.8
+    min_dim = int(rng.choice([4, 8, 64]))
+    args = (structure, axis, n_near, steps, changed, rows, span, grid, step0, vecs, line_step, line0, min_dim)
+
+    signed, sign_value = np.zeros(size, dtype=np.bool_), np.zeros(size)
+    repeat, line_cos = np.full(size, np.nan), np.full(size, -1.0)
+    kernels._step_tests(*args, signed, sign_value, repeat, line_cos)
+    want_signed, want_value, want_repeat, want_cos = _reference_step_tests(*args)
+    assert signed.tolist() == want_signed
+    np.testing.assert_allclose(sign_value, want_value, rtol=1e-12)
+    np.testing.assert_allclose(repeat, want_repeat, rtol=1e-6)  # NaN where no repeated step
+    np.testing.assert_allclose(line_cos, want_cos, rtol=1e-6, atol=1e-12)
