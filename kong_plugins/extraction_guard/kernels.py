@@ -254,36 +254,39 @@ def _step_tests(structure: np.ndarray, axis: np.ndarray, n_near: np.ndarray, ste
             a = step_near[r]
             is_signed = False
             if axis[r] < 0 and n_near[r] >= wide and have_span:
+                # The moved coordinates packed to the front without a branch per coordinate (which
+                # one moved is data, a coin flip to the branch predictor): each one is written at
+                # ``count`` and kept by counting it; the sum adds an exact 0.0 for the others.
                 count = 0
                 total = 0.0
                 for j in range(dim):
-                    if mask[j]:
-                        m = abs(a[j])
-                        relative[count] = np.float64(m) / span[j]
-                        absolute[count] = m
-                        total += m
-                        count += 1
+                    m = abs(a[j])
+                    relative[count] = np.float64(m) / span[j]
+                    absolute[count] = m
+                    total += m if mask[j] else 0.0
+                    count += mask[j]
                 is_signed = _mostly_equal(relative[:count], 1.01) or (
                     n_near[r] >= min_dim and _mostly_equal(absolute[:count], one32))
                 if is_signed:
                     signed[r] = True
                     sign_value[r] = total / count
             if not is_signed and has_prev:
+                # Counted without branches, so that the loop vectorises: a coordinate outside the
+                # union adds nothing and cannot make the steps unequal.
                 n_union = 0
                 n_same = 0
-                equal = True
-                opposite = True
+                n_unequal = 0
+                n_unopposite = 0
                 for j in range(dim):
                     b = prev[j]
-                    if mask[j] or b != 0:
-                        n_union += 1
-                        ma, mb = abs(a[j]), abs(b)
-                        if abs(ma - mb) <= pct32 * max(ma, mb):
-                            n_same += 1
-                        if a[j] != b:
-                            equal = False
-                        if a[j] != -b:
-                            opposite = False
+                    in_union = mask[j] | (b != 0)
+                    ma, mb = abs(a[j]), abs(b)
+                    n_union += in_union
+                    n_same += in_union & (abs(ma - mb) <= pct32 * max(ma, mb))
+                    n_unequal += in_union & (a[j] != b)
+                    n_unopposite += in_union & (a[j] != -b)
+                equal = n_unequal == 0
+                opposite = n_unopposite == 0
                 # not the same two inputs again (a client going back and forth between two rows)
                 if n_same >= 0.8 * n_union and not equal and not opposite:
                     finer = n_near[r] >= min_dim
