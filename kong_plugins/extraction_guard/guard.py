@@ -284,7 +284,7 @@ class ExtractionGuard:
         biased ids the group would have kept, so the second client's queries meet the first one's.
         """
         if type(blob) is str and blob[0] == _SOLO_MARK:
-            solo = _parse_solo(blob)  # (member, written), read on every request of the group
+            solo = _solo_record(blob)  # (member, written), read on every request of the group
             if solo is not None and solo[0] != ident.client:
                 return True, self._seed_group(ident.tenant, solo[0], now)
             if solo is not None and now - solo[1] < self.cfg.state_ttl_s / 2:
@@ -474,6 +474,16 @@ def _parse_solo(blob: str) -> tuple[str, float] | None:
         return member, float(written)
     except ValueError:
         return None
+
+
+#: ``_parse_solo`` of the records read most recently: every request of a client behind a one-client
+#: group reads its group's record, unchanged for half ``state_ttl_s``, and parsing it again (a
+#: Python call, a slice, a split and a float) cost more than finding it here (one C call; the
+#: memory backend returns the very string stored, whose hash is kept). The parse is a function of
+#: the text alone, so a record another node wrote is found as well. ~0.25 KB an entry (its text
+#: is the store's own on the memory backend); the texts stay strings in storage (see
+#: ``_group_state``).
+_solo_record = lru_cache(maxsize=KEY_CACHE)(_parse_solo)
 
 
 def solo_group_client(blob: str | None) -> str | None:

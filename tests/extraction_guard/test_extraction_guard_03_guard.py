@@ -24,6 +24,7 @@ from kong_plugins.extraction_guard.guard import (
     Verdict,
     _decode_state,
     _encode_state,
+    _solo_record,
     build_observation,
 )
 from kong_plugins.extraction_guard.handler import BODY_KEY
@@ -362,6 +363,19 @@ def test_a_one_client_group_is_a_record_and_costs_no_write_after_its_first_reque
     later = T0 + GuardConfig().state_ttl_s / 2 + 10
     guard.learn(ALICE, Observation(later, "predict", 100, rows=TRAIN[5][None, :]))
     assert store.calls == ["mget", "set"]
+
+
+def test_a_one_client_groups_record_is_parsed_once_not_on_every_request_of_its_client() -> None:
+    store = MemoryStorage(clock=lambda: T0)
+    guard = ExtractionGuard(GuardConfig(), store)
+    guard.learn(ALICE, Observation(T0, "predict", 100, rows=TRAIN[0][None, :]))  # writes the record
+    before = _solo_record.cache_info()
+    for i, row in enumerate(TRAIN[1:4], start=1):
+        assert guard.learn(ALICE, Observation(T0 + i, "predict", 100, rows=row[None, :])) == []
+    after = _solo_record.cache_info()
+    # the record read on each request: parsed at most once, found again afterwards
+    assert after.misses - before.misses <= 1 and after.hits - before.hits >= 2
+    assert _group_state(store, ALICE.group or "") is None  # (still a record, not a state)
 
 
 def test_a_group_scores_an_attack_split_across_clients_including_what_the_first_one_sent_alone() -> None:
