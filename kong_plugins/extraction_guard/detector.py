@@ -283,14 +283,19 @@ class Detector:
         # Time passed (a request at the same instant or out of order forgets nothing): the scores
         # fade with score_half_life_s, the counters decay exponentially with their time constants.
         if dt > 0.0:
-            forget = 0.5 ** (dt / self.cfg.score_half_life_s)
-            st.extraction *= forget
-            st.abuse *= forget
-            if forget < 1.0 and st.contrib:
-                st.contrib = {k: v * forget for k, v in st.contrib.items() if v * forget > 0.01}
+            # (Zero fades to zero: the factors are computed only for something to fade -- most
+            # clients' scores and totals are zero, a predict client's output tokens always are.)
+            if st.extraction or st.abuse or st.contrib:
+                forget = 0.5 ** (dt / self.cfg.score_half_life_s)
+                st.extraction *= forget
+                st.abuse *= forget
+                if forget < 1.0 and st.contrib:
+                    st.contrib = {k: v * forget for k, v in st.contrib.items() if v * forget > 0.01}
             st.rate_short = st.rate_short * math.exp(-dt / RATE_TAU_S) + 1.0
             st.rate_long = st.rate_long * math.exp(-dt / LONG_TAU_S) + 1.0
-            st.out_tokens = st.out_tokens * math.exp(-dt / TOKENS_TAU_S) + (obs.output_tokens or 0.0)
+            out_tokens = st.out_tokens
+            st.out_tokens = ((out_tokens * math.exp(-dt / TOKENS_TAU_S) if out_tokens else 0.0)
+                             + (obs.output_tokens or 0.0))
             st.t_last = t
         else:
             st.rate_short += 1.0

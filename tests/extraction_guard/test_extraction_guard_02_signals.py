@@ -126,6 +126,32 @@ def _llm(prompt: str, bias: dict[str, int] | None = None, max_tokens: int = 1, l
     return Observation(T0, "chat", 200, llm=req, output_tokens=1)
 
 
+@pytest.mark.parametrize("fading", ["extraction", "abuse", "contrib", "out_tokens", "all", "none"])
+def test_scores_totals_and_output_tokens_fade_with_time_each_on_its_own(fading: str) -> None:
+    """Each of a client's scores, signal totals and output tokens fades with time even when all
+    the others are zero (and what is zero stays zero)."""
+    cfg = GuardConfig()
+    det = Detector(cfg)
+    st_ = ClientState.new(T0)
+    every = fading == "all"
+    if every or fading == "extraction":
+        st_.extraction = 4.0
+    if every or fading == "abuse":
+        st_.abuse = 2.0
+    if every or fading == "contrib":
+        st_.contrib = {"axis_probe": 4.0}
+    if every or fading == "out_tokens":
+        st_.out_tokens = 100.0
+    idle = cfg.score_half_life_s
+    st_, a = det.observe(st_, Observation(T0 + idle, ROUTE))  # no evidence: the scores drift as well
+    assert a.evidence == ()
+    assert st_.extraction == (4.0 * 0.5 - 0.25 if every or fading == "extraction" else 0.0)
+    assert st_.abuse == (2.0 * 0.5 - 0.25 if every or fading == "abuse" else 0.0)
+    assert st_.contrib == ({"axis_probe": 2.0} if every or fading == "contrib" else {})
+    assert st_.out_tokens == pytest.approx(100.0 * np.exp(-idle / 3600.0) if every or fading == "out_tokens" else 0.0,
+                                           rel=1e-12, abs=0.0)
+
+
 def test_logit_bias_sweep_over_a_repeated_prompt_is_blocked_and_explained() -> None:
     det = Detector(GuardConfig())
     st_: ClientState | None = None
