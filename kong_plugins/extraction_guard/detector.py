@@ -343,12 +343,15 @@ class Detector:
         cfg = self.cfg
         rate = route.rate
         ready = rate.n >= route.min_samples  # the route's norms are learned (its spreads: sqrt(var) below)
-        limit = max(cfg.burst_min_requests, rate.mean + 4.0 * math.sqrt(rate.var)) if ready else cfg.burst_min_requests
-        if st.rate_short > limit:
-            acc.add("rate_vs_route", st.rate_short, W_RATE, "abuse")
-        elif obs.t - st.t_first > LONG_TAU_S and st.rate_short > cfg.burst_min_requests / 2 and (
-                st.rate_short > cfg.burst_factor * st.rate_long * RATE_TAU_S / LONG_TAU_S):
-            acc.add("burst_vs_history", st.rate_short, W_BURST, "abuse")
+        rate_short = st.rate_short
+        floor = cfg.burst_min_requests
+        # Above max(floor, the route's mean + 4 sd) once the norms are learned: the floor is tested
+        # first, as most clients' rates stay below it, and the spread (a sqrt, a max) only past it.
+        if rate_short > floor and (not ready or rate_short > max(floor, rate.mean + 4.0 * math.sqrt(rate.var))):
+            acc.add("rate_vs_route", rate_short, W_RATE, "abuse")
+        elif obs.t - st.t_first > LONG_TAU_S and rate_short > floor / 2 and (
+                rate_short > cfg.burst_factor * st.rate_long * RATE_TAU_S / LONG_TAU_S):
+            acc.add("burst_vs_history", rate_short, W_BURST, "abuse")
         size = obs.size
         if size > 0:
             ls = math.log(size)
@@ -368,7 +371,7 @@ class Detector:
         if st.out_tokens > cfg.output_tokens_per_hour:
             acc.add("output_volume", st.out_tokens, W_OUTPUT_VOLUME, "abuse")
         if teach:
-            rate.add(st.rate_short)
+            rate.add(rate_short)
 
     def _new_shape(self, dim: int, model: FeatureModel | None) -> _Shape:
         """The route's ``_Shape`` where ``_rows`` found none: derived once per baseline refresh and

@@ -152,6 +152,30 @@ def test_scores_totals_and_output_tokens_fade_with_time_each_on_its_own(fading: 
                                            rel=1e-12, abs=0.0)
 
 
+def test_a_request_rate_is_abuse_past_the_floor_and_past_the_routes_own_norm() -> None:
+    """``rate_vs_route``: a client's 10 s rate above ``burst_min_requests`` and, once the route's
+    norms are learned, above the route's mean rate by 4 deviations."""
+    cfg = GuardConfig(burst_min_requests=5.0, baseline_min_samples=20)
+    det = Detector(cfg)
+
+    def signals_at_rate(rate: float, t: float) -> list[str]:
+        st_ = ClientState.new(t)
+        st_.rate_short = rate - 1.0  # this request, at the same instant, makes it ``rate``
+        _, a = det.observe(st_, Observation(t, "busy", 100))
+        return [e.signal for e in a.evidence]
+
+    # the route's norms not learned yet: the floor alone
+    assert signals_at_rate(4.0, T0) == []
+    assert signals_at_rate(10.0, T0) == ["rate_vs_route"]
+    # a route whose clients all call at 30 requests in 10 s (abuse while its norms are learned,
+    # then its norm): 10 is within it, 100 past it
+    seen = [signals_at_rate(30.0, T0 + 1 + i) for i in range(30)]
+    assert seen[0] == ["rate_vs_route"] and seen[-1] == []
+    assert signals_at_rate(10.0, T0 + 100) == []
+    assert signals_at_rate(4.0, T0 + 101) == []
+    assert signals_at_rate(100.0, T0 + 102) == ["rate_vs_route"]
+
+
 def test_logit_bias_sweep_over_a_repeated_prompt_is_blocked_and_explained() -> None:
     det = Detector(GuardConfig())
     st_: ClientState | None = None
