@@ -563,8 +563,12 @@ class Detector:
         # any other order): flag, throttle, block for extraction; flag, throttle for abuse. A group
         # (shared IP, tenant) mixes many clients: more inputs to compare means more coincidences,
         # so its bar is higher. It exists for attacks split across keys.
-        level = max(bisect_right(self._extraction_levels, ex / GROUP_THRESHOLD_FACTOR if is_group else ex),
-                    bisect_right(self._abuse_levels, st.abuse))
+        compared = ex / GROUP_THRESHOLD_FACTOR if is_group else ex
+        abuse = st.abuse
+        levels, abuse_levels = self._extraction_levels, self._abuse_levels
+        # (below both first thresholds -- most requests -- each count is 0: no bisect, no max)
+        level = ALLOW if compared < levels[0] and abuse < abuse_levels[0] else max(
+            bisect_right(levels, compared), bisect_right(abuse_levels, abuse))
         if level == BLOCK and self.cfg.revoke_enabled and not is_group and (
                 ex >= self.cfg.thresholds.revoke or st.blocks >= REPEAT_OFFENDER_BLOCKS):
             level = REVOKE
@@ -578,5 +582,5 @@ class Detector:
             st.level, st.level_until = level, now + self._ttl[level]
         # level, previous_level, extraction, abuse, evidence, totals, publish, until, profile (the
         # totals are the state's own dict: the detector replaces it, never changes it -- observe)
-        return Assessment(level, current, ex, st.abuse, tuple(acc.evidence), st.contrib, publish, st.level_until,
+        return Assessment(level, current, ex, abuse, tuple(acc.evidence), st.contrib, publish, st.level_until,
                           _profile(st) if level > ALLOW else {})

@@ -176,6 +176,24 @@ def test_a_request_rate_is_abuse_past_the_floor_and_past_the_routes_own_norm() -
     assert signals_at_rate(100.0, T0 + 102) == ["rate_vs_route"]
 
 
+@pytest.mark.parametrize(("extraction", "abuse", "is_group", "level"), [
+    (0.0, 0.0, False, "allow"), (2.99, 3.99, False, "allow"), (3.0, 0.0, False, "flag"),
+    (0.0, 4.0, False, "flag"), (5.0, 0.0, False, "throttle"), (0.0, 8.0, False, "throttle"),
+    (8.0, 0.0, False, "block"), (2.0, 20.0, False, "throttle"), (4.4, 0.0, True, "allow"),
+    (4.5, 0.0, True, "flag"), (4.4, 4.0, True, "flag"), (12.0, 0.0, True, "block"),
+])
+def test_a_level_is_the_thresholds_a_score_reached_with_a_groups_bar_higher(extraction: float, abuse: float,
+                                                                            is_group: bool, level: str) -> None:
+    """Default thresholds: extraction flag 3, throttle 5, block 8 (a group's 1.5x as high), abuse
+    flag 4, throttle 8 (abuse reaches at most throttle)."""
+    det = Detector(GuardConfig())
+    st_ = ClientState.new(T0)
+    # (no evidence in the request: each score drifts down by 0.25 at the same instant, no fading)
+    st_.extraction, st_.abuse = extraction + 0.25, abuse + 0.25
+    _, a = det.observe(st_, Observation(T0, ROUTE), is_group=is_group, learn=not is_group)
+    assert a.level_name == level and a.publish == (level != "allow")
+
+
 def test_logit_bias_sweep_over_a_repeated_prompt_is_blocked_and_explained() -> None:
     det = Detector(GuardConfig())
     st_: ClientState | None = None
