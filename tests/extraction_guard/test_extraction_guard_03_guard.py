@@ -143,6 +143,26 @@ def test_mitigations_apply_without_storage_beyond_the_denylist_read() -> None:
     assert store.calls == ["mget", "mget"]
 
 
+_CHAT = '"messages": [{"role": "user", "content": "x"}]'
+
+
+@pytest.mark.parametrize(("mitigations", "body", "message"), [
+    (Mitigations(refuse_logit_bias_with_logprobs=True), '{"logit_bias": {"1": 1}, "logprobs": true, ' + _CHAT + '}',
+     "logit_bias cannot be combined with logprobs on this API"),
+    (Mitigations(max_top_logprobs=5), '{"top_logprobs": 6, ' + _CHAT + '}', "top_logprobs is capped at 5"),
+    (Mitigations(max_top_logprobs=5), '{"logprobs": 6}', "top_logprobs is capped at 5"),
+    (Mitigations(max_logit_bias_entries=1), '{"logit_bias": {"1": 1, "2": 1}}', "at most 1 logit_bias entries"),
+    (Mitigations(max_instances=1), '{"instances": [[1], [2]]}', "at most 1 instances per request"),
+])
+def test_each_mitigation_alone_refuses_a_body_breaking_it(mitigations: Mitigations, body: str, message: str) -> None:
+    # Each switch on its own (access decides once whether any is on) and bodies holding only one of
+    # the LLM keys (the pre-filter looks for a byte both keys share before searching for either).
+    guard = ExtractionGuard(GuardConfig(mitigations=mitigations), MemoryStorage(clock=lambda: T0))
+    r = guard.check_access(ALICE, T0, body.encode())
+    assert (r.action, r.status, r.message) == ("refuse", 400, message)
+    assert guard.check_access(ALICE, T0, predict_body(TRAIN[0])).status is None
+
+
 def test_storage_failure_surfaces_as_storage_error_for_the_failure_mode_to_decide() -> None:
     store = CountingStorage()
     store.fail = True
