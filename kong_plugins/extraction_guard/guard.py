@@ -216,7 +216,10 @@ class ExtractionGuard:
         if not self._mitigating:
             return outcome
         # Cheap pre-filter: only bodies that can break an LLM rule are parsed on the request path.
-        if m.max_instances is None and b"logit_bias" not in body and b"logprobs" not in body:
+        # Both keys hold an "l", which predict bodies (digits and "instances") never do: one memchr
+        # for the byte (an int operand: ~20 ns on 3 KB) rules them out before the two substring
+        # scans (~2.3 us on an 8-row predict body), which every other body still goes through.
+        if m.max_instances is None and (_L not in body or (b"logit_bias" not in body and b"logprobs" not in body)):
             return outcome
         message = policy_violation(parse_json(body), m)
         if message is None:
@@ -442,6 +445,8 @@ class StateCache:
 
 #: The outcome of most requests; immutable in practice (nothing writes an outcome's headers).
 _ALLOWED = AccessOutcome("allow")
+#: The byte "l", as an int: ``int in bytes`` is a memchr, ``b"l" in bytes`` a slower substring search.
+_L = ord("l")
 
 #: First character of a state stored by ``_encode_state`` (the binary format's version byte).
 _STATE_TEXT_MARK = "\x03"
