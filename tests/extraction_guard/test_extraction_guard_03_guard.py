@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
 
+import jwt
 import numpy as np
 import pytest
 
@@ -334,6 +335,46 @@ def test_the_log_phase_learns_the_same_from_the_access_hand_off_as_from_serializ
         assert ours is not None and ours == theirs
     state = ClientState.from_bytes(ours.encode("latin-1"))
     assert state.n == 3 and (state.out_tokens > 0) == (kind == "chat")
+
+
+@pytest.mark.parametrize(("route", "method", "handed_route"), [
+    ({"id": "r1", "name": "predict"}, "POST", "r1"),
+    ({"name": "predict"}, "post", "predict"),  # a method in any case reads the body
+    ({}, "Put", "-"),
+    (None, "PATCH", "/v1/x"),  # not routed: the path without its query
+])
+def test_access_hands_the_route_and_the_body_of_any_body_method_to_the_log_phase(
+        route: dict[str, str] | None, method: str, handed_route: str) -> None:
+    reset_shared_memory_storages()
+    plugin = Plugin({"storage": {"strategy": "memory"}})
+    body = predict_body(TRAIN[0])
+    facts = {"request": {"method": method, "uri": "/v1/x?version=2", "size": len(body) + 150, "body": body.decode()},
+             "route": route, "client_ip": "10.0.0.1", "consumer": {"id": "c1"}, "started_at": T0 * 1000}
+    pdk = _PhasesPDK(facts, b"")
+    plugin.access(pdk)  # type: ignore[arg-type]
+    handed = pdk.shared[BODY_KEY]
+    assert (handed["route"], handed["body"], handed["client"]) == (handed_route, body.decode(), "consumer:c1")
+    get = _PhasesPDK({**facts, "request": {**facts["request"], "method": "GET"}}, b"")
+    plugin.access(get)  # type: ignore[arg-type]
+    assert BODY_KEY not in get.shared
+
+
+def test_access_takes_the_tenant_from_a_verified_jwt_when_identity_verifies_one() -> None:
+    # The one configuration where access asks Kong for more than the facts to name the tenant.
+    secret = "a-test-secret-of-32-bytes-or-more!!"
+    plugin = Plugin({"storage": {"strategy": "memory"}, "identity": {
+        "tenant_sources": ["jwt_claim"], "jwt": {"enabled": True, "algorithms": ["HS256"], "keys": [{"key": secret}],
+                                                 "require_exp": False}}})
+    body = predict_body(TRAIN[0])
+    facts = {"request": {"method": "POST", "uri": "/v1/x", "size": len(body) + 150, "body": body.decode()},
+             "route": {"id": "r1"}, "client_ip": "10.0.0.1", "consumer": {"id": "c1"}, "started_at": T0 * 1000}
+    for token, tenant in ((jwt.encode({"sub": "u1", "tenant": "acme"}, secret, algorithm="HS256"), "acme"),
+                          (None, "default")):
+        pdk = _PhasesPDK(facts, b"")
+        pdk.request = SimpleNamespace(get_raw_body=lambda limit: b"", get_header=lambda name, token=token: (
+            f"Bearer {token}" if token and name == "authorization" else None))
+        plugin.access(pdk)  # type: ignore[arg-type]
+        assert pdk.shared[BODY_KEY]["tenant"] == tenant
 
 
 @pytest.mark.parametrize("kind", ["predict", "chat"])
