@@ -83,21 +83,26 @@ def identify(facts: RequestFacts, cfg: GuardConfig, tenant: str = "default") -> 
     """
     ip = facts.client_ip or "unknown"
     consumer = facts.consumer
+    client_by = cfg.client_by
     client: str
-    if cfg.client_by == "credential" and facts.credential_id:
+    # Which branch named the client (its prefix), kept rather than read back with startswith.
+    client_kind = ""
+    if client_by == "credential" and facts.credential_id:
         client = f"credential:{facts.credential_id}"
-    elif cfg.client_by in ("consumer", "credential") and consumer:
+    elif (client_by == "consumer" or client_by == "credential") and consumer:
         client = f"consumer:{consumer.id}"
-    elif cfg.client_by == "tenant" and tenant:
-        client = f"tenant:{tenant}"
+    elif client_by == "tenant" and tenant:
+        client, client_kind = f"tenant:{tenant}", "tenant"
     else:
-        client = f"ip:{ip}"
+        client, client_kind = f"ip:{ip}", "ip"
+    group_by = cfg.group_by
     group: str | None = None
-    if cfg.group_by == "ip" and not client.startswith("ip:"):
-        group = f"ip:{ip}"
-    elif cfg.group_by == "ip_prefix":
+    if group_by == "ip":
+        if client_kind != "ip":
+            group = f"ip:{ip}"
+    elif group_by == "ip_prefix":
         group = f"net:{_prefix(ip)}"
-    elif cfg.group_by == "tenant" and tenant and not client.startswith("tenant:"):
+    elif group_by == "tenant" and tenant and client_kind != "tenant":
         group = f"tenant:{tenant}"
     # client, group, credential, tenant, ip
     return _build_identity(client, group, facts.credential_id, tenant, facts.client_ip or None)

@@ -27,9 +27,10 @@ from kong_plugins.extraction_guard.guard import (
     _encode_state,
     build_observation,
 )
-from kong_plugins.extraction_guard.handler import BODY_KEY
+from kong_plugins.extraction_guard.handler import BODY_KEY, identify
 from kong_plugins.extraction_guard.payloads import llm_request, parse_json
 from kong_plugins.extraction_guard.state import ClientState
+from kong_plugins.identity import parse_facts
 from kong_plugins.storage import MemoryStorage, Script, ScriptArg
 from kong_plugins.storage.config import build_storage, reset_shared_memory_storages
 from kong_plugins.storage.memory import StoredObject
@@ -162,6 +163,29 @@ def test_each_mitigation_alone_refuses_a_body_breaking_it(mitigations: Mitigatio
     r = guard.check_access(ALICE, T0, body.encode())
     assert (r.action, r.status, r.message) == ("refuse", 400, message)
     assert guard.check_access(ALICE, T0, predict_body(TRAIN[0])).status is None
+
+
+_KNOWN = {"consumer": {"id": "c-1"}, "authenticated_entity": {"id": "cred-1"}, "client_ip": "10.0.0.7"}
+_ANONYMOUS = {"client_ip": "10.0.0.7"}
+
+
+@pytest.mark.parametrize(("facts", "client_by", "group_by", "client", "group"), [
+    (_KNOWN, "consumer", "ip", "consumer:c-1", "ip:10.0.0.7"),
+    (_KNOWN, "credential", "ip", "credential:cred-1", "ip:10.0.0.7"),
+    (_KNOWN, "ip", "ip", "ip:10.0.0.7", None),  # an IP client is its own IP group
+    (_ANONYMOUS, "consumer", "ip", "ip:10.0.0.7", None),
+    (_ANONYMOUS, "credential", "tenant", "ip:10.0.0.7", "tenant:acme"),
+    (_KNOWN, "tenant", "tenant", "tenant:acme", None),  # a tenant client is its own tenant group
+    (_KNOWN, "tenant", "ip", "tenant:acme", "ip:10.0.0.7"),
+    (_KNOWN, "consumer", "tenant", "consumer:c-1", "tenant:acme"),
+    (_KNOWN, "consumer", "ip_prefix", "consumer:c-1", "net:10.0.0.0/24"),
+    (_ANONYMOUS, "ip", "ip_prefix", "ip:10.0.0.7", "net:10.0.0.0/24"),
+    (_KNOWN, "consumer", "none", "consumer:c-1", None),
+])
+def test_the_client_and_its_group_follow_client_by_and_group_by(
+        facts: dict[str, Any], client_by: str, group_by: str, client: str, group: str | None) -> None:
+    ident = identify(parse_facts(facts), GuardConfig(client_by=client_by, group_by=group_by), "acme")
+    assert (ident.client, ident.group, ident.tenant, ident.ip) == (client, group, "acme", "10.0.0.7")
 
 
 def test_storage_failure_surfaces_as_storage_error_for_the_failure_mode_to_decide() -> None:
