@@ -133,20 +133,6 @@ def _known_entity(id_: str, name: str | None) -> Entity:
     return _build_entity(id_ or None, name or None)  # id, name
 
 
-def _consumer(value: Any) -> Consumer | None:
-    if type(value) is dict:
-        get = value.get
-        id_, username, custom_id, tags = get("id"), get("username"), get("custom_id"), get("tags")
-        if type(id_) is str and (username is None or type(username) is str) and (
-                custom_id is None or type(custom_id) is str):
-            key_tags = () if tags is None else tuple(tags) if type(tags) is list else tags
-            try:
-                return _known_consumer(id_, username, custom_id, key_tags)
-            except TypeError:  # a tag (or tags) that cannot be a cache key: not a real consumer's
-                pass
-    return _parse_consumer(value)
-
-
 @lru_cache(maxsize=4096)
 def _known_consumer(id_: str, username: str | None, custom_id: str | None, tags: Any) -> Consumer | None:
     """A consumer recurs on each of its requests: the same (frozen) Consumer for the same fields."""
@@ -274,6 +260,20 @@ def parse_facts(serialized: str | bytes | Mapping[str, Any], needed: FactsNeeded
     latency: Any = None if latencies is None else latencies.get("request") if _is_object(latencies) else None
     # The shapes of every request, tested inline (a call each costs more than its work in a plugin
     # server woken by Kong's answer); anything else goes through the general helpers as before.
+    if type(consumer) is dict:
+        cget = consumer.get
+        consumer_id, username, custom_id, tags = cget("id"), cget("username"), cget("custom_id"), cget("tags")
+        if type(consumer_id) is str and (username is None or type(username) is str) and (
+                custom_id is None or type(custom_id) is str):
+            key_tags = () if tags is None else tuple(tags) if type(tags) is list else tags
+            try:
+                consumer = _known_consumer(consumer_id, username, custom_id, key_tags)
+            except TypeError:  # a tag (or tags) that cannot be a cache key: not a real consumer's
+                consumer = _parse_consumer(consumer)
+        else:
+            consumer = _parse_consumer(consumer)
+    elif consumer is not None:
+        consumer = _parse_consumer(consumer)
     credential_id: Any = None
     if entity is not None:
         credential_id = entity.get("id") if type(entity) is dict else entity.get("id") if _is_object(entity) else None
@@ -299,7 +299,7 @@ def parse_facts(serialized: str | bytes | Mapping[str, Any], needed: FactsNeeded
         else int(size) if _is_number(size) and 0 < size < _MAX_SIZE else 0,  # size
         client_ip if type(client_ip) is str else _str(client_ip) or "",  # client_ip
         float(started) / 1000.0 if isinstance(started, _NUMBER) and -_MAX_MS < started < _MAX_MS else 0.0,  # started
-        None if consumer is None else _consumer(consumer),  # consumer
+        consumer,  # consumer
         credential_id,  # credential_id
         route,  # route
         service,  # service
