@@ -145,6 +145,11 @@ class ExtractionGuard:
         #: The memory backend keeps each state itself (``set_object``): nothing is encoded or
         #: decoded per request, and ``states`` stays empty. Other backends hold the state's text.
         self._objects = storage if isinstance(storage, MemoryStorage) else None
+        m = cfg.mitigations
+        #: Whether any policy mitigation is on (none by default): decided once, so that access does
+        #: not call ``_mitigate`` per request only to find every switch off.
+        self._mitigating = (m.refuse_logit_bias_with_logprobs or m.max_top_logprobs is not None
+                            or m.max_logit_bias_entries is not None or m.max_instances is not None)
 
     # -- keys -------------------------------------------------------------------------------------
 
@@ -166,8 +171,9 @@ class ExtractionGuard:
         """Decide the request before it is proxied; raises ``StorageError`` if storage fails."""
         keys, revoked_at = _access_keys(ident.tenant, ident.client, ident.group, ident.ip, ident.credential)
         values = self.storage.mget(keys, now=now)
-        outcome = self._from_verdicts(ident, now, values, revoked_at)
-        if outcome.status is None and body is not None:
+        # Most requests have no verdict and no revocation: _from_verdicts' first test, without its call.
+        outcome = self._from_verdicts(ident, now, values, revoked_at) if any(values) else _ALLOWED
+        if outcome.status is None and body is not None and self._mitigating:
             outcome = self._mitigate(body, outcome)
         if self.cfg.shadow and outcome.status is not None:
             return AccessOutcome(action="allow", shadow_action=outcome.action, level=outcome.level)
@@ -207,11 +213,13 @@ class ExtractionGuard:
 
     def _mitigate(self, body: bytes, outcome: AccessOutcome) -> AccessOutcome:
         m = self.cfg.mitigations
-        if not (m.refuse_logit_bias_with_logprobs or m.max_top_logprobs is not None
-                or m.max_logit_bias_entries is not None or m.max_instances is not None):
+        if not self._mitigating:
             return outcome
         # Cheap pre-filter: only bodies that can break an LLM rule are parsed on the request path.
-        if m.max_instances is None and b"logit_bias" not in body and b"logprobs" not in body:
+        # Both keys hold an "l", which predict bodies (digits and "instances") never do: one memchr
+        # for the byte (an int operand: ~20 ns on 3 KB) rules them out before the two substring
+        # scans (~2.3 us on an 8-row predict body), which every other body still goes through.
+        if m.max_instances is None and (_L not in body or (b"logit_bias" not in body and b"logprobs" not in body)):
             return outcome
         message = policy_violation(parse_json(body), m)
         if message is None:
@@ -437,6 +445,8 @@ class StateCache:
 
 #: The outcome of most requests; immutable in practice (nothing writes an outcome's headers).
 _ALLOWED = AccessOutcome("allow")
+#: The byte "l", as an int: ``int in bytes`` is a memchr, ``b"l" in bytes`` a slower substring search.
+_L = ord("l")
 
 #: First character of a state stored by ``_encode_state`` (the binary format's version byte).
 _STATE_TEXT_MARK = "\x03"

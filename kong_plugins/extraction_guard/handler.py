@@ -83,21 +83,26 @@ def identify(facts: RequestFacts, cfg: GuardConfig, tenant: str = "default") -> 
     """
     ip = facts.client_ip or "unknown"
     consumer = facts.consumer
+    client_by = cfg.client_by
     client: str
-    if cfg.client_by == "credential" and facts.credential_id:
+    # Which branch named the client (its prefix), kept rather than read back with startswith.
+    client_kind = ""
+    if client_by == "credential" and facts.credential_id:
         client = f"credential:{facts.credential_id}"
-    elif cfg.client_by in ("consumer", "credential") and consumer:
+    elif (client_by == "consumer" or client_by == "credential") and consumer:
         client = f"consumer:{consumer.id}"
-    elif cfg.client_by == "tenant" and tenant:
-        client = f"tenant:{tenant}"
+    elif client_by == "tenant" and tenant:
+        client, client_kind = f"tenant:{tenant}", "tenant"
     else:
-        client = f"ip:{ip}"
+        client, client_kind = f"ip:{ip}", "ip"
+    group_by = cfg.group_by
     group: str | None = None
-    if cfg.group_by == "ip" and not client.startswith("ip:"):
-        group = f"ip:{ip}"
-    elif cfg.group_by == "ip_prefix":
+    if group_by == "ip":
+        if client_kind != "ip":
+            group = f"ip:{ip}"
+    elif group_by == "ip_prefix":
         group = f"net:{_prefix(ip)}"
-    elif cfg.group_by == "tenant" and tenant and not client.startswith("tenant:"):
+    elif group_by == "tenant" and tenant and client_kind != "tenant":
         group = f"tenant:{tenant}"
     # client, group, credential, tenant, ip
     return _build_identity(client, group, facts.credential_id, tenant, facts.client_ip or None)
@@ -216,7 +221,8 @@ class Plugin:
 
     def access(self, kong: Kong) -> None:
         facts = gather_facts(kong, self.facts_needed)
-        tenant = self._tenant(kong, facts)
+        # Without JWT or mTLS identity (the default) the tenant is the facts' alone: no _tenant call.
+        tenant = self._tenant(kong, facts) if self._tenant_reads_kong else self.identity.resolve_tenant(facts)
         ident = identify(facts, self.cfg, tenant)
         body = self._body(kong, facts)
         try:
@@ -267,10 +273,12 @@ class Plugin:
             if self.decision_mark_key is not None:
                 kong.ctx.shared.set(self.decision_mark_key, mark_value(verdict))
             return
+        route = facts.route  # route_of(facts), without its call for a request Kong routed (all of them)
         # A Lua table cannot hold nil: absent values are left out (mark_value drops them too).
         handed: dict[str, Any] = {"body": body.decode("utf-8", "replace"), "tenant": ident.tenant,
-                                  "client": ident.client, "route": route_of(facts), "t": facts.started_at,
-                                  "size": facts.size}
+                                  "client": ident.client,
+                                  "route": route_of(facts) if route is None else route.id or route.name or "-",
+                                  "t": facts.started_at, "size": facts.size}
         if ident.group is not None:
             handed["group"] = ident.group
         if ident.credential is not None:
@@ -283,7 +291,9 @@ class Plugin:
             kong.ctx.shared.set(BODY_KEY, handed)
 
     def _body(self, kong: Kong, facts: RequestFacts) -> bytes | None:
-        if facts.method.upper() not in _BODY_METHODS or facts.size > self.cfg.max_body_bytes + 8192:
+        method = facts.method  # upper-cased only when not already (Kong's is)
+        if ((method not in _BODY_METHODS and method.upper() not in _BODY_METHODS)
+                or facts.size > self.cfg.max_body_bytes + 8192):
             return None
         body = facts.body  # read by the companion, no round trip (up to its request_body_max_bytes)
         if body is None:

@@ -266,6 +266,13 @@ class IdentityResolver:
     def __init__(self, config: IdentityConfig, clock: Callable[[], float]) -> None:
         self.config = config
         self._verifier = JwtVerifier(config.jwt, clock) if config.jwt is not None else None
+        # Each configured source as a lookup built once for this config (like the verifier): a
+        # request no longer compares source names, rebuilds the tag prefix or picks the table, and
+        # a source that can never answer (a credential map left empty, the default) is not called.
+        self._tier_lookups = tuple((source, lookup) for source in config.tier_sources
+                                   if (lookup := _source_lookup(source, "tier", config)) is not None)
+        self._tenant_lookups = tuple(lookup for source in config.tenant_sources
+                                     if (lookup := _source_lookup(source, "tenant", config)) is not None)
 
     @property
     def needs_authorization_header(self) -> str | None:
@@ -297,8 +304,8 @@ class IdentityResolver:
             certificate = None
         consumer = facts.consumer
         tier, tier_source = None, None
-        for source in cfg.tier_sources:
-            tier = self._lookup(source, "tier", facts, claims, certificate)
+        for source, lookup in self._tier_lookups:
+            tier = lookup(facts, claims, certificate)
             if tier is not None:
                 tier_source = source
                 break
@@ -327,7 +334,12 @@ class IdentityResolver:
         claims = self._claims(facts, token_header)[0] if self._verifier is not None else _NO_CLAIMS
         if certificate is not None and facts.tls_client_verify != "SUCCESS":
             certificate = None
-        return self._tenant(facts, claims, certificate)
+        # _tenant's loop, written out: this runs on every request of the guard, where a call costs.
+        for lookup in self._tenant_lookups:
+            tenant = lookup(facts, claims, certificate)
+            if tenant is not None:
+                return tenant or self.config.default_tenant
+        return self.config.default_tenant
 
     def _claims(self, facts: RequestFacts, token_header: str | None) -> tuple[Mapping[str, Any], str | None]:
         """The verified claims of the bearer token (none without one) and the reason it was refused."""
@@ -342,45 +354,72 @@ class IdentityResolver:
 
     def _tenant(self, facts: RequestFacts, claims: Mapping[str, Any],
                 certificate: ClientCertificate | None) -> str:
-        tenant = None
-        for source in self.config.tenant_sources:
-            tenant = self._lookup(source, "tenant", facts, claims, certificate)
+        """The first tenant a source names (an empty one reads as none: the default tenant)."""
+        for lookup in self._tenant_lookups:
+            tenant = lookup(facts, claims, certificate)
             if tenant is not None:
-                break
-        return tenant or self.config.default_tenant
+                return tenant or self.config.default_tenant
+        return self.config.default_tenant
 
-    def _lookup(
-        self,
-        source: str,
-        what: Literal["tier", "tenant"],
-        facts: RequestFacts,
-        claims: Mapping[str, Any],
-        certificate: ClientCertificate | None,
-    ) -> str | None:
-        cfg = self.config
-        consumer = facts.consumer
-        if source == "consumer_tag":
+
+#: A source's answer for one request: (facts, verified claims, verified certificate) -> name or None.
+_Lookup = Callable[[RequestFacts, Mapping[str, Any], ClientCertificate | None], str | None]
+
+
+def _source_lookup(source: str, what: Literal["tier", "tenant"], cfg: IdentityConfig) -> _Lookup | None:
+    """The lookup of ``source`` for ``what`` under ``cfg``; None for a source that never answers
+    (an empty map, or a name no source has)."""
+    if source == "consumer_tag":
+        prefix = what + ":"
+        start = len(prefix)
+
+        def from_consumer_tag(facts: RequestFacts, claims: Mapping[str, Any],
+                              certificate: ClientCertificate | None) -> str | None:
+            consumer = facts.consumer
             if consumer is None:
                 return None
-            prefix = what + ":"
             for tag in consumer.tags:
-                if tag.startswith(prefix) and len(tag) > len(prefix):
-                    return tag[len(prefix):]
+                if tag.startswith(prefix) and len(tag) > start:
+                    return tag[start:]
             return None
-        if source == "custom_id":
+        return from_consumer_tag
+    if source == "custom_id":
+        def from_custom_id(facts: RequestFacts, claims: Mapping[str, Any],
+                           certificate: ClientCertificate | None) -> str | None:
+            consumer = facts.consumer
             if consumer is None or not consumer.custom_id:
                 return None
             return consumer.custom_id.split(":", 1)[0] or None
-        if source == "credential":
-            if not facts.credential_id:
+        return from_custom_id
+    if source == "credential":
+        credentials = cfg.credential_tiers if what == "tier" else cfg.credential_tenants
+        if not credentials:
+            return None
+
+        def from_credential(facts: RequestFacts, claims: Mapping[str, Any],
+                            certificate: ClientCertificate | None) -> str | None:
+            credential = facts.credential_id
+            return credentials.get(credential) if credential else None
+        return from_credential
+    if source == "jwt_claim":
+        claim_path = cfg.jwt_tier_claim if what == "tier" else cfg.jwt_tenant_claim
+
+        def from_jwt_claim(facts: RequestFacts, claims: Mapping[str, Any],
+                           certificate: ClientCertificate | None) -> str | None:
+            return claim(claims, claim_path)
+        return from_jwt_claim
+    if source == "mtls_subject":
+        subjects = cfg.mtls_tiers if what == "tier" else cfg.mtls_tenants
+        if not subjects:
+            return None
+
+        def from_mtls_subject(facts: RequestFacts, claims: Mapping[str, Any],
+                              certificate: ClientCertificate | None) -> str | None:
+            if certificate is None:
                 return None
-            table = cfg.credential_tiers if what == "tier" else cfg.credential_tenants
-            return table.get(facts.credential_id)
-        if source == "jwt_claim":
-            return claim(claims, cfg.jwt_tier_claim if what == "tier" else cfg.jwt_tenant_claim)
-        if source == "mtls_subject" and certificate is not None:
-            table = cfg.mtls_tiers if what == "tier" else cfg.mtls_tenants
             for name in (certificate.subject, *certificate.sans):
-                if name in table:
-                    return table[name]
-        return None
+                if name in subjects:
+                    return subjects[name]
+            return None
+        return from_mtls_subject
+    return None

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
 
+import jwt
 import numpy as np
 import pytest
 
@@ -27,9 +28,10 @@ from kong_plugins.extraction_guard.guard import (
     _solo_record,
     build_observation,
 )
-from kong_plugins.extraction_guard.handler import BODY_KEY
+from kong_plugins.extraction_guard.handler import BODY_KEY, identify
 from kong_plugins.extraction_guard.payloads import llm_request, parse_json
 from kong_plugins.extraction_guard.state import ClientState
+from kong_plugins.identity import parse_facts
 from kong_plugins.storage import MemoryStorage, Script, ScriptArg
 from kong_plugins.storage.config import build_storage, reset_shared_memory_storages
 from kong_plugins.storage.memory import StoredObject
@@ -142,6 +144,49 @@ def test_mitigations_apply_without_storage_beyond_the_denylist_read() -> None:
     r = guard.check_access(ALICE, T0, b'{"instances": [[1], [2], [3], [4], [5]]}')
     assert (r.status, r.message) == (400, "at most 4 instances per request")
     assert store.calls == ["mget", "mget"]
+
+
+_CHAT = '"messages": [{"role": "user", "content": "x"}]'
+
+
+@pytest.mark.parametrize(("mitigations", "body", "message"), [
+    (Mitigations(refuse_logit_bias_with_logprobs=True), '{"logit_bias": {"1": 1}, "logprobs": true, ' + _CHAT + '}',
+     "logit_bias cannot be combined with logprobs on this API"),
+    (Mitigations(max_top_logprobs=5), '{"top_logprobs": 6, ' + _CHAT + '}', "top_logprobs is capped at 5"),
+    (Mitigations(max_top_logprobs=5), '{"logprobs": 6}', "top_logprobs is capped at 5"),
+    (Mitigations(max_logit_bias_entries=1), '{"logit_bias": {"1": 1, "2": 1}}', "at most 1 logit_bias entries"),
+    (Mitigations(max_instances=1), '{"instances": [[1], [2]]}', "at most 1 instances per request"),
+])
+def test_each_mitigation_alone_refuses_a_body_breaking_it(mitigations: Mitigations, body: str, message: str) -> None:
+    # Each switch on its own (access decides once whether any is on) and bodies holding only one of
+    # the LLM keys (the pre-filter looks for a byte both keys share before searching for either).
+    guard = ExtractionGuard(GuardConfig(mitigations=mitigations), MemoryStorage(clock=lambda: T0))
+    r = guard.check_access(ALICE, T0, body.encode())
+    assert (r.action, r.status, r.message) == ("refuse", 400, message)
+    assert guard.check_access(ALICE, T0, predict_body(TRAIN[0])).status is None
+
+
+_KNOWN = {"consumer": {"id": "c-1"}, "authenticated_entity": {"id": "cred-1"}, "client_ip": "10.0.0.7"}
+_ANONYMOUS = {"client_ip": "10.0.0.7"}
+
+
+@pytest.mark.parametrize(("facts", "client_by", "group_by", "client", "group"), [
+    (_KNOWN, "consumer", "ip", "consumer:c-1", "ip:10.0.0.7"),
+    (_KNOWN, "credential", "ip", "credential:cred-1", "ip:10.0.0.7"),
+    (_KNOWN, "ip", "ip", "ip:10.0.0.7", None),  # an IP client is its own IP group
+    (_ANONYMOUS, "consumer", "ip", "ip:10.0.0.7", None),
+    (_ANONYMOUS, "credential", "tenant", "ip:10.0.0.7", "tenant:acme"),
+    (_KNOWN, "tenant", "tenant", "tenant:acme", None),  # a tenant client is its own tenant group
+    (_KNOWN, "tenant", "ip", "tenant:acme", "ip:10.0.0.7"),
+    (_KNOWN, "consumer", "tenant", "consumer:c-1", "tenant:acme"),
+    (_KNOWN, "consumer", "ip_prefix", "consumer:c-1", "net:10.0.0.0/24"),
+    (_ANONYMOUS, "ip", "ip_prefix", "ip:10.0.0.7", "net:10.0.0.0/24"),
+    (_KNOWN, "consumer", "none", "consumer:c-1", None),
+])
+def test_the_client_and_its_group_follow_client_by_and_group_by(
+        facts: dict[str, Any], client_by: str, group_by: str, client: str, group: str | None) -> None:
+    ident = identify(parse_facts(facts), GuardConfig(client_by=client_by, group_by=group_by), "acme")
+    assert (ident.client, ident.group, ident.tenant, ident.ip) == (client, group, "acme", "10.0.0.7")
 
 
 def test_storage_failure_surfaces_as_storage_error_for_the_failure_mode_to_decide() -> None:
@@ -315,6 +360,46 @@ def test_the_log_phase_learns_the_same_from_the_access_hand_off_as_from_serializ
         assert ours is not None and ours == theirs
     state = ClientState.from_bytes(ours.encode("latin-1"))
     assert state.n == 3 and (state.out_tokens > 0) == (kind == "chat")
+
+
+@pytest.mark.parametrize(("route", "method", "handed_route"), [
+    ({"id": "r1", "name": "predict"}, "POST", "r1"),
+    ({"name": "predict"}, "post", "predict"),  # a method in any case reads the body
+    ({}, "Put", "-"),
+    (None, "PATCH", "/v1/x"),  # not routed: the path without its query
+])
+def test_access_hands_the_route_and_the_body_of_any_body_method_to_the_log_phase(
+        route: dict[str, str] | None, method: str, handed_route: str) -> None:
+    reset_shared_memory_storages()
+    plugin = Plugin({"storage": {"strategy": "memory"}})
+    body = predict_body(TRAIN[0])
+    facts = {"request": {"method": method, "uri": "/v1/x?version=2", "size": len(body) + 150, "body": body.decode()},
+             "route": route, "client_ip": "10.0.0.1", "consumer": {"id": "c1"}, "started_at": T0 * 1000}
+    pdk = _PhasesPDK(facts, b"")
+    plugin.access(pdk)  # type: ignore[arg-type]
+    handed = pdk.shared[BODY_KEY]
+    assert (handed["route"], handed["body"], handed["client"]) == (handed_route, body.decode(), "consumer:c1")
+    get = _PhasesPDK({**facts, "request": {**facts["request"], "method": "GET"}}, b"")
+    plugin.access(get)  # type: ignore[arg-type]
+    assert BODY_KEY not in get.shared
+
+
+def test_access_takes_the_tenant_from_a_verified_jwt_when_identity_verifies_one() -> None:
+    # The one configuration where access asks Kong for more than the facts to name the tenant.
+    secret = "a-test-secret-of-32-bytes-or-more!!"
+    plugin = Plugin({"storage": {"strategy": "memory"}, "identity": {
+        "tenant_sources": ["jwt_claim"], "jwt": {"enabled": True, "algorithms": ["HS256"], "keys": [{"key": secret}],
+                                                 "require_exp": False}}})
+    body = predict_body(TRAIN[0])
+    facts = {"request": {"method": "POST", "uri": "/v1/x", "size": len(body) + 150, "body": body.decode()},
+             "route": {"id": "r1"}, "client_ip": "10.0.0.1", "consumer": {"id": "c1"}, "started_at": T0 * 1000}
+    for token, tenant in ((jwt.encode({"sub": "u1", "tenant": "acme"}, secret, algorithm="HS256"), "acme"),
+                          (None, "default")):
+        pdk = _PhasesPDK(facts, b"")
+        pdk.request = SimpleNamespace(get_raw_body=lambda limit: b"", get_header=lambda name, token=token: (
+            f"Bearer {token}" if token and name == "authorization" else None))
+        plugin.access(pdk)  # type: ignore[arg-type]
+        assert pdk.shared[BODY_KEY]["tenant"] == tenant
 
 
 @pytest.mark.parametrize("kind", ["predict", "chat"])

@@ -3,16 +3,18 @@ the tenant of the whole ``resolve``, whatever source answers or fails."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import jwt
 import pytest
 
-from kong_plugins.identity import IdentityResolver, parse_client_certificate, parse_facts
+from kong_plugins.identity import IdentityResolver, parse_client_certificate, parse_facts, parse_identity_config
 from tests.identity.identity_helpers import (
     HMAC_SECRET,
     NOW,
     client_certificate,
+    identity_config,
     public_pem,
     resolver,
     rsa_key,
@@ -80,3 +82,19 @@ def test_each_source_answers_the_tenant_alone() -> None:
     unverified = parse_facts(serialized(tls_verify="FAILED:self signed certificate"))
     assert RESOLVERS["mtls"].resolve_tenant(verified, None, CERTIFICATE) == "umbrella"
     assert RESOLVERS["mtls"].resolve_tenant(unverified, None, CERTIFICATE) == "default"
+
+
+def test_a_bare_prefix_tag_names_nothing_and_an_empty_answer_ends_the_search() -> None:
+    # What each source's lookup (built once per config) keeps answering: "tenant:" alone is no tenant,
+    # and a source answering "" (a map built in code: the schema refuses empty values) stops at the
+    # default tenant rather than asking the next source.
+    facts = parse_facts(serialized(consumer={"id": "c-3", "tags": ["tier:", "tenant:", "tier:gold", "tenant:acme"]},
+                                   credential="cred-1"))
+    for res in (resolver(), resolver(tier_sources=["consumer_tag"], credential_tenants={"cred-9": "x"})):
+        assert res.resolve_tenant(facts) == res.resolve(facts).tenant == "acme"
+        assert (res.resolve(facts).tier, res.resolve(facts).tier_source) == ("gold", "consumer_tag")
+    config = parse_identity_config(identity_config(tenant_sources=["credential", "consumer_tag"],
+                                                   default_tenant="public"))
+    blank = IdentityResolver(replace(config, credential_tenants={"cred-1": ""}), clock=lambda: NOW)
+    assert blank.resolve_tenant(facts) == blank.resolve(facts).tenant == "public"
+    assert IdentityResolver(config, clock=lambda: NOW).resolve_tenant(facts) == "acme"
