@@ -219,7 +219,11 @@ class ExtractionGuard:
         # Both keys hold an "l", which predict bodies (digits and "instances") never do: one memchr
         # for the byte (an int operand: ~20 ns on 3 KB) rules them out before the two substring
         # scans (~2.3 us on an 8-row predict body), which every other body still goes through.
-        if m.max_instances is None and (_L not in body or (b"logit_bias" not in body and b"logprobs" not in body)):
+        # A JSON key may be written with escapes ("top_\u006cogprobs" is top_logprobs to the
+        # model's parser) and then holds neither the "l" nor the name: a body with a backslash is
+        # always parsed (a chat body with a "\n" in its prompt too; predict bodies have none).
+        if m.max_instances is None and _BACKSLASH not in body and (
+                _L not in body or (b"logit_bias" not in body and b"logprobs" not in body)):
             return outcome
         message = policy_violation(parse_json(body), m)
         if message is None:
@@ -447,6 +451,7 @@ class StateCache:
 _ALLOWED = AccessOutcome("allow")
 #: The byte "l", as an int: ``int in bytes`` is a memchr, ``b"l" in bytes`` a slower substring search.
 _L = ord("l")
+_BACKSLASH = ord("\\")
 
 #: First character of a state stored by ``_encode_state`` (the binary format's version byte).
 _STATE_TEXT_MARK = "\x03"

@@ -156,6 +156,12 @@ _CHAT = '"messages": [{"role": "user", "content": "x"}]'
     (Mitigations(max_top_logprobs=5), '{"logprobs": 6}', "top_logprobs is capped at 5"),
     (Mitigations(max_logit_bias_entries=1), '{"logit_bias": {"1": 1, "2": 1}}', "at most 1 logit_bias entries"),
     (Mitigations(max_instances=1), '{"instances": [[1], [2]]}', "at most 1 instances per request"),
+    # keys written with JSON escapes: the same keys to the model's parser, neither name in the bytes
+    (Mitigations(max_top_logprobs=5), '{"top_\\u006cogprobs": 6, ' + _CHAT + '}', "top_logprobs is capped at 5"),
+    (Mitigations(refuse_logit_bias_with_logprobs=True),
+     '{"\\u006cogit_bias": {"1": 1}, "\\u006c\\u006fgprobs": true, ' + _CHAT + '}',
+     "logit_bias cannot be combined with logprobs on this API"),
+    (Mitigations(max_logit_bias_entries=1), '{"logit\\u005fbias": {"1": 1, "2": 1}}', "at most 1 logit_bias entries"),
 ])
 def test_each_mitigation_alone_refuses_a_body_breaking_it(mitigations: Mitigations, body: str, message: str) -> None:
     # Each switch on its own (access decides once whether any is on) and bodies holding only one of
