@@ -165,27 +165,8 @@ class MemoryStorage(Storage):
         return _text(key, self._read(key, now))
 
     def mget(self, keys: Sequence[str], now: float | None = None) -> list[str | None]:
-        # One clock reading and one lock for all the keys: the guard reads three to four per
-        # request, and taking the lock per key was most of the cost.
-        # The per-key work of _State.get and _text is written out here: a method call per key
-        # (and the comprehension's frame) was a third of the cost. Same reads, same order.
-        now_us = round((self._clock() if now is None else now) * 1_000_000)  # _now_us
-        with self._lock:
-            data = self._state.data  # (expiries checked against now_us here: no _State method needs its now_us)
-            values: list[str | None] = []
-            for key in keys:
-                entry = data.get(key)
-                if entry is None:
-                    values.append(None)
-                    continue
-                if entry[1] is not None and entry[1] <= now_us:  # expired: dropped when read
-                    del data[key]
-                    values.append(None)
-                    continue
-                data.move_to_end(key)
-                value = entry[0]
-                values.append(value if type(value) is str else _text(key, value))
-            return values
+        values: list[str | None] = self._values(keys, now, as_text=True)
+        return values
 
     def get_objects(self, keys: Sequence[str], now: float | None = None, renew_ttl: float | None = None) -> list[Any]:
         """``mget``, but the values as stored: what :meth:`set_object` kept is returned itself
@@ -194,8 +175,24 @@ class MemoryStorage(Storage):
         for a caller that goes on using what it read, without a second call."""
         if renew_ttl is not None and not renew_ttl > 0:
             raise ValueError(f"a ttl must be a positive number of seconds, got {renew_ttl!r}")
-        # mget's reads (its loop written out again, without the text conversion: the guard's log
-        # phase calls this once a request, where a shared loop cost a call and a test per key).
+        return self._values(keys, now, as_text=False, renew_ttl=renew_ttl)
+
+    def set_object(self, key: str, value: StoredObject, ttl: float, now: float | None = None) -> None:
+        """Keep ``value`` itself under ``key`` (LRU and TTL as ``set``), not its text.
+
+        For a caller that would encode an object on every write and decode it on every read:
+        this store lives in its process, so it can hold the object. Readers of text still get
+        text (``value.to_text()``, computed when read). The object is shared, not copied: the
+        caller owns its changes.
+        """
+        self._write(key, value, ttl, now)
+
+    def _values(self, keys: Sequence[str], now: float | None, *, as_text: bool,
+                renew_ttl: float | None = None) -> list[Any]:
+        # One clock reading and one lock for all the keys: the guard reads three to four per
+        # request, and taking the lock per key was most of the cost.
+        # The per-key work of _State.get and _text is written out here: a method call per key
+        # (and the comprehension's frame) was a third of the cost. Same reads, same order.
         now_us = round((self._clock() if now is None else now) * 1_000_000)  # _now_us
         renewed = None if renew_ttl is None else now_us + round(renew_ttl * 1_000_000)  # once, not per key
         with self._lock:
@@ -212,20 +209,13 @@ class MemoryStorage(Storage):
                     continue
                 data.move_to_end(key)
                 value = entry[0]
+                if as_text:
+                    values.append(value if type(value) is str else _text(key, value))
+                    continue
                 if renewed is not None and type(value) is not str:
                     data[key] = (value, renewed)
                 values.append(value)
             return values
-
-    def set_object(self, key: str, value: StoredObject, ttl: float, now: float | None = None) -> None:
-        """Keep ``value`` itself under ``key`` (LRU and TTL as ``set``), not its text.
-
-        For a caller that would encode an object on every write and decode it on every read:
-        this store lives in its process, so it can hold the object. Readers of text still get
-        text (``value.to_text()``, computed when read). The object is shared, not copied: the
-        caller owns its changes.
-        """
-        self._write(key, value, ttl, now)
 
     def set(self, key: str, value: str, ttl: float | None = None, now: float | None = None) -> None:
         self._write(key, value, ttl, now)
