@@ -223,7 +223,7 @@ def parse_facts(serialized: str | bytes | Mapping[str, Any], needed: FactsNeeded
             raise MalformedFacts("kong.log.serialize() did not return JSON") from exc
     else:
         data = serialized
-    if type(data) is not dict and not _is_object(data):
+    if not _is_object(data):
         raise MalformedFacts("kong.log.serialize() did not return a JSON object")
     # Every plugin parses facts once or twice a request, most of them from the companion's table
     # in access: a fact not needed is not read, and the log phase's parts (response, ai,
@@ -274,23 +274,6 @@ def parse_facts(serialized: str | bytes | Mapping[str, Any], needed: FactsNeeded
             consumer = _parse_consumer(consumer)
     elif consumer is not None:
         consumer = _parse_consumer(consumer)
-    credential_id: Any = None
-    if entity is not None:
-        credential_id = entity.get("id") if type(entity) is dict else entity.get("id") if _is_object(entity) else None
-        if not (type(credential_id) is str and credential_id):
-            credential_id = _str(credential_id)
-    if type(route) is dict:
-        route_id, route_name = route.get("id"), route.get("name")
-        route = (_known_entity(route_id, route_name) if type(route_id) is str
-                 and (type(route_name) is str or route_name is None) else _entity(route))
-    elif route is not None:
-        route = _entity(route)
-    if type(service) is dict:
-        service_id, service_name = service.get("id"), service.get("name")
-        service = (_known_entity(service_id, service_name) if type(service_id) is str
-                   and (type(service_name) is str or service_name is None) else _entity(service))
-    elif service is not None:
-        service = _entity(service)
     # Positional, in field order: keywords cost ~0.6 us more for sixteen fields.
     return _build_facts(
         method,  # method
@@ -300,9 +283,9 @@ def parse_facts(serialized: str | bytes | Mapping[str, Any], needed: FactsNeeded
         client_ip if type(client_ip) is str else _str(client_ip) or "",  # client_ip
         float(started) / 1000.0 if isinstance(started, _NUMBER) and -_MAX_MS < started < _MAX_MS else 0.0,  # started
         consumer,  # consumer
-        credential_id,  # credential_id
-        route,  # route
-        service,  # service
+        _str(entity.get("id")) if entity is not None and _is_object(entity) else None,  # credential_id
+        None if route is None else _entity(route),  # route
+        None if service is None else _entity(service),  # service
         None if tls is None else _str(_table(tls).get("client_verify")),  # tls_client_verify
         {} if headers is None else _headers(headers),  # headers
         int(status) if isinstance(status, int) and not isinstance(status, bool) else None,  # response_status
@@ -310,7 +293,7 @@ def parse_facts(serialized: str | bytes | Mapping[str, Any], needed: FactsNeeded
         {} if ai is None else ai if _is_object(ai) else {},  # ai
         0.0 if latency is None
         else float(latency) if _is_number(latency) and 0 < latency < _MAX_MS else 0.0,  # latency_ms
-        body.encode("utf-8", "surrogateescape") if type(body) is str else None if body is None else _body(body),  # body
+        None if body is None else _body(body),  # body
     )
 
 

@@ -334,12 +334,7 @@ class IdentityResolver:
         claims = self._claims(facts, token_header)[0] if self._verifier is not None else _NO_CLAIMS
         if certificate is not None and facts.tls_client_verify != "SUCCESS":
             certificate = None
-        # _tenant's loop, written out: this runs on every request of the guard, where a call costs.
-        for lookup in self._tenant_lookups:
-            tenant = lookup(facts, claims, certificate)
-            if tenant is not None:
-                return tenant or self.config.default_tenant
-        return self.config.default_tenant
+        return self._tenant(facts, claims, certificate)
 
     def _claims(self, facts: RequestFacts, token_header: str | None) -> tuple[Mapping[str, Any], str | None]:
         """The verified claims of the bearer token (none without one) and the reason it was refused."""
