@@ -221,8 +221,7 @@ class Plugin:
 
     def access(self, kong: Kong) -> None:
         facts = gather_facts(kong, self.facts_needed)
-        # Without JWT or mTLS identity (the default) the tenant is the facts' alone: no _tenant call.
-        tenant = self._tenant(kong, facts) if self._tenant_reads_kong else self.identity.resolve_tenant(facts)
+        tenant = self._tenant(kong, facts)
         ident = identify(facts, self.cfg, tenant)
         body = self._body(kong, facts)
         try:
@@ -273,12 +272,10 @@ class Plugin:
             if self.decision_mark_key is not None:
                 kong.ctx.shared.set(self.decision_mark_key, mark_value(verdict))
             return
-        route = facts.route  # route_of(facts), without its call for a request Kong routed (all of them)
         # A Lua table cannot hold nil: absent values are left out (mark_value drops them too).
         handed: dict[str, Any] = {"body": body.decode("utf-8", "replace"), "tenant": ident.tenant,
-                                  "client": ident.client,
-                                  "route": route_of(facts) if route is None else route.id or route.name or "-",
-                                  "t": facts.started_at, "size": facts.size}
+                                  "client": ident.client, "route": route_of(facts), "t": facts.started_at,
+                                  "size": facts.size}
         if ident.group is not None:
             handed["group"] = ident.group
         if ident.credential is not None:
