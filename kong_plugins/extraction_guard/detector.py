@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from . import kernels
+from ._jit import direct
 from .baseline import Baselines, FeatureModel, RouteBaseline, axis_max
 from .config import LEVELS, GuardConfig
 from .payloads import LLMRequest
@@ -267,6 +268,10 @@ class Detector:
         #: the kernel wrote before it returns.
         self._found = np.empty((kernels.EVIDENCE_PER_ROW * cfg.max_rows_per_request, 3))
         kernels.warm()  # compiled now, at the instance's start, not on its first request
+        #: ``kernels.score_rows``, called without its dispatcher (``_jit.direct``): ``_rows`` passes
+        #: the types ``warm`` compiled it for -- float32 ring and steps, float64 rows, the route's
+        #: arrays as ``_Shape`` built them.
+        self._score_rows = direct(kernels.score_rows)
 
     def observe(self, state: ClientState | None, obs: Observation, *, is_group: bool = False,
                 learn: bool = True, member: str | None = None) -> tuple[ClientState, Assessment]:
@@ -462,7 +467,7 @@ class Detector:
         # coverage and axis words, its kept steps (the bits say which are valid). (The route's
         # operands unpacked first: ``*`` in the middle of the call built the argument list item by item.)
         inv_scale, whiten, cell_planes, packed_route, settings = shape.kernel_args
-        st.rows_n, n_found, n_clean, kept_out = kernels.score_rows(
+        st.rows_n, n_found, n_clean, kept_out = self._score_rows(
             st.rows, st.rows_n, rows, inv_scale, whiten, cell_planes, packed_route, settings, kept, st.kept_bits,
             st.ratios, st.words, found, fb.window, fb.next_slot, teach)
         if kept_out:

@@ -17,7 +17,7 @@ from numba import types
 
 from kong_plugins.frozen import positional_builder
 
-from ._jit import compiled
+from ._jit import compiled, direct
 from .config import Mitigations
 from .sketches import prompt_sketches
 
@@ -107,7 +107,7 @@ def body_predict_rows(body: bytes, max_rows: int) -> np.ndarray | None:
     """
     if max_rows < 1 or body.find(b'"instances"', 0, 64) < 0:
         return None
-    rows: np.ndarray = _scan_rows(body, max_rows)
+    rows: np.ndarray = _scan_rows_direct(body, max_rows)
     # At least one column, every value finite (the scanner's decimals are): only the width check.
     if not rows.shape[0]:
         return None
@@ -320,6 +320,10 @@ def _scan_rows(buf: bytes, max_rows: int) -> np.ndarray:  # pragma: no cover
         return np.empty((0, 0))
     rows: np.ndarray = out[: n * d].reshape((n, d))
     return rows
+
+
+#: ``_scan_rows`` without its dispatcher (``_jit.direct``): its caller passes bytes and an int.
+_scan_rows_direct = direct(_scan_rows)
 
 
 def instance_count(doc: Any) -> int:

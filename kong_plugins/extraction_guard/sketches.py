@@ -24,7 +24,7 @@ from collections.abc import Iterable
 import numpy as np
 from numba import types
 
-from ._jit import CRC32_MASK, compiled, crc32_byte
+from ._jit import CRC32_MASK, compiled, crc32_byte, direct
 
 _WORD = re.compile(r"\w+")
 #: ``\w+`` on ASCII text, matched on its bytes: the same words, without encoding each bigram.
@@ -52,7 +52,7 @@ def prompt_sketches(text: str) -> tuple[int, int]:
     head = text[:MAX_PROMPT_CHARS]
     if not head.isascii():
         return prompt_hash(head), _simhash_python(head)
-    exact, simhash = _sketch_ascii(head.encode(), _ASCII_WORD, _ASCII_SPACE)
+    exact, simhash = _sketch_ascii_direct(head.encode(), _ASCII_WORD, _ASCII_SPACE)
     return exact, simhash
 
 
@@ -307,3 +307,8 @@ def _sketch_ascii(text: bytes, word: np.ndarray, space: np.ndarray) -> tuple[np.
     """``(prompt_hash, simhash64)`` of ASCII text's bytes in one call (one dispatch from Python),
     both as signed 64-bit values."""
     return _hash_normalized_ascii(text, space), np.int64(_simhash_ascii(text, word))
+
+
+#: ``_sketch_ascii`` without its dispatcher (``_jit.direct``): its caller passes the text's bytes
+#: and the two uint8 tables.
+_sketch_ascii_direct = direct(_sketch_ascii)

@@ -8,12 +8,16 @@ is one coordinate away, what the route model says of a row.
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
+import numba
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as hs
 
-from kong_plugins.extraction_guard import kernels
+from kong_plugins.extraction_guard import _jit, kernels, payloads, sketches
 from kong_plugins.extraction_guard.baseline import GRID_SLACK, FeatureModel
 from kong_plugins.extraction_guard.config import GuardConfig
 from kong_plugins.extraction_guard.detector import Detector, Observation
@@ -28,6 +32,9 @@ def _compiled_signatures() -> list[int]:
 
 
 def test_a_detector_compiles_every_kernel_before_its_first_request() -> None:
+    # The detector calls score_rows without its dispatcher (_jit.direct), checked in the tests:
+    # a request passing other types than the compiled ones fails here with TypeError (unchecked,
+    # its arrays would be misread), where through the dispatcher it would have compiled.
     Detector(GuardConfig())
     before = _compiled_signatures()
     assert all(before)
@@ -49,6 +56,78 @@ def test_a_detector_compiles_every_kernel_before_its_first_request() -> None:
         state, _ = det.observe(state, Observation(t=t + i, route="r2", rows=rng.normal(size=(2, 5))))
     assert det.baselines.get("r").feature_baseline(12).model is not None
     assert _compiled_signatures() == before
+
+
+def _captured_score_rows_call() -> tuple[Any, ...]:
+    """The operands of a real call of ``score_rows``: a client's second request, on a learned route."""
+    det = Detector(GuardConfig(baseline_min_samples=20))
+    rng = np.random.default_rng(5)
+    for i in range(40):  # the route learns its model from 40 one-row clients
+        det.observe(None, Observation(t=float(i), route="r", rows=rng.normal(size=(1, 6))))
+    state, _ = det.observe(None, Observation(t=50.0, route="r", rows=rng.normal(size=(1, 6))))
+    captured: list[tuple[Any, ...]] = []
+    checked = det._score_rows
+
+    def capture(*args: Any) -> Any:
+        captured.append(args)
+        return checked(*args)
+
+    det._score_rows = capture
+    det.observe(state, Observation(t=51.0, route="r", rows=rng.normal(size=(3, 6))))
+    return captured[0]
+
+
+def test_the_suite_checks_every_direct_kernel_call() -> None:
+    # tests/conftest.py turns the check on for every test (and the plugin servers they start):
+    # each request a test makes checks the types of what it passes to the compiled kernels.
+    assert os.environ.get(_jit.CHECK_KERNEL_ARGS_ENV) == "1"
+    for call in (Detector(GuardConfig())._score_rows, payloads._scan_rows_direct, sketches._sketch_ascii_direct):
+        assert call.__qualname__ == "_checked.<locals>.call"
+
+
+def test_a_direct_kernel_call_refuses_other_types_naming_the_argument(monkeypatch: pytest.MonkeyPatch) -> None:
+    args = _captured_score_rows_call()
+    monkeypatch.setenv(_jit.CHECK_KERNEL_ARGS_ENV, "1")
+    checked = _jit.direct(kernels.score_rows)
+    ring64 = (args[0].astype(np.float64), *args[1:])  # a float64 ring where the kernel reads float32
+    with pytest.raises(TypeError, match=r"score_rows: argument 0 is array\(float64, 2d, C\), compiled for "
+                                        r"array\(float32, 2d, C\)"):
+        checked(*ring64)
+    with pytest.raises(TypeError, match="score_rows: 15 arguments, compiled for 16"):
+        checked(*args[:-1])
+    with pytest.raises(TypeError, match=r"_scan_rows: argument 0 is unicode_type"):
+        _jit.direct(payloads._scan_rows)('{"instances": [[1]]}', 8)
+
+
+def test_a_direct_kernel_call_answers_what_the_dispatcher_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    args = _captured_score_rows_call()
+    monkeypatch.setenv(_jit.CHECK_KERNEL_ARGS_ENV, "0")
+    entry = _jit.direct(kernels.score_rows)
+    assert type(entry).__name__ == "builtin_function_or_method"  # the compiled version itself, unchecked
+
+    def fresh() -> tuple[Any, ...]:  # the kernel changes the client's arrays in place: each call its own
+        return tuple(a.copy() if isinstance(a, np.ndarray) else a for a in args)
+
+    through_dispatcher, direct_ = fresh(), fresh()
+    answer = kernels.score_rows(*through_dispatcher)
+    assert entry(*direct_) == answer
+    for a, b in zip(through_dispatcher, direct_, strict=True):
+        if isinstance(a, np.ndarray):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_a_direct_call_needs_exactly_one_compiled_version() -> None:
+    @numba.njit
+    def twice(x: Any) -> Any:
+        return 2 * x
+
+    with pytest.raises(RuntimeError, match="twice: 0 compiled versions"):
+        _jit.direct(twice)
+    twice(1)
+    assert _jit.direct(twice)(3) == 6
+    twice(1.5)
+    with pytest.raises(RuntimeError, match="twice: 2 compiled versions"):
+        _jit.direct(twice)
 
 
 def _reference_compare(ring: np.ndarray, rows_n: int, rows: np.ndarray, tol: np.ndarray, inv: np.ndarray,
