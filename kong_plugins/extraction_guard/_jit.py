@@ -10,21 +10,25 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from numba import njit
 
 
-def compiled(signature: Any = None, *, fastmath: Any = False) -> Callable[[Callable[..., Any]], Any]:
+def compiled(signature: Any = None, *, fastmath: Any = False,
+             error_model: Literal["python", "numpy"] = "python") -> Callable[[Callable[..., Any]], Any]:
     """A decorator compiling ``fn``: at once for ``signature`` if given, else on its first call.
 
     ``fastmath={"reassoc", "contract"}`` lets sums be reordered (vectorised), as a BLAS product's are.
+    ``error_model="numpy"``: a float division by zero gives inf or NaN instead of raising
+    ``ZeroDivisionError`` -- the same quotients otherwise, and a loop of divisions vectorises
+    without a test of each divisor.
     """
     def jit(cache: bool) -> Any:
         if signature is None:
-            return njit(cache=cache, nogil=True, fastmath=fastmath)
-        return njit(signature, cache=cache, nogil=True, fastmath=fastmath)
+            return njit(cache=cache, nogil=True, fastmath=fastmath, error_model=error_model)
+        return njit(signature, cache=cache, nogil=True, fastmath=fastmath, error_model=error_model)
 
     def compile_(fn: Callable[..., Any]) -> Any:
         try:

@@ -212,6 +212,25 @@ def test_route_model_verdicts_match_their_numpy_definitions() -> None:
     np.testing.assert_array_equal(model.cell(rows), np.packbits(bits, axis=1)[:, 0])
 
 
+
+@pytest.mark.parametrize("n_rows", [1, 7, 8, 9, 17])
+def test_rows_judged_together_get_the_verdicts_each_gets_alone(n_rows: int) -> None:
+    # evaluate_rows sums eight rows' distances side by side, each in its own order: the same
+    # bits as a row judged alone (summed on its own); out-of-domain is "any excursion above the
+    # limit", NaN excursions included, as the running maximum it replaces was
+    rng = np.random.default_rng(n_rows)
+    model = FeatureModel.from_rows(np.round(rng.normal(5.0, 1.0, size=(400, 64)), 1))
+    rows = np.round(rng.normal(5.0, 1.0, size=(n_rows, 64)), 1) * rng.uniform(0.5, 3.0, size=(n_rows, 1))
+    rows[0, 3] = np.nan
+    rows[-1, 5] = 60.0
+    together = model.verdicts(rows)
+    for r in range(n_rows):
+        alone = model.verdicts(rows[r:r + 1])
+        assert together[0][r].tobytes() == alone[0][0].tobytes()
+        assert together[1][:, r].tolist() == alone[1][:, 0].tolist()
+        assert together[2][r] == alone[2][0]
+    assert together[1][0, -1]
+
 @pytest.mark.parametrize("dim", [1, 3, 4, 6, 7, 64])
 def test_the_whitening_product_is_the_triangular_matrix_product(dim: int) -> None:
     # four rows of the matrix at a time from the diagonal, then the rest one by one
@@ -322,6 +341,25 @@ def test_axis_neighbour_pairs_counts_what_the_numpy_expression_counts() -> None:
         axis_max = int(rng.integers(1, 5))
         assert kernels.axis_neighbour_pairs(sample, axis_max) == _axis_pairs_numpy(sample, axis_max)
 
+
+
+def test_a_zero_span_divides_as_it_always_did() -> None:
+    # |step| / span is vectorised (IEEE division) only for a span without zeros; with a zero the
+    # division raises, as the packing loop's always did
+    size, dim = 2, 8
+    steps = np.full((size, dim), 0.5, dtype=np.float32)
+    span = np.ones(dim)
+    span[3] = 0.0
+    args = (np.ones(size, dtype=np.bool_), np.full(size, -1, dtype=np.int64), np.full(size, dim, dtype=np.int64),
+            steps, np.ones((size, dim), dtype=np.bool_), np.zeros((size, dim), dtype=np.float32), span, np.zeros(0),
+            np.zeros(0, dtype=np.float32), np.ones((size, dim)), np.ones(size, dtype=np.bool_),
+            np.zeros(0, dtype=np.float32), 4, np.zeros(size, dtype=np.bool_), np.zeros(size), np.full(size, np.nan),
+            np.full(size, -1.0))
+    with pytest.raises(ZeroDivisionError):
+        kernels._step_tests(*args)
+    span[3] = 1.0  # without: a sign step, its mean move
+    kernels._step_tests(*args)
+    assert args[-4].all() and args[-3].tolist() == [0.5, 0.5]
 
 def _reference_step_tests(structure: np.ndarray, axis: np.ndarray, n_near: np.ndarray, step_near: np.ndarray,
                           changed: np.ndarray, rows: np.ndarray, span: np.ndarray, grid: np.ndarray,
