@@ -135,6 +135,12 @@ _SIGNIFICANT_LIMIT = 10 ** 17
 _INSTANCES_KEY = np.frombuffer(b'"instances"', dtype=np.uint8).copy()
 
 
+#: Indices the scanner reads with are converted to this unsigned type (a no-op in the machine
+#: code): numba wraps a negative signed index around (``buf[-1]`` is the last byte), a compare and
+#: a conditional move on every byte read, which its indices -- counted up from 0 -- never need.
+_at = np.uint64
+
+
 @compiled()
 def _is_space(b: int) -> bool:
     """JSON whitespace: space, tab, LF, CR."""
@@ -158,39 +164,39 @@ def _scan_instances(buf: bytes, max_rows: int) -> tuple[np.ndarray, int, int]:  
     if max_rows < 1:
         return nothing, 0, 0
     last = size - 1
-    while last >= 0 and _is_space(buf[last]):
+    while last >= 0 and _is_space(buf[_at(last)]):
         last -= 1
-    if last < 0 or buf[last] != 125:  # } -- the sentinel every scan below stops on
+    if last < 0 or buf[_at(last)] != 125:  # } -- the sentinel every scan below stops on
         return nothing, 0, 0
     # From here on buf[last] is '}': any forward scan over digits or whitespace ends by it.
     i = 0
-    while _is_space(buf[i]):
+    while _is_space(buf[_at(i)]):
         i += 1
-    if buf[i] != 123:  # {
+    if buf[_at(i)] != 123:  # {
         return nothing, 0, 0
     i += 1
-    while _is_space(buf[i]):
+    while _is_space(buf[_at(i)]):
         i += 1
     key = _INSTANCES_KEY
     if i + key.size > last:
         return nothing, 0, 0
     for j in range(key.size):
-        if buf[i + j] != key[j]:
+        if buf[_at(i + j)] != key[j]:
             return nothing, 0, 0
     i += key.size
-    while _is_space(buf[i]):
+    while _is_space(buf[_at(i)]):
         i += 1
-    if buf[i] != 58:  # :
+    if buf[_at(i)] != 58:  # :
         return nothing, 0, 0
     i += 1
-    while _is_space(buf[i]):
+    while _is_space(buf[_at(i)]):
         i += 1
-    if buf[i] != 91:  # [
+    if buf[_at(i)] != 91:  # [
         return nothing, 0, 0
     i += 1
-    while _is_space(buf[i]):
+    while _is_space(buf[_at(i)]):
         i += 1
-    if buf[i] != 91:  # the first row's [
+    if buf[_at(i)] != 91:  # the first row's [
         return nothing, 0, 0
     # The first row's width: one more than its commas up to its ']' (a well-formed row has
     # exactly that many numbers; any other is rejected while it is read). The rows the body can
@@ -198,8 +204,8 @@ def _scan_instances(buf: bytes, max_rows: int) -> tuple[np.ndarray, int, int]:  
     # -- bound the buffer, not max_rows x width whatever the body.
     close = i + 1
     commas = 0
-    while close < last and buf[close] != 93:  # ]
-        commas += buf[close] == 44
+    while close < last and buf[_at(close)] != 93:  # ]
+        commas += buf[_at(close)] == 44
         close += 1
     if close >= last:
         return nothing, 0, 0
@@ -212,12 +218,12 @@ def _scan_instances(buf: bytes, max_rows: int) -> tuple[np.ndarray, int, int]:  
         at = rows * width  # where the row's values go while rows < capacity
         count = 0
         while True:  # one number per turn
-            while _is_space(buf[i]):
+            while _is_space(buf[_at(i)]):
                 i += 1
-            negative = buf[i] == 45  # -
+            negative = buf[_at(i)] == 45  # -
             if negative:
                 i += 1
-            first = buf[i]
+            first = buf[_at(i)]
             if first < 48 or first > 57:
                 return nothing, 0, 0
             # At most 18 significant digits (they fit an int64): a digit is taken while the
@@ -228,35 +234,35 @@ def _scan_instances(buf: bytes, max_rows: int) -> tuple[np.ndarray, int, int]:  
             i += 1
             if first != 48:  # a leading 0 stands alone
                 mantissa = first - 48
-                while 48 <= buf[i] <= 57:
+                while 48 <= buf[_at(i)] <= 57:
                     if mantissa >= _SIGNIFICANT_LIMIT:
                         return nothing, 0, 0
-                    mantissa = mantissa * 10 + (buf[i] - 48)
+                    mantissa = mantissa * 10 + (buf[_at(i)] - 48)
                     i += 1
-            if buf[i] == 46:  # .
+            if buf[_at(i)] == 46:  # .
                 integral = False
                 i += 1
-                if buf[i] < 48 or buf[i] > 57:
+                if buf[_at(i)] < 48 or buf[_at(i)] > 57:
                     return nothing, 0, 0
-                while 48 <= buf[i] <= 57:
+                while 48 <= buf[_at(i)] <= 57:
                     if mantissa >= _SIGNIFICANT_LIMIT:
                         return nothing, 0, 0
-                    mantissa = mantissa * 10 + (buf[i] - 48)
+                    mantissa = mantissa * 10 + (buf[_at(i)] - 48)
                     exponent -= 1
                     i += 1
-            if buf[i] == 101 or buf[i] == 69:  # e E
+            if buf[_at(i)] == 101 or buf[_at(i)] == 69:  # e E
                 integral = False
                 i += 1
                 exp_negative = False
-                if buf[i] == 43 or buf[i] == 45:
-                    exp_negative = buf[i] == 45
+                if buf[_at(i)] == 43 or buf[_at(i)] == 45:
+                    exp_negative = buf[_at(i)] == 45
                     i += 1
-                if buf[i] < 48 or buf[i] > 57:
+                if buf[_at(i)] < 48 or buf[_at(i)] > 57:
                     return nothing, 0, 0
                 written = 0
-                while 48 <= buf[i] <= 57:
+                while 48 <= buf[_at(i)] <= 57:
                     if written < _EXPONENT_CEILING:
-                        written = written * 10 + (buf[i] - 48)
+                        written = written * 10 + (buf[_at(i)] - 48)
                     i += 1
                 exponent += -written if exp_negative else written
             if mantissa == 0:
@@ -274,34 +280,34 @@ def _scan_instances(buf: bytes, max_rows: int) -> tuple[np.ndarray, int, int]:  
             if count >= width:  # longer than the first row: checked before it is written
                 return nothing, 0, 0
             if rows < capacity:  # a row beyond it is cut short by the body's end: rejected below
-                out[at + count] = value
+                out[_at(at + count)] = value
             count += 1
-            while _is_space(buf[i]):
+            while _is_space(buf[_at(i)]):
                 i += 1
-            if buf[i] == 44:  # ,
+            if buf[_at(i)] == 44:  # ,
                 i += 1
                 continue
-            if buf[i] == 93:  # ]
+            if buf[_at(i)] == 93:  # ]
                 i += 1
                 break
             return nothing, 0, 0
         if count != width:
             return nothing, 0, 0
         rows += 1
-        while _is_space(buf[i]):
+        while _is_space(buf[_at(i)]):
             i += 1
-        if buf[i] == 44:  # ,
+        if buf[_at(i)] == 44:  # ,
             i += 1
-            while _is_space(buf[i]):
+            while _is_space(buf[_at(i)]):
                 i += 1
-            if buf[i] != 91:  # the next row's [
+            if buf[_at(i)] != 91:  # the next row's [
                 return nothing, 0, 0
             continue
-        if buf[i] == 93:  # ]
+        if buf[_at(i)] == 93:  # ]
             i += 1
             break
         return nothing, 0, 0
-    while _is_space(buf[i]):
+    while _is_space(buf[_at(i)]):
         i += 1
     if i != last:  # the '}' closing the object is the body's last non-whitespace byte
         return nothing, 0, 0
