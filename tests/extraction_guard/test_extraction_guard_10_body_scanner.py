@@ -290,8 +290,20 @@ def test_a_single_wide_row_does_not_reserve_room_for_rows_the_body_cannot_hold()
     width = 2_000_000
     body = b'{"instances": [[' + b"0," * (width - 1) + b"0]]}"
     values, n, d = _scan_instances(body, 256)
-    assert (n, d) == (1, width) and values.size == width  # room for the one row, not 256
+    # room for the one row and one spare (rows past the kept ones are read into it), not 256
+    assert (n, d) == (1, width) and values.size == 2 * width
     _assert_agrees(body, 256)
     # sized by the bytes, the buffer has no room for a row the body's end cuts short: not written
     for cut, max_rows in [(b'{"instances": [[1, 2], [3', 2), (b'{"instances": [[1],[2],[3', 8)]:
         assert _assert_agrees(cut, max_rows) is None
+
+
+def test_rows_past_max_rows_are_read_into_their_own_row_not_over_the_kept_ones() -> None:
+    # Rows past max_rows are still read (the body must be well formed to the end) into one more
+    # row of the buffer, which is dropped: over a kept row, the last kept values would be theirs.
+    rows = [[r * 10 + c for c in range(3)] for r in range(6)]
+    body = ('{"instances": [' + ", ".join(str(r) for r in rows) + "]}").encode()
+    for max_rows in (1, 2, 5, 6, 7):
+        fast = _assert_agrees(body, max_rows)
+        assert fast is not None and fast.tolist() == rows[:max_rows]
+    assert _assert_agrees(body[:-3] + b", 9]]}", 2) is None  # a longer row past the kept ones
