@@ -123,6 +123,10 @@ def _spread_table() -> np.ndarray:
 
 
 _SPREAD = _spread_table()
+#: ``_simhash_ascii`` reads the text at indices converted to this unsigned type (a no-op in the
+#: machine code): numba wraps a negative signed index around, a compare and a conditional move
+#: on every byte read of its ``while`` loops, whose index -- counted up from 0 -- never needs it.
+_at = np.uint64
 #: Shingles a byte lane counts before it is added to the 64-bit counts (a lane holds at most 255).
 _LANE_FLUSH = 255
 
@@ -171,13 +175,13 @@ def _simhash_ascii(text: bytes, word: np.ndarray) -> np.uint64:
     only_low = only_high = np.uint32(0)
     i = 0
     while i < n:
-        if word[text[i]] == 0:
+        if word[text[_at(i)]] == 0:
             i += 1
             continue
         low, high = prev_low, prev_high
         next_low, next_high = CRC32_MASK, CRC32_MASK ^ np.uint32(_SEED_HI)
-        while i < n and word[text[i]] != 0:
-            b = word[text[i]]
+        while i < n and word[text[_at(i)]] != 0:
+            b = word[text[_at(i)]]
             low, high = crc32_byte(low, b), crc32_byte(high, b)
             next_low, next_high = crc32_byte(next_low, b), crc32_byte(next_high, b)
             i += 1
