@@ -17,7 +17,7 @@ from numba import types
 
 from kong_plugins.frozen import positional_builder
 
-from ._jit import compiled, direct
+from ._jit import compiled, direct, unsigned_index
 from .config import Mitigations
 from .sketches import prompt_sketches
 
@@ -135,10 +135,8 @@ _SIGNIFICANT_LIMIT = 10 ** 17
 _INSTANCES_KEY = np.frombuffer(b'"instances"', dtype=np.uint8).copy()
 
 
-#: Indices the scanner reads with are converted to this unsigned type (a no-op in the machine
-#: code): numba wraps a negative signed index around (``buf[-1]`` is the last byte), a compare and
-#: a conditional move on every byte read, which its indices -- counted up from 0 -- never need.
-_at = np.uint64
+#: The scanner's indices, unsigned for its reads (``_jit.unsigned_index``: no wraparound test).
+_at = unsigned_index
 
 
 @compiled()

@@ -24,7 +24,7 @@ from collections.abc import Iterable
 import numpy as np
 from numba import types
 
-from ._jit import CRC32_MASK, compiled, crc32_byte, direct
+from ._jit import CRC32_MASK, compiled, crc32_byte, direct, unsigned_index
 
 _WORD = re.compile(r"\w+")
 #: ``\w+`` on ASCII text, matched on its bytes: the same words, without encoding each bigram.
@@ -123,10 +123,8 @@ def _spread_table() -> np.ndarray:
 
 
 _SPREAD = _spread_table()
-#: ``_simhash_ascii`` reads the text at indices converted to this unsigned type (a no-op in the
-#: machine code): numba wraps a negative signed index around, a compare and a conditional move
-#: on every byte read of its ``while`` loops, whose index -- counted up from 0 -- never needs it.
-_at = np.uint64
+#: ``_simhash_ascii``'s indices, unsigned for its reads (``_jit.unsigned_index``: no wraparound test).
+_at = unsigned_index
 #: Shingles a byte lane counts before it is added to the 64-bit counts (a lane holds at most 255).
 _LANE_FLUSH = 255
 
