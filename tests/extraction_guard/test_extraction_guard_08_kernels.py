@@ -212,7 +212,6 @@ def test_route_model_verdicts_match_their_numpy_definitions() -> None:
     np.testing.assert_array_equal(model.cell(rows), np.packbits(bits, axis=1)[:, 0])
 
 
-
 @pytest.mark.parametrize("n_rows", [1, 7, 8, 9, 17])
 def test_rows_judged_together_get_the_verdicts_each_gets_alone(n_rows: int) -> None:
     # evaluate_rows sums eight rows' distances side by side, each in its own order: the same
@@ -230,6 +229,7 @@ def test_rows_judged_together_get_the_verdicts_each_gets_alone(n_rows: int) -> N
         assert together[1][:, r].tolist() == alone[1][:, 0].tolist()
         assert together[2][r] == alone[2][0]
     assert together[1][0, -1]
+
 
 @pytest.mark.parametrize("dim", [1, 3, 4, 6, 7, 64])
 def test_the_whitening_product_is_the_triangular_matrix_product(dim: int) -> None:
@@ -342,7 +342,6 @@ def test_axis_neighbour_pairs_counts_what_the_numpy_expression_counts() -> None:
         assert kernels.axis_neighbour_pairs(sample, axis_max) == _axis_pairs_numpy(sample, axis_max)
 
 
-
 def test_a_zero_span_divides_as_it_always_did() -> None:
     # |step| / span is vectorised (IEEE division) only for a span without zeros; with a zero the
     # division raises, as the packing loop's always did
@@ -360,6 +359,7 @@ def test_a_zero_span_divides_as_it_always_did() -> None:
     span[3] = 1.0  # without: a sign step, its mean move
     kernels._step_tests(*args)
     assert args[-4].all() and args[-3].tolist() == [0.5, 0.5]
+
 
 def _reference_step_tests(structure: np.ndarray, axis: np.ndarray, n_near: np.ndarray, step_near: np.ndarray,
                           changed: np.ndarray, rows: np.ndarray, span: np.ndarray, grid: np.ndarray,
