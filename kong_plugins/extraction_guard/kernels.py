@@ -286,21 +286,18 @@ def _step_tests(structure: np.ndarray, axis: np.ndarray, n_near: np.ndarray, ste
                 # The moved coordinates packed to the front without a branch per coordinate (which
                 # one moved is data, a coin flip to the branch predictor): each one is written at
                 # ``count`` and kept by counting it.
-                count = 0
                 if span_nonzero:
                     # The divisions first, vectorised: in the packing loop each waited for the
                     # divider (~0.08 -> 0.05 us a step of 64 coordinates, packing included).
                     _divide_magnitudes(a, span, ratios)
+                else:  # the same quotients, one by one: a zero span raises ZeroDivisionError, as it always did
                     for j in range(dim):
-                        relative[count] = ratios[j]
-                        absolute[count] = abs(a[j])
-                        count += mask[j]
-                else:  # (a zero span raises ZeroDivisionError here, as it always did)
-                    for j in range(dim):
-                        m = abs(a[j])
-                        relative[count] = np.float64(m) / span[j]
-                        absolute[count] = m
-                        count += mask[j]
+                        ratios[j] = np.float64(abs(a[j])) / span[j]
+                count = 0
+                for j in range(dim):
+                    relative[count] = ratios[j]
+                    absolute[count] = abs(a[j])
+                    count += mask[j]
                 is_signed = _mostly_equal(relative[:count], 1.01) or (
                     n_near[r] >= min_dim and _mostly_equal(absolute[:count], one32))
                 if is_signed:
