@@ -171,7 +171,7 @@ class ExtractionGuard:
         """Decide the request before it is proxied; raises ``StorageError`` if storage fails."""
         keys, revoked_at = _access_keys(ident.tenant, ident.client, ident.group, ident.ip, ident.credential)
         values = self.storage.mget(keys, now=now)
-        # Most requests have no verdict and no revocation: _from_verdicts' first test, without its call.
+        # Most requests have no verdict and no revocation: allowed without reading any.
         outcome = self._from_verdicts(ident, now, values, revoked_at) if any(values) else _ALLOWED
         if outcome.status is None and body is not None and self._mitigating:
             outcome = self._mitigate(body, outcome)
@@ -181,8 +181,7 @@ class ExtractionGuard:
 
     def _from_verdicts(self, ident: Identity, now: float, values: list[str | None],
                        revoked_at: int | None = None) -> AccessOutcome:
-        if not any(values):  # no verdict, no revocation: most requests
-            return _ALLOWED
+        """The outcome of the stored verdicts and revocation (at least one value is set: ``check_access``)."""
         if revoked_at is not None and values[revoked_at]:
             return AccessOutcome("revoke", 401, "credential revoked", level="revoke")
         best: Verdict | None = None
@@ -212,9 +211,8 @@ class ExtractionGuard:
         return AccessOutcome("flag", upstream_headers=flag_headers, level="flag")
 
     def _mitigate(self, body: bytes, outcome: AccessOutcome) -> AccessOutcome:
+        """Refuse a body that breaks a policy mitigation (called only when one is on: ``_mitigating``)."""
         m = self.cfg.mitigations
-        if not self._mitigating:
-            return outcome
         # Cheap pre-filter: only bodies that can break an LLM rule are parsed on the request path.
         # Both keys hold an "l", which predict bodies (digits and "instances") never do: one memchr
         # for the byte (an int operand: ~20 ns on 3 KB) rules them out before the two substring
